@@ -1,0 +1,8 @@
+"""fastbn: fast CPU Batch Normalization and a small trainer for batch-normalized nets."""
+__version__ = "0.1.0"
+
+from ._config import get_num_threads, set_num_threads, show_config, threads
+from . import kernels
+
+__all__ = ["get_num_threads", "set_num_threads", "show_config", "threads", "kernels",
+           "__version__"]

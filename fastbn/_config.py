@@ -1,0 +1,106 @@
+"""Build facts, thread control and show_config()."""
+import contextlib
+import os
+import platform
+import sys
+import threading
+
+from . import _openmp_helpers
+
+__all__ = ["get_num_threads", "set_num_threads", "threads", "show_config"]
+
+_global_threads = None          # set_num_threads(); None: follow the OpenMP runtime
+_local = threading.local()      # threads(n) overrides, per Python thread
+
+
+def get_num_threads():
+    """Threads the kernels use on this call.
+
+    Order: an enclosing ``fastbn.threads(n)`` block (this Python thread only),
+    then ``fastbn.set_num_threads(n)``, then the OpenMP runtime's maximum, which
+    follows OMP_NUM_THREADS and threadpoolctl limits.  Always 1 in a serial build.
+    """
+    if not _openmp_helpers.openmp_enabled():
+        return 1
+    n = getattr(_local, "threads", None) or _global_threads
+    return n if n is not None else _openmp_helpers.max_threads()
+
+
+def _check_threads(n):
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    return n
+
+
+def set_num_threads(n):
+    """Use n threads in every fastbn kernel from now on (process-wide).
+    ``set_num_threads(None)`` returns to the OpenMP runtime's default."""
+    global _global_threads
+    _global_threads = None if n is None else _check_threads(n)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """``with fastbn.threads(n):`` run the kernels of this Python thread on n threads."""
+    _check_threads(n)
+    previous = getattr(_local, "threads", None)
+    _local.threads = n
+    try:
+        yield
+    finally:
+        _local.threads = previous
+
+
+def _openmp_runtime():
+    """Path of the OpenMP runtime library loaded in this process, if any."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1]
+                name = os.path.basename(path)
+                if name.startswith(("libgomp", "libomp", "libiomp")):
+                    return path
+    except OSError:
+        pass
+    if _openmp_helpers.openmp_enabled():
+        return "linked (library path not visible on this platform)"
+    return None
+
+
+def _blas_info(module):
+    try:
+        cfg = module.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        return {k: blas.get(k) for k in ("name", "version", "openblas configuration")
+                if blas.get(k) is not None}
+    except Exception as exc:  # old versions without mode="dicts"
+        return {"error": repr(exc)}
+
+
+def show_config(as_dict=False):
+    """Print (or return, with ``as_dict=True``) how fastbn was built and runs."""
+    import numpy
+    import scipy
+
+    from . import __version__
+
+    omp_version = _openmp_helpers.openmp_version()
+    info = {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "openmp": _openmp_helpers.openmp_enabled(),
+        "openmp_version": omp_version or None,
+        "openmp_runtime": _openmp_runtime(),
+        "num_threads": get_num_threads(),
+        "num_procs": _openmp_helpers.num_procs() if omp_version else os.cpu_count(),
+        "build_flags": _openmp_helpers.build_flags(),
+        "numpy": {"version": numpy.__version__, "blas": _blas_info(numpy)},
+        "scipy": {"version": scipy.__version__, "blas": _blas_info(scipy)},
+    }
+    if as_dict:
+        return info
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}} : {value}")
+    return None

@@ -1,0 +1,1 @@
+cdef int effective_threads(int requested) noexcept nogil

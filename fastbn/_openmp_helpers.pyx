@@ -1,0 +1,42 @@
+"""The one place that calls the OpenMP runtime (serial stubs without OpenMP)."""
+
+cdef extern from "_omp_compat.h":
+    int omp_get_max_threads() nogil
+    int omp_get_num_procs() nogil
+    int FASTBN_OPENMP
+    long FASTBN_OPENMP_VERSION
+    const char* FASTBN_BUILD_FLAGS
+
+
+cdef int effective_threads(int requested) noexcept nogil:
+    """Team size for a parallel region: `requested` if > 0, else the runtime's
+    current maximum (read per call, so OMP_NUM_THREADS and threadpoolctl apply)."""
+    if not FASTBN_OPENMP:
+        return 1
+    if requested > 0:
+        return requested
+    return omp_get_max_threads()
+
+
+def openmp_enabled():
+    """True when the extensions were compiled with OpenMP."""
+    return bool(FASTBN_OPENMP)
+
+
+def openmp_version():
+    """The _OPENMP date macro the compiler defined (e.g. 201511), or 0."""
+    return FASTBN_OPENMP_VERSION
+
+
+def max_threads():
+    """omp_get_max_threads(), or 1 in a serial build."""
+    return omp_get_max_threads()
+
+
+def num_procs():
+    return omp_get_num_procs()
+
+
+def build_flags():
+    """Compile and link flags the extensions were built with."""
+    return FASTBN_BUILD_FLAGS.decode()

@@ -1,0 +1,136 @@
+"""Build the Cython extensions; everything declarable lives in pyproject.toml.
+
+OpenMP is detected the way scikit-learn does it: compile and link a tiny
+OpenMP program with the compiler that will build the extensions.  When that
+fails (Apple clang without libomp, a compiler without OpenMP) the extensions
+are built serially and a warning says so.
+
+Environment variables:
+  FASTBN_DISABLE_OPENMP=1   force the serial build
+  FASTBN_NATIVE=1           add -march=native (local builds only: not portable)
+  FASTBN_BOUNDSCHECK=1      turn Cython bounds/wraparound checks on, for debugging
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP_TEST = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d", n > 0 && omp_get_max_threads() > 0);
+        return 0;
+    }
+    """
+)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _openmp_flags(compiler_type):
+    """(compile_args, link_args) for OpenMP on this platform's compiler."""
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang needs libomp (brew install libomp); the test tells.
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _base_flags(compiler_type):
+    if compiler_type == "msvc":
+        return ["/O2", "/fp:precise"], []
+    # -ffp-contract=off: no FMA contraction, so the same reduction gives the
+    # same bits whichever code path (and thread count) computes it.
+    args = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+    if _env_flag("FASTBN_NATIVE"):
+        args.append("-march=native")
+    return args, []
+
+
+def _compiles_openmp(compiler, compile_args, link_args):
+    """Compile, link and run OPENMP_TEST; True when all three work."""
+    tmp = tempfile.mkdtemp(prefix="fastbn-omp-")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp)
+        with open("omp_test.c", "w") as f:
+            f.write(OPENMP_TEST)
+        objs = compiler.compile(["omp_test.c"], extra_postargs=compile_args)
+        exe = "omp_test" + (".exe" if sys.platform == "win32" else "")
+        compiler.link_executable(objs, "omp_test", extra_postargs=link_args)
+        out = subprocess.run([os.path.join(tmp, exe)], capture_output=True, text=True, timeout=60)
+        return out.returncode == 0 and out.stdout.strip() == "1"
+    except Exception:  # any compile, link or run failure means "no OpenMP"
+        return False
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        cargs, largs = _base_flags(ctype)
+        openmp = False
+        if _env_flag("FASTBN_DISABLE_OPENMP"):
+            print("fastbn: FASTBN_DISABLE_OPENMP is set; building the serial extension.")
+        else:
+            ocargs, olargs = _openmp_flags(ctype)
+            openmp = _compiles_openmp(self.compiler, ocargs, olargs)
+            if openmp:
+                cargs, largs = cargs + ocargs, largs + olargs
+            else:
+                warnings.warn(
+                    "fastbn: this compiler could not build an OpenMP program; "
+                    "building a SERIAL extension (correct, but single-threaded). "
+                    "On macOS install libomp; set FASTBN_DISABLE_OPENMP=1 to silence this.",
+                    stacklevel=1,
+                )
+        flags = " ".join(cargs + largs)
+        for ext in self.extensions:
+            ext.extra_compile_args = cargs + ext.extra_compile_args
+            ext.extra_link_args = largs + ext.extra_link_args
+            ext.define_macros += [("FASTBN_BUILD_FLAGS", '"%s"' % flags)]
+        super().build_extensions()
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    debug = _env_flag("FASTBN_BOUNDSCHECK")
+    directives = {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": debug,
+        "cdivision": True,
+        "initializedcheck": debug,
+        "embedsignature": True,
+    }
+    exts = [
+        Extension(
+            "fastbn." + os.path.splitext(os.path.basename(p))[0],
+            [p],
+            include_dirs=["fastbn"],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for p in sorted(glob.glob(os.path.join("fastbn", "*.pyx")))
+    ]
+    return cythonize(exts, compiler_directives=directives, nthreads=os.cpu_count() or 1)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
