@@ -1,0 +1,79 @@
+"""Build configuration, thread control and the `info` command."""
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import fastbn
+
+OPENMP = fastbn.show_config(as_dict=True)["openmp"]
+
+
+def test_show_config_dict_and_print(capsys):
+    info = fastbn.show_config(as_dict=True)
+    assert info["version"] == fastbn.__version__
+    assert isinstance(info["openmp"], bool)
+    assert info["num_threads"] == fastbn.get_num_threads()
+    assert "-O3" in info["build_flags"] or "/O2" in info["build_flags"]
+    assert ("-fopenmp" in info["build_flags"] or "openmp" in info["build_flags"]) == info["openmp"]
+    assert "blas" in info["numpy"] and "blas" in info["scipy"]
+    assert fastbn.show_config() is None
+    out = capsys.readouterr().out
+    assert "openmp" in out and fastbn.__version__ in out
+
+
+@pytest.mark.skipif(not OPENMP, reason="serial build")
+def test_set_num_threads_and_context_manager():
+    default = fastbn.get_num_threads()
+    try:
+        fastbn.set_num_threads(3)
+        assert fastbn.get_num_threads() == 3
+        with fastbn.threads(1):
+            assert fastbn.get_num_threads() == 1
+            seen = []
+            t = threading.Thread(target=lambda: seen.append(fastbn.get_num_threads()))
+            t.start()
+            t.join()
+            assert seen == [3]  # the context manager is per Python thread
+        assert fastbn.get_num_threads() == 3
+    finally:
+        fastbn.set_num_threads(None)
+    assert fastbn.get_num_threads() == default
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_bad_thread_counts(bad):
+    with pytest.raises(ValueError, match="positive int"):
+        fastbn.set_num_threads(bad)
+    with pytest.raises(ValueError, match="positive int"):
+        with fastbn.threads(bad):
+            pass
+
+
+@pytest.mark.skipif(not OPENMP, reason="serial build")
+@pytest.mark.parametrize("n", ["1", "3"])
+def test_omp_num_threads_is_respected(n):
+    env = dict(os.environ, OMP_NUM_THREADS=n)
+    out = subprocess.run([sys.executable, "-c", "import fastbn; print(fastbn.get_num_threads())"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == n
+
+
+@pytest.mark.skipif(not OPENMP, reason="serial build")
+def test_threadpoolctl_sees_and_limits_our_openmp():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import fastbn._core  # noqa: F401  (loads the runtime)
+
+    apis = {p["user_api"] for p in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert fastbn.get_num_threads() == 1
+
+
+def test_info_command_runs():
+    out = subprocess.run([sys.executable, "-m", "fastbn", "info", "--repeat", "3",
+                          "--shape", "8", "4", "6", "6"],
+                         capture_output=True, text=True, check=True)
+    assert "openmp" in out.stdout and "speed-up" in out.stdout

@@ -1,0 +1,385 @@
+"""fastbn.kernels against a plain float64 NumPy reference, finite differences and
+the properties the kernels promise (robust statistics, thread-count-independent bits)."""
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastbn
+from fastbn.kernels import batch_norm_backward, batch_norm_forward
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+# (N, C), (N, C, L) and NCHW; C = 1 and 3 with large N*L exercise the block-parallel path.
+SHAPES = [(60, 100), (7, 3), (16, 5, 9), (4, 6, 5, 7), (3, 1, 40000), (2, 3, 130, 131),
+          (40, 24, 8, 8), (9, 2, 3, 2, 4)]
+
+
+# ---------------------------------------------------------------- reference
+
+def _axes(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _bshape(x):
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def ref_forward_train(x, w, b, eps):
+    x = x.astype(np.float64)
+    mean = x.mean(axis=_axes(x))
+    var = ((x - mean.reshape(_bshape(x))) ** 2).mean(axis=_axes(x))
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(_bshape(x))) * invstd.reshape(_bshape(x))
+    return xhat * w.reshape(_bshape(x)) + b.reshape(_bshape(x)), mean, var, invstd
+
+
+def ref_backward_train(dy, x, w, eps):
+    dy = dy.astype(np.float64)
+    _, mean, _, invstd = ref_forward_train(x, np.ones_like(w), np.zeros_like(w), eps)
+    xhat = (x - mean.reshape(_bshape(x))) * invstd.reshape(_bshape(x))
+    m = x.size // x.shape[1]
+    dbias = dy.sum(axis=_axes(x))
+    dweight = (dy * xhat).sum(axis=_axes(x))
+    dx = (w * invstd).reshape(_bshape(x)) / m * (
+        m * dy - dbias.reshape(_bshape(x)) - xhat * dweight.reshape(_bshape(x)))
+    return dx, dweight, dbias
+
+
+def assert_close(actual, expected, dtype, scale=None, tol=None):
+    """Norm-wise relative error: max |a - e| <= tol * scale, scale = max |e| by
+    default (elementwise relative error is meaningless where e crosses zero)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape
+    if not expected.size:
+        return
+    tol = TOL[dtype] if tol is None else tol
+    scale = max(np.max(np.abs(expected)), 1e-300) if scale is None else scale
+    err = np.max(np.abs(actual - expected)) / scale
+    assert err <= tol, f"relative error {err:.3g} > {tol}"
+
+
+def random_case(rng, shape, dtype):
+    C = shape[1]
+    x = (rng.standard_normal(shape) * rng.uniform(0.5, 3) + rng.uniform(-2, 2)).astype(dtype)
+    w = rng.uniform(0.5, 1.5, C).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    return x, w, b
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng()
+
+
+# ---------------------------------------------------------------- forward / backward
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_training_forward_matches_reference(rng, shape, dtype):
+    x, w, b = random_case(rng, shape, dtype)
+    y, save_mean, save_invstd = batch_norm_forward(x, w, b, training=True, eps=1e-5)
+    y_ref, mean, _, invstd = ref_forward_train(x, w, b, 1e-5)
+    assert y.dtype == dtype and save_mean.dtype == dtype and y.shape == x.shape
+    assert_close(y, y_ref, dtype)
+    assert_close(save_mean, mean, dtype)
+    assert_close(save_invstd, invstd, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.0, 1.0])
+@pytest.mark.parametrize("shape", [(60, 100), (8, 3, 33, 17), (32, 16, 6, 6)])
+def test_running_stats_over_several_steps(rng, shape, dtype, momentum):
+    C = shape[1]
+    rm = rng.standard_normal(C).astype(dtype)
+    rv = rng.uniform(0.5, 2, C).astype(dtype)
+    rm_ref, rv_ref = rm.astype(np.float64), rv.astype(np.float64)
+    m = np.prod(shape) // C
+    for _ in range(4):
+        x, w, b = random_case(rng, shape, dtype)
+        batch_norm_forward(x, w, b, rm, rv, training=True, momentum=momentum)
+        _, mean, var, _ = ref_forward_train(x, w, b, 1e-5)
+        rm_ref = (1 - momentum) * rm_ref + momentum * mean
+        rv_ref = (1 - momentum) * rv_ref + momentum * var * m / (m - 1)
+    assert_close(rm, rm_ref, dtype)
+    assert_close(rv, rv_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_inference_forward_matches_reference(rng, shape, dtype):
+    x, w, b = random_case(rng, shape, dtype)
+    C = shape[1]
+    rm = rng.standard_normal(C).astype(dtype)
+    rv = rng.uniform(0.5, 2, C).astype(dtype)
+    rm0, rv0 = rm.copy(), rv.copy()
+    y, save_mean, save_invstd = batch_norm_forward(x, w, b, rm, rv, training=False, eps=1e-3)
+    bs = _bshape(x)
+    invstd = 1 / np.sqrt(rv.astype(np.float64) + 1e-3)
+    y_ref = (x - rm.reshape(bs)) * (invstd * w).reshape(bs) + b.reshape(bs)
+    assert_close(y, y_ref, dtype)
+    assert_close(save_invstd, invstd, dtype)
+    np.testing.assert_array_equal(save_mean, rm)
+    np.testing.assert_array_equal(rm, rm0)  # inference never touches the running stats
+    np.testing.assert_array_equal(rv, rv0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_training_backward_matches_reference(rng, shape, dtype):
+    x, w, b = random_case(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    _, save_mean, save_invstd = batch_norm_forward(x, w, b)
+    dx, dw, db = batch_norm_backward(dy, x, w, save_mean, save_invstd, training=True)
+    dx_ref, dw_ref, db_ref = ref_backward_train(dy, x, w, 1e-5)
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    assert_close(dx, dx_ref, dtype)
+    assert_close(dw, dw_ref, dtype)
+    assert_close(db, db_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_inference_backward_matches_reference(rng, shape, dtype):
+    x, w, _ = random_case(rng, shape, dtype)
+    C = shape[1]
+    dy = rng.standard_normal(shape).astype(dtype)
+    mean = rng.standard_normal(C).astype(dtype)
+    invstd = rng.uniform(0.5, 2, C).astype(dtype)
+    dx, dw, db = batch_norm_backward(dy, x, w, mean, invstd, training=False)
+    bs = _bshape(x)
+    d64 = dy.astype(np.float64)
+    xhat = (x - mean.reshape(bs).astype(np.float64)) * invstd.reshape(bs)
+    assert_close(dx, d64 * (w * invstd.astype(np.float64)).reshape(bs), dtype)
+    assert_close(dw, (d64 * xhat).sum(axis=_axes(x)), dtype)
+    assert_close(db, d64.sum(axis=_axes(x)), dtype)
+
+
+def test_without_weight_and_bias(rng):
+    x, _, _ = random_case(rng, (8, 4, 5), np.float64)
+    y, mean, invstd = batch_norm_forward(x)
+    C = x.shape[1]
+    y_ref, *_ = ref_forward_train(x, np.ones(C), np.zeros(C), 1e-5)
+    assert_close(y, y_ref, np.float64)
+    dy = rng.standard_normal(x.shape)
+    dx, dw, db = batch_norm_backward(dy, x, None, mean, invstd)
+    assert dw is None and db is None
+    assert_close(dx, ref_backward_train(dy, x, np.ones(C), 1e-5)[0], np.float64)
+
+
+def test_finite_difference_gradient_float64(rng):
+    """The training backward against central differences of sum(y * g)."""
+    shape = (3, 2, 4)
+    x, w, b = random_case(rng, shape, np.float64)
+    g = rng.standard_normal(shape)
+
+    def loss(x_, w_, b_):
+        return float(np.sum(batch_norm_forward(x_, w_, b_)[0] * g))
+
+    _, mean, invstd = batch_norm_forward(x, w, b)
+    dx, dw, db = batch_norm_backward(g, x, w, mean, invstd)
+    h = 1e-6
+    for arr, grad in ((x, dx), (w, dw), (b, db)):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + h
+            up = loss(x, w, b)
+            arr[i] = old - h
+            down = loss(x, w, b)
+            arr[i] = old
+            num[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 9), c=st.integers(1, 5), spatial=st.lists(st.integers(1, 6), max_size=2),
+    dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1),
+)
+def test_property_shapes_and_dtypes(n, c, spatial, dtype, seed):
+    """Any shape with more than one value per channel, including C = 1, L = 1
+    and N = 1 with L > 1."""
+    shape = (n, c, *spatial)
+    if np.prod(shape) // c < 2:
+        shape = (n + 1, c, *spatial)
+    rng = np.random.default_rng(seed)
+    x, w, b = random_case(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    y, mean, invstd = batch_norm_forward(x, w, b)
+    dx, dw, db = batch_norm_backward(dy, x, w, mean, invstd)
+    assert_close(y, ref_forward_train(x, w, b, 1e-5)[0], dtype)
+    dx_ref, dw_ref, db_ref = ref_backward_train(dy, x, w, 1e-5)
+    # dx is a difference of terms of size |w * invstd * dy|; with m = 2 it is ~0,
+    # so measure its error against the terms, not against itself.
+    terms = np.max(np.abs(w * invstd.astype(np.float64))) * np.max(np.abs(dy))
+    assert_close(dx, dx_ref, dtype, scale=max(terms, np.max(np.abs(dx_ref))))
+    assert_close(dw, dw_ref, dtype)
+    assert_close(db, db_ref, dtype, scale=np.max(np.abs(dy)) * np.prod(shape) / c)
+
+
+def test_large_batch_few_channels(rng):
+    """C = 1 with large N*L: the block-parallel path."""
+    x, w, b = random_case(rng, (32, 1, 300, 300), np.float32)
+    y, mean, invstd = batch_norm_forward(x, w, b)
+    y_ref, mean_ref, _, invstd_ref = ref_forward_train(x, w, b, 1e-5)
+    assert_close(y, y_ref, np.float32)
+    assert_close(mean, mean_ref, np.float32)
+    assert_close(invstd, invstd_ref, np.float32)
+
+
+# ---------------------------------------------------------------- numerics
+
+@pytest.mark.parametrize("spread", [1.0, 0.01])
+@pytest.mark.parametrize("shape", [(512, 4), (16, 4, 1000)])
+def test_variance_of_large_offset_float32(rng, shape, spread):
+    """x = 1e4 + spread * N(0, 1) in float32: E[x^2] - E[x]^2 would lose every digit."""
+    x = (1e4 + spread * rng.standard_normal(shape)).astype(np.float32)
+    rv = np.zeros(shape[1], np.float32)
+    batch_norm_forward(x, running_var=rv, momentum=1.0)  # rv = unbiased batch variance
+    truth = x.astype(np.float64).var(axis=_axes(x), ddof=1)
+    np.testing.assert_allclose(rv, truth, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(50, 3), (4, 3, 100, 100), (6, 2, 9000)])
+def test_constant_channel_gives_exactly_bias(rng, shape, dtype):
+    x, w, b = random_case(rng, shape, dtype)
+    x[:, 1] = dtype(1234.567)
+    y, _, _ = batch_norm_forward(x, w, b)
+    assert np.all(y[:, 1] == b[1])
+
+
+def test_nan_propagates_to_its_channel_only(rng):
+    x, w, b = random_case(rng, (8, 3, 10), np.float32)
+    x[2, 1, 5] = np.nan
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    y, _, _ = batch_norm_forward(x, w, b, rm, rv)
+    assert np.all(np.isnan(y[:, 1]))
+    assert np.all(np.isfinite(y[:, [0, 2]]))
+    assert np.isnan(rm[1]) and np.isfinite(rm[[0, 2]]).all()
+
+
+# ---------------------------------------------------------------- threads
+
+# Sizes above the serial threshold, so 2 threads really run in parallel; C = 3
+# takes the block-parallel path at 2 threads and the per-channel one at 1.
+THREAD_SHAPES = [(64, 16, 32, 32), (16, 3, 64, 64), (2, 1, 70000), (512, 200), (4, 64, 9000)]
+
+
+@pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
+@pytest.mark.parametrize("shape", THREAD_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_bits_for_one_and_two_threads(rng, shape, dtype):
+    x, w, b = random_case(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    results = []
+    for n in (1, 2):
+        with fastbn.threads(n):
+            rm, rv = np.zeros(shape[1], dtype), np.ones(shape[1], dtype)
+            y, mean, invstd = batch_norm_forward(x, w, b, rm, rv)
+            grads = batch_norm_backward(dy, x, w, mean, invstd)
+            egrads = batch_norm_backward(dy, x, w, mean, invstd, training=False)
+            yeval = batch_norm_forward(x, w, b, rm, rv, training=False)[0]
+            results.append((y, mean, invstd, rm, rv, *grads, *egrads, yeval))
+    for a, b_ in zip(*results):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_four_python_threads_at_once(rng):
+    cases = [random_case(rng, s, np.float32) for s in ((32, 16, 20, 20), (256, 300),
+                                                         (8, 3, 64, 64), (64, 8, 7, 7))]
+    expected = []
+    for x, w, b in cases:
+        y, mean, invstd = batch_norm_forward(x, w, b)
+        expected.append((y, batch_norm_backward(x, x, w, mean, invstd)[0]))
+    failures = []
+    barrier = threading.Barrier(len(cases))
+
+    def work(i):
+        x, w, b = cases[i]
+        barrier.wait()
+        for _ in range(20):
+            y, mean, invstd = batch_norm_forward(x, w, b)
+            dx = batch_norm_backward(x, x, w, mean, invstd)[0]
+            if not (np.array_equal(y, expected[i][0]) and np.array_equal(dx, expected[i][1])):
+                failures.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+# ---------------------------------------------------------------- edge cases and errors
+
+def test_non_contiguous_input_is_accepted(rng):
+    base, w, b = random_case(rng, (6, 8, 10), np.float64)
+    x = base[:, ::2, :]  # channels strided
+    y, _, _ = batch_norm_forward(x, w[:4], b[:4])
+    assert_close(y, ref_forward_train(np.ascontiguousarray(x), w[:4], b[:4], 1e-5)[0],
+                 np.float64)
+
+
+def test_zero_size_batch(rng):
+    x = np.zeros((0, 3, 4, 4), np.float32)
+    rm, rv = np.ones(3, np.float32), np.full(3, 2.0, np.float32)
+    y, _, _ = batch_norm_forward(x, None, None, rm, rv)
+    assert y.shape == x.shape
+    assert np.all(rm == 1) and np.all(rv == 2)
+    dx, dw, db = batch_norm_backward(x, x, np.ones(3, np.float32), rm, rv)
+    assert dx.shape == x.shape and np.all(dw == 0) and np.all(db == 0)
+
+
+def test_one_value_per_channel_is_allowed_in_inference(rng):
+    x, w, b = random_case(rng, (1, 5), np.float64)
+    y, _, _ = batch_norm_forward(x, w, b, np.zeros(5), np.ones(5), training=False)
+    np.testing.assert_allclose(y, x * w / np.sqrt(1 + 1e-5) + b, rtol=1e-12)
+
+
+GOOD = dict(weight=np.ones(3), bias=np.zeros(3), running_mean=np.zeros(3),
+            running_var=np.ones(3))
+
+
+@pytest.mark.parametrize("x, kwargs, exc, match", [
+    (np.ones(5), {}, ValueError, "shape"),
+    (np.ones((4, 3), np.int64), {}, TypeError, "float32 and float64"),
+    (np.ones((4, 3), bool), {}, TypeError, "float32 and float64"),
+    (np.ones((4, 3), np.float16), {}, TypeError, "float32 and float64"),
+    (np.ones((4, 3)), {"weight": np.ones(4)}, ValueError, "weight"),
+    (np.ones((4, 3)), {"bias": np.ones((3, 1))}, ValueError, "bias"),
+    (np.ones((4, 3)), {"running_mean": np.ones(2), "running_var": np.ones(3)}, ValueError,
+     "running_mean"),
+    (np.ones((4, 3)), {"running_mean": np.zeros(3), "running_var": np.ones(4)}, ValueError,
+     "running_var"),
+    (np.ones((4, 3)), {"running_mean": np.zeros(3, np.float32)}, TypeError, "dtype"),
+    (np.ones((4, 3)), {"eps": 0.0}, ValueError, "eps"),
+    (np.ones((4, 3)), {"eps": -1e-5}, ValueError, "eps"),
+    (np.ones((4, 3)), {"momentum": 1.5}, ValueError, "momentum"),
+    (np.ones((4, 3)), {"momentum": -0.1}, ValueError, "momentum"),
+    (np.ones((1, 3)), {}, ValueError, r"Expected more than 1 value per channel when training, "
+                                      r"got input size \(1, 3\)"),
+    (np.ones((1, 3, 1, 1)), {}, ValueError, "more than 1 value per channel"),
+    (np.ones((4, 3)), {"training": False}, ValueError, "running_mean and running_var"),
+])
+def test_bad_forward_input_raises(x, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        batch_norm_forward(x, **kwargs)
+
+
+def test_bad_backward_input_raises():
+    x = np.ones((4, 3, 2))
+    stats = (np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="grad_output"):
+        batch_norm_backward(np.ones((4, 3, 3)), x, None, *stats)
+    with pytest.raises(TypeError, match="grad_output"):
+        batch_norm_backward(np.ones((4, 3, 2), np.float32), x, None, *stats)
+    with pytest.raises(ValueError, match="save_mean"):
+        batch_norm_backward(x, x, None, np.zeros(2), np.ones(3))
+    with pytest.raises(TypeError, match="float32 and float64"):
+        batch_norm_backward(x.astype(np.int32), x.astype(np.int32), None, *stats)
