@@ -56,7 +56,9 @@ def _base_flags(compiler_type):
         return ["/O2", "/fp:precise"], []
     # -ffp-contract=off: no FMA contraction, so the same reduction gives the
     # same bits whichever code path (and thread count) computes it.
-    args = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+    # -fopenmp-simd: honour `omp simd` (vectorized sums, fastbn/_simd.h) even in
+    # the serial build; it needs no OpenMP runtime.
+    args = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp-simd"]
     if _env_flag("FASTBN_NATIVE"):
         args.append("-march=native")
     return args, []

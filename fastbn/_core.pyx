@@ -3,247 +3,269 @@
 Inputs are C-contiguous (N, C, L) buffers (any spatial shape flattened to L) of
 float or double; the Python layer (fastbn/kernels.py) validates and reshapes.
 
-Reduction tree.  A channel's N*L values are cut into blocks whose geometry
-depends on the shape only (``_geom``): whole rows when L < BLOCK, or pieces
-of one row when L >= BLOCK.  Each block yields (count, mean, M2) (forward) or
-(sum dy, sum dy*(x-mean)) (backward) accumulated in double; blocks merge in
-block order (Chan et al. for moments).  Both parallel schedules, over channels
-(many channels) and over (channel, block) units (few channels), compute
-exactly this tree, so results are bitwise identical for any thread count.
+Every pass streams through memory in order.  The (N, C, L) buffer is cut into
+segments, each one row (n, c) or, for long rows, a piece of at most BLOCK
+values of one; threads take contiguous runs of segments.  A reduction writes
+one partial per segment, and each channel adds its partials in (n, piece)
+order, so the reduction tree is fixed by the shape alone: results are bitwise
+identical for any thread count.
 
-(N, C) inputs (L == 1) take a row-major path (``_nc_*``) that vectorizes over
-channels; its blocks are fixed groups of rows.
+Precision.  Moments are sums of x - shift with one shift per channel (its
+first value), accumulated in double; the vectorized row loops (_simd.h) sum a
+few values per lane in the data's precision before flushing to double.
+E[x^2] - E[x]^2 is never formed from raw values.
+
+Short rows (L < WIDE_BELOW, including (N, C) input, L == 1) reduce on the
+"wide" path instead: each sample is one row of P = C * L positions, summed
+into per-position accumulators (vectorized along the row) over blocks of rows,
+and each channel then folds its L positions, block by block, in fixed order.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
-from libc.stdlib cimport malloc, calloc, free
+from libc.stdlib cimport calloc, free
 
 cdef enum:
-    BLOCK = 8192        # values per reduction block (by data size, not thread count)
-    LANES = 8           # independent accumulators: lets gcc vectorize sums without -ffast-math
+    BLOCK = 8192        # values per segment / work unit (by data size, not thread count)
+    WIDE_BELOW = 128    # rows shorter than this reduce on the wide path
+    TILE = 1024         # positions per wide work unit: its accumulators stay in L1
+    WIDE_ROWS = 256     # fewest rows per wide reduction block
+    WIDE_CHUNK = 8      # wide rows summed in the data's precision before a double flush
     SERIAL_BELOW = 32768  # values; below this a parallel region costs more than it saves
 
-ctypedef struct Geom:
+
+cdef extern from "_simd.h" nogil:
+    void fastbn_moments_f(const float*, Py_ssize_t, float, double*, double*)
+    void fastbn_moments_d(const double*, Py_ssize_t, double, double*, double*)
+    void fastbn_grad_sums_f(const float*, const float*, Py_ssize_t, float, double*, double*)
+    void fastbn_grad_sums_d(const double*, const double*, Py_ssize_t, double, double*, double*)
+    void fastbn_affine_f(const float*, float*, Py_ssize_t, float, float, float)
+    void fastbn_affine_d(const double*, double*, Py_ssize_t, double, double, double)
+    void fastbn_dx_f(const float*, const float*, float*, Py_ssize_t, float, float, float, float)
+    void fastbn_dx_d(const double*, const double*, double*, Py_ssize_t, double, double, double,
+                     double)
+    void fastbn_row_accumulate_f(const float*, const float*, const float*, Py_ssize_t,
+                                 float*, float*)
+    void fastbn_row_accumulate_d(const double*, const double*, const double*, Py_ssize_t,
+                                 double*, double*)
+    void fastbn_row_affine_f(const float*, float*, Py_ssize_t, const float*, const float*,
+                             const float*)
+    void fastbn_row_affine_d(const double*, double*, Py_ssize_t, const double*, const double*,
+                             const double*)
+    void fastbn_row_dx_f(const float*, const float*, float*, Py_ssize_t, const float*,
+                         const float*, const float*, const float*)
+    void fastbn_row_dx_d(const double*, const double*, double*, Py_ssize_t, const double*,
+                         const double*, const double*, const double*)
+
+
+# Fused front ends of the _simd.h loops (the C names carry the type).
+
+cdef inline void _row_sums(const floating* p, const floating* q, Py_ssize_t w, floating shift,
+                           double* s1, double* s2) noexcept nogil:
+    """Add over w values: moments (q NULL) s1 += sum(p - shift), s2 += sum((p - shift)^2);
+    gradient sums (p = x, q = dy, shift = mean) s1 += sum(q), s2 += sum(q * (p - shift))."""
+    if floating is float:
+        if q == NULL:
+            fastbn_moments_f(p, w, shift, s1, s2)
+        else:
+            fastbn_grad_sums_f(p, q, w, shift, s1, s2)
+    else:
+        if q == NULL:
+            fastbn_moments_d(p, w, shift, s1, s2)
+        else:
+            fastbn_grad_sums_d(p, q, w, shift, s1, s2)
+
+
+cdef inline void _row_affine(const floating* x, floating* y, Py_ssize_t n, floating center,
+                             floating scale, floating shift) noexcept nogil:
+    if floating is float:
+        fastbn_affine_f(x, y, n, center, scale, shift)
+    else:
+        fastbn_affine_d(x, y, n, center, scale, shift)
+
+
+cdef inline void _row_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t n,
+                         floating mean, floating k_dy, floating k_x, floating k_0) noexcept nogil:
+    if floating is float:
+        fastbn_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0)
+    else:
+        fastbn_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0)
+
+
+cdef inline void _nc_row_accumulate(const floating* x, const floating* dy, const floating* shift,
+                                    Py_ssize_t n, floating* f1, floating* f2) noexcept nogil:
+    if floating is float:
+        fastbn_row_accumulate_f(x, dy, shift, n, f1, f2)
+    else:
+        fastbn_row_accumulate_d(x, dy, shift, n, f1, f2)
+
+
+cdef inline void _nc_row_affine(const floating* x, floating* y, Py_ssize_t n,
+                                const floating* center, const floating* scale,
+                                const floating* shift) noexcept nogil:
+    if floating is float:
+        fastbn_row_affine_f(x, y, n, center, scale, shift)
+    else:
+        fastbn_row_affine_d(x, y, n, center, scale, shift)
+
+
+cdef inline void _nc_row_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t n,
+                            const floating* mean, const floating* k_dy, const floating* k_x,
+                            const floating* k_0) noexcept nogil:
+    if floating is float:
+        fastbn_row_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0)
+    else:
+        fastbn_row_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0)
+
+
+
+ctypedef struct Segs:
     Py_ssize_t N, C, L
-    Py_ssize_t pieces   # blocks per row (L >= BLOCK) or 1
-    Py_ssize_t width    # values per row piece
-    Py_ssize_t rows     # rows per block (L < BLOCK) or 1
-    Py_ssize_t nb       # blocks per channel
+    Py_ssize_t pieces   # segments per row
+    Py_ssize_t width    # values per segment (the last one of a row may be shorter)
+    Py_ssize_t per_unit # segments per work unit
+    Py_ssize_t units    # work units
 
 
-cdef inline Geom _geom(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
-    cdef Geom g
+cdef inline Segs _segs(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
+    cdef Segs g
     g.N = N
     g.C = C
     g.L = L
-    if L >= BLOCK:
-        g.pieces = (L + BLOCK - 1) // BLOCK
-        g.width = (L + g.pieces - 1) // g.pieces
-        g.rows = 1
-        g.nb = N * g.pieces
-    else:
-        g.pieces = 1
-        g.width = L
-        g.rows = BLOCK // L
-        g.nb = (N + g.rows - 1) // g.rows
+    g.pieces = (L + BLOCK - 1) // BLOCK
+    g.width = (L + g.pieces - 1) // g.pieces
+    g.per_unit = max(BLOCK // g.width, 1)
+    g.units = (N * C * g.pieces + g.per_unit - 1) // g.per_unit
     return g
 
 
-cdef inline void _block(const Geom* g, Py_ssize_t b, Py_ssize_t* n0, Py_ssize_t* n1,
-                        Py_ssize_t* l0, Py_ssize_t* l1) noexcept nogil:
-    """Rows [n0, n1) and columns [l0, l1) of block b of a channel."""
-    n0[0] = (b // g.pieces) * g.rows
-    n1[0] = min(n0[0] + g.rows, g.N)
-    l0[0] = (b % g.pieces) * g.width
-    l1[0] = min(l0[0] + g.width, g.L)
+cdef inline void _segment(const Segs* g, Py_ssize_t k, Py_ssize_t* off, Py_ssize_t* w,
+                          Py_ssize_t* c) noexcept nogil:
+    """Segment k: offset of its first value, its length, its channel."""
+    cdef Py_ssize_t r = k // g.pieces, l0 = (k % g.pieces) * g.width
+    off[0] = r * g.L + l0
+    w[0] = min(g.width, g.L - l0)
+    c[0] = r % g.C
+
+
+cdef inline Py_ssize_t _unit_end(const Segs* g, Py_ssize_t u) noexcept nogil:
+    return min((u + 1) * g.per_unit, g.N * g.C * g.pieces)
 
 
 cdef inline int _threads(Py_ssize_t size, int nthreads) noexcept nogil:
     return 1 if size < SERIAL_BELOW else max(nthreads, 1)
 
 
-cdef inline void _chan_merge(double* n_a, double* mean_a, double* m2_a,
-                             double n_b, double mean_b, double m2_b) noexcept nogil:
-    """Fold partial (n_b, mean_b, m2_b) into (n_a, mean_a, m2_a): Chan et al. (1979)."""
-    cdef double n = n_a[0] + n_b
-    cdef double delta = mean_b - mean_a[0]
-    mean_a[0] += delta * (n_b / n)
-    m2_a[0] += m2_b + delta * delta * (n_a[0] * n_b / n)
-    n_a[0] = n
+cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g, Py_ssize_t u,
+                            const floating* shift, double* p1, double* p2) noexcept nogil:
+    """Partials of the segments of unit u (one read of x, and of dy when not NULL):
+    moments p1 = sum(x - shift[c]), p2 = sum((x - shift[c])^2), or gradient sums
+    p1 = sum(dy), p2 = sum(dy * (x - shift[c])) with shift = the mean."""
+    cdef Py_ssize_t k, off, w, c
+    for k in range(u * g.per_unit, _unit_end(g, u)):
+        _segment(g, k, &off, &w, &c)
+        p1[k] = 0.0
+        p2[k] = 0.0
+        _row_sums(x + off, NULL if dy == NULL else dy + off, w, shift[c], &p1[k], &p2[k])
 
 
-# ---------------------------------------------------------------- (N, C, L) blocks
-
-cdef inline void _block_moments(const floating* x, const Geom* g, Py_ssize_t c, Py_ssize_t b,
-                                double* mean, double* m2) noexcept nogil:
-    """One read of block b of channel c: mean and M2, shifted by the block's first
-    value so that float data far from zero keeps its variance digits."""
-    cdef double s1[LANES]
-    cdef double s2[LANES]
-    cdef double d, shift, t1 = 0.0, t2 = 0.0, cnt
-    cdef Py_ssize_t n, n0, n1, l0, l1, i, j, w, w8
-    cdef const floating* p
-    _block(g, b, &n0, &n1, &l0, &l1)
-    for j in range(LANES):
-        s1[j] = 0.0
-        s2[j] = 0.0
-    shift = x[(n0 * g.C + c) * g.L + l0]
-    w = l1 - l0
-    w8 = w - w % LANES
-    for n in range(n0, n1):
-        p = x + (n * g.C + c) * g.L + l0
-        for i in range(0, w8, 8):  # LANES
-            for j in range(LANES):
-                d = p[i + j] - shift
-                s1[j] += d
-                s2[j] += d * d
-        for i in range(w8, w):
-            d = p[i] - shift
-            s1[i - w8] += d
-            s2[i - w8] += d * d
-    for j in range(LANES):
-        t1 += s1[j]
-        t2 += s2[j]
-    cnt = <double>((n1 - n0) * w)
-    mean[0] = shift + t1 / cnt
-    m2[0] = max(t2 - t1 * t1 / cnt, 0.0)
+cdef inline void _channel_totals(const Segs* g, Py_ssize_t c, const double* p1,
+                                 const double* p2, double* t1, double* t2) noexcept nogil:
+    """Channel c's partials added in (n, piece) order: the fixed reduction tree."""
+    cdef Py_ssize_t n, j, k
+    cdef double a = 0.0, b = 0.0
+    for n in range(g.N):
+        k = (n * g.C + c) * g.pieces
+        for j in range(g.pieces):
+            a += p1[k + j]
+            b += p2[k + j]
+    t1[0] = a
+    t2[0] = b
 
 
-cdef inline void _block_grad_sums(const floating* x, const floating* dy, const Geom* g,
-                                  Py_ssize_t c, Py_ssize_t b, double mean,
-                                  double* sdy, double* sdyx) noexcept nogil:
-    """One read of x and dy in block b of channel c: sum(dy), sum(dy * (x - mean))."""
-    cdef double a[LANES]
-    cdef double s[LANES]
-    cdef double t, ta = 0.0, ts = 0.0
-    cdef Py_ssize_t n, n0, n1, l0, l1, i, j, w, w8, off
-    _block(g, b, &n0, &n1, &l0, &l1)
-    for j in range(LANES):
-        a[j] = 0.0
-        s[j] = 0.0
-    w = l1 - l0
-    w8 = w - w % LANES
-    for n in range(n0, n1):
-        off = (n * g.C + c) * g.L + l0
-        for i in range(0, w8, 8):  # LANES
-            for j in range(LANES):
-                t = dy[off + i + j]
-                a[j] += t
-                s[j] += t * (x[off + i + j] - mean)
-        for i in range(w8, w):
-            t = dy[off + i]
-            a[i - w8] += t
-            s[i - w8] += t * (x[off + i] - mean)
-    for j in range(LANES):
-        ta += a[j]
-        ts += s[j]
-    sdy[0] = ta
-    sdyx[0] = ts
-
-
-cdef inline void _block_affine(const floating* x, floating* y, const Geom* g, Py_ssize_t c,
-                               Py_ssize_t b, floating center, floating scale,
-                               floating shift) noexcept nogil:
-    """y = (x - center) * scale + shift over block b of channel c (one read, one write).
+cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u,
+                              const floating* center, const floating* scale,
+                              const floating* shift) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c] over unit u (one read, one write).
     Subtracting the mean first makes a constant channel map to exactly `shift`."""
-    cdef Py_ssize_t n, n0, n1, l0, l1, i, off
-    _block(g, b, &n0, &n1, &l0, &l1)
-    for n in range(n0, n1):
-        off = (n * g.C + c) * g.L
-        for i in range(l0, l1):
-            y[off + i] = (x[off + i] - center) * scale + shift
+    cdef Py_ssize_t k, off, w, c
+    for k in range(u * g.per_unit, _unit_end(g, u)):
+        _segment(g, k, &off, &w, &c)
+        _row_affine(x + off, y + off, w, center[c], scale[c], shift[c])
 
 
-cdef inline void _block_dx(const floating* x, const floating* dy, floating* dx, const Geom* g,
-                           Py_ssize_t c, Py_ssize_t b, floating mean, floating k_dy,
-                           floating k_x, floating k_0) noexcept nogil:
-    """dx = k_dy * dy - k_x * (x - mean) - k_0 over block b of channel c."""
-    cdef Py_ssize_t n, n0, n1, l0, l1, i, off
-    _block(g, b, &n0, &n1, &l0, &l1)
-    for n in range(n0, n1):
-        off = (n * g.C + c) * g.L
-        for i in range(l0, l1):
-            dx[off + i] = k_dy * dy[off + i] - k_x * (x[off + i] - mean) - k_0
+cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, const Segs* g,
+                          Py_ssize_t u, const floating* mean, const floating* k_dy,
+                          const floating* k_x, const floating* k_0) noexcept nogil:
+    """dx = k_dy[c] * dy - k_x[c] * (x - mean[c]) - k_0[c] over unit u."""
+    cdef Py_ssize_t k, off, w, c
+    for k in range(u * g.per_unit, _unit_end(g, u)):
+        _segment(g, k, &off, &w, &c)
+        _row_dx(x + off, dy + off, dx + off, w, mean[c], k_dy[c], k_x[c], k_0[c])
 
 
-cdef inline void _block_dx_or_scale(const floating* x, const floating* dy, floating* dx,
-                                    const Geom* g, Py_ssize_t c, Py_ssize_t b, floating mean,
-                                    floating k_dy, floating k_x, floating k_0,
-                                    bint training) noexcept nogil:
-    """Training: the full dx; inference: dx = k_dy * dy, which must not read x
-    (a NaN there would leak into dx through 0 * (x - mean))."""
-    if training:
-        _block_dx(x, dy, dx, g, c, b, mean, k_dy, k_x, k_0)
-    else:
-        _block_affine(dy, dx, g, c, b, 0, k_dy, 0)
+# ---------------------------------------------------------------- wide path
+
+cdef inline Py_ssize_t _wide_rows(Py_ssize_t P) noexcept nogil:
+    """Rows per wide reduction block (a function of the shape only)."""
+    return max(<Py_ssize_t>WIDE_ROWS, BLOCK // P)
 
 
-cdef inline void _merge_channel(const double* pmean, const double* pm2, const Geom* g,
-                                Py_ssize_t c, double* mean, double* var) noexcept nogil:
-    """Merge channel c's block moments in block order; biased variance."""
-    cdef Py_ssize_t b, n0, n1, l0, l1
-    cdef double n_a, mean_a, m2_a
-    cdef const double* pm = pmean + c * g.nb
-    cdef const double* p2 = pm2 + c * g.nb
-    _block(g, 0, &n0, &n1, &l0, &l1)
-    n_a = (n1 - n0) * (l1 - l0)
-    mean_a = pm[0]
-    m2_a = p2[0]
-    for b in range(1, g.nb):
-        _block(g, b, &n0, &n1, &l0, &l1)
-        _chan_merge(&n_a, &mean_a, &m2_a, (n1 - n0) * (l1 - l0), pm[b], p2[b])
-    mean[0] = mean_a
-    var[0] = m2_a / n_a
+cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const floating* shift,
+                                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t b, Py_ssize_t t,
+                                 double* out1, double* out2) noexcept nogil:
+    """Rows of block b, positions of tile t of rows of C positions: per-position
+    sum(a), sum(a * (x - shift)) with a = x - shift (moments, dy NULL) or a = dy,
+    written to out1[j], out2[j]."""
+    cdef floating f1[TILE]
+    cdef floating f2[TILE]
+    cdef double s1[TILE]
+    cdef double s2[TILE]
+    cdef Py_ssize_t R = _wide_rows(C)
+    cdef Py_ssize_t n0 = b * R, n1 = min(n0 + R, N), c0 = t * TILE, nc = min(TILE, C - c0)
+    cdef Py_ssize_t n, m, r, k
+    for k in range(nc):
+        s1[k] = 0.0
+        s2[k] = 0.0
+    n = n0
+    while n < n1:
+        m = min(n + WIDE_CHUNK, n1)
+        for k in range(nc):
+            f1[k] = 0
+            f2[k] = 0
+        for r in range(n, m):
+            _nc_row_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
+                               shift + c0, nc, f1, f2)
+        for k in range(nc):
+            s1[k] += f1[k]
+            s2[k] += f2[k]
+        n = m
+    for k in range(nc):
+        out1[c0 + k] = s1[k]
+        out2[c0 + k] = s2[k]
 
 
-cdef inline void _sum_channel(const double* p1, const double* p2, const Geom* g, Py_ssize_t c,
-                              double* s1, double* s2) noexcept nogil:
-    """Sum channel c's block sums in block order."""
-    cdef Py_ssize_t b
-    cdef double t1 = 0.0, t2 = 0.0
-    for b in range(g.nb):
-        t1 += p1[c * g.nb + b]
-        t2 += p2[c * g.nb + b]
-    s1[0] = t1
-    s2[0] = t2
+cdef inline void _nc_rows_affine(const floating* x, floating* y, Py_ssize_t C, Py_ssize_t r0,
+                                 Py_ssize_t r1, const floating* center, const floating* scale,
+                                 const floating* shift) noexcept nogil:
+    cdef Py_ssize_t n
+    for n in range(r0, r1):
+        _nc_row_affine(x + n * C, y + n * C, C, center, scale, shift)
 
 
-# ---------------------------------------------------------------- (N, C) rows
-
-cdef inline Py_ssize_t _nc_rows(Py_ssize_t C) noexcept nogil:
-    """Rows per reduction block of an (N, C) input."""
-    return max(BLOCK // C, 1)
-
-
-cdef inline void _nc_block_moments(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t b,
-                                   double* mean, double* m2) noexcept nogil:
-    """Rows of block b, all channels, one read: per-channel mean and M2 (written to
-    mean[0:C], m2[0:C]), shifted by the block's first row."""
-    cdef Py_ssize_t R = _nc_rows(C)
-    cdef Py_ssize_t n, c, n0 = b * R, n1 = min(n0 + R, N)
-    cdef const floating* first = x + n0 * C
-    cdef const floating* row
-    cdef double d, cnt = <double>(n1 - n0)
-    for c in range(C):
-        mean[c] = 0.0
-        m2[c] = 0.0
-    for n in range(n0 + 1, n1):
-        row = x + n * C
-        for c in range(C):
-            d = <double>row[c] - first[c]
-            mean[c] += d
-            m2[c] += d * d
-    for c in range(C):
-        d = mean[c]
-        mean[c] = first[c] + d / cnt
-        m2[c] = max(m2[c] - d * d / cnt, 0.0)
+cdef inline void _nc_rows_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t C,
+                             Py_ssize_t r0, Py_ssize_t r1, const floating* mean,
+                             const floating* k_dy, const floating* k_x,
+                             const floating* k_0) noexcept nogil:
+    cdef Py_ssize_t n
+    for n in range(r0, r1):
+        _nc_row_dx(x + n * C, dy + n * C, dx + n * C, C, mean, k_dy, k_x, k_0)
 
 
-# ---------------------------------------------------------------- entry points
+# ---------------------------------------------------------------- shared phases
 
 cdef class _Scratch:
-    """Per-call double buffers, freed when the call returns."""
+    """Zeroed per-call buffer of n doubles, freed when the call returns."""
     cdef double* p
 
     def __cinit__(self, Py_ssize_t n):
@@ -254,6 +276,80 @@ cdef class _Scratch:
     def __dealloc__(self):
         free(self.p)
 
+
+cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
+                  Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt, double* part,
+                  floating* pos, double* t1, double* t2) noexcept nogil:
+    """Per-channel totals t1[c], t2[c] of the sums of _unit_sums / _wide_unit_sums
+    (moments when dy is NULL, gradient sums otherwise), shift[c] per channel: one
+    streaming read, then each channel's partials added in a fixed order.
+    `part` holds 2 * _parts(N, C, L) doubles, `pos` C * L values (wide path)."""
+    cdef Segs g = _segs(N, C, L)
+    cdef Py_ssize_t u, c, b, l, P = C * L, R = _wide_rows(C * L)
+    cdef Py_ssize_t nbr = (N + R - 1) // R, ntile = (P + TILE - 1) // TILE
+    cdef Py_ssize_t nparts = _parts(N, C, L)
+    cdef double* p1 = part
+    cdef double* p2 = part + nparts
+    cdef double a, z
+    if L < WIDE_BELOW:
+        for u in range(P):
+            pos[u] = shift[u // L]
+        for u in prange(nbr * ntile, schedule='static', num_threads=nt):
+            b = u // ntile
+            _wide_unit_sums(x, dy, pos, N, P, b, u % ntile, p1 + b * P, p2 + b * P)
+        for c in prange(C, schedule='static', num_threads=nt):
+            a = 0.0
+            z = 0.0
+            for b in range(nbr):
+                for l in range(c * L, c * L + L):
+                    a = a + p1[b * P + l]
+                    z = z + p2[b * P + l]
+            t1[c] = a
+            t2[c] = z
+    else:
+        for u in prange(g.units, schedule='static', num_threads=nt):
+            _unit_sums(x, dy, &g, u, shift, p1, p2)
+        for c in prange(C, schedule='static', num_threads=nt):
+            _channel_totals(&g, c, p1, p2, &t1[c], &t2[c])
+
+
+cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
+    """Partials per reduction: one per segment, or per (wide block, position)."""
+    cdef Py_ssize_t R = _wide_rows(C * L)
+    if L < WIDE_BELOW:
+        return ((N + R - 1) // R) * C * L
+    return N * C * _segs(N, C, L).pieces
+
+
+cdef void _affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                  int nt, const floating* center, const floating* scale,
+                  const floating* shift) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c]: one streaming read and write."""
+    cdef Segs g = _segs(N, C, L)
+    cdef Py_ssize_t u, AR = max(BLOCK // C, 1)
+    if L == 1:
+        for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
+            _nc_rows_affine(x, y, C, u * AR, min(u * AR + AR, N), center, scale, shift)
+    else:
+        for u in prange(g.units, schedule='static', num_threads=nt):
+            _unit_affine(x, y, &g, u, center, scale, shift)
+
+
+cdef void _dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N, Py_ssize_t C,
+              Py_ssize_t L, int nt, const floating* mean, const floating* k_dy,
+              const floating* k_x, const floating* k_0) noexcept nogil:
+    """dx = k_dy[c] * dy - k_x[c] * (x - mean[c]) - k_0[c]: one streaming pass."""
+    cdef Segs g = _segs(N, C, L)
+    cdef Py_ssize_t u, AR = max(BLOCK // C, 1)
+    if L == 1:
+        for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
+            _nc_rows_dx(x, dy, dx, C, u * AR, min(u * AR + AR, N), mean, k_dy, k_x, k_0)
+    else:
+        for u in prange(g.units, schedule='static', num_threads=nt):
+            _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0)
+
+
+# ---------------------------------------------------------------- entry points
 
 cdef void _update_running(floating[::1] running_mean, floating[::1] running_var,
                           const double* mean, const double* var, double count,
@@ -277,131 +373,51 @@ def forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
     """Training forward.  Writes y, save_mean, save_invstd; updates the running
     statistics in place when given (weight, bias, running_* may be None).
 
-    Passes over x: (N, C, L) with many channels: one per channel for its
-    statistics, then the apply re-reads the channel while it is in L2 and writes
-    y.  Few channels or (N, C): one read for statistics, one read + write to apply.
+    Passes: one streaming read of x for the statistics, one read of x and write
+    of y to normalize.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t c, b, u, n, R = _nc_rows(C), nbr = (N + R - 1) // R
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], c
+    cdef double m = <double>(N * L), s1, s2, invstd
     cdef int nt = _threads(N * C * L, nthreads)
     cdef bint has_w = weight is not None, has_b = bias is not None
-    cdef Geom g = _geom(N, C, L)
     cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
-    cdef double* mean
-    cdef double* var
-    cdef double* pmean
-    cdef double* pm2
-    cdef floating* fmean = &save_mean[0]
-    cdef floating* finv = &save_invstd[0]
-    cdef floating* alpha
-    cdef floating* beta
-    cdef _Scratch buf
-    cdef _Scratch fbuf
-
-    if L == 1:
-        buf = _Scratch(2 * C + 2 * nbr * C)
-    else:
-        buf = _Scratch(2 * C + 2 * C * g.nb)
-    fbuf = _Scratch(2 * C)  # alpha, beta: 2 * C floating
-    mean = buf.p
-    var = buf.p + C
-    pmean = buf.p + 2 * C
-    alpha = <floating*>fbuf.p
-    beta = alpha + C
+    cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L))
+    cdef _Scratch fbuf = _Scratch(3 * C)  # shift, alpha, beta: 3 * C floating
+    cdef _Scratch posbuf = _Scratch(C * L if L < WIDE_BELOW else 0)
+    cdef double* mean = buf.p
+    cdef double* var = buf.p + C
+    cdef double* t1 = buf.p + 2 * C
+    cdef double* t2 = buf.p + 3 * C
+    cdef floating* shift = <floating*>fbuf.p
+    cdef floating* alpha = shift + C
+    cdef floating* beta = alpha + C
 
     with nogil:
-        if L == 1:
-            pm2 = pmean + nbr * C
-            for b in prange(nbr, schedule='static', num_threads=nt):
-                _nc_block_moments(xp, N, C, b, pmean + b * C, pm2 + b * C)
-            for c in range(C):
-                _merge_rows(pmean, pm2, N, C, R, c, &mean[c], &var[c])
-                _finish_channel(mean, var, weight, bias, has_w, has_b, eps, c,
-                                fmean, finv, alpha, beta)
-            for b in prange(nbr, schedule='static', num_threads=nt):
-                _nc_affine(xp, yp, N, C, b, fmean, alpha, beta)
-        elif nt == 1 or C >= 4 * nt:
-            pm2 = pmean + C * g.nb
-            for c in prange(C, schedule='static', num_threads=nt):
-                for b in range(g.nb):
-                    _block_moments(xp, &g, c, b, pmean + c * g.nb + b, pm2 + c * g.nb + b)
-                _merge_channel(pmean, pm2, &g, c, &mean[c], &var[c])
-                _finish_channel(mean, var, weight, bias, has_w, has_b, eps, c,
-                                fmean, finv, alpha, beta)
-                for b in range(g.nb):  # channel still in L2
-                    _block_affine(xp, yp, &g, c, b, fmean[c], alpha[c], beta[c])
-        else:
-            pm2 = pmean + C * g.nb
-            for u in prange(C * g.nb, schedule='static', num_threads=nt):
-                _block_moments(xp, &g, u // g.nb, u % g.nb, pmean + u, pm2 + u)
-            for c in range(C):
-                _merge_channel(pmean, pm2, &g, c, &mean[c], &var[c])
-                _finish_channel(mean, var, weight, bias, has_w, has_b, eps, c,
-                                fmean, finv, alpha, beta)
-            for u in prange(C * g.nb, schedule='static', num_threads=nt):
-                c = u // g.nb
-                _block_affine(xp, yp, &g, c, u % g.nb, fmean[c], alpha[c], beta[c])
-        _update_running(running_mean, running_var, mean, var, <double>(N * L), momentum)
-
-
-cdef inline void _finish_channel(const double* mean, const double* var,
-                                 const floating[::1] weight, const floating[::1] bias,
-                                 bint has_w, bint has_b, double eps, Py_ssize_t c,
-                                 floating* fmean, floating* finv, floating* alpha,
-                                 floating* beta) noexcept nogil:
-    """Per-channel constants of the apply: y = (x - mean) * alpha + beta."""
-    cdef double invstd = 1.0 / sqrt(var[c] + eps)
-    fmean[c] = <floating>mean[c]
-    finv[c] = <floating>invstd
-    alpha[c] = <floating>(invstd * (weight[c] if has_w else 1.0))
-    beta[c] = bias[c] if has_b else 0.0
-
-
-cdef inline void _merge_rows(const double* pmean, const double* pm2, Py_ssize_t N,
-                             Py_ssize_t C, Py_ssize_t R, Py_ssize_t c,
-                             double* mean, double* var) noexcept nogil:
-    """Merge channel c's row-block moments of an (N, C) input in block order."""
-    cdef Py_ssize_t b, nbr = (N + R - 1) // R
-    cdef double n_a = min(R, N), mean_a = pmean[c], m2_a = pm2[c]
-    for b in range(1, nbr):
-        _chan_merge(&n_a, &mean_a, &m2_a, min(R, N - b * R), pmean[b * C + c], pm2[b * C + c])
-    mean[0] = mean_a
-    var[0] = m2_a / n_a
-
-
-cdef inline void _nc_affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C,
-                            Py_ssize_t b, const floating* center, const floating* scale,
-                            const floating* shift) noexcept nogil:
-    """y[n, c] = (x[n, c] - center[c]) * scale[c] + shift[c] for the rows of block b."""
-    cdef Py_ssize_t R = _nc_rows(C)
-    cdef Py_ssize_t n, c, n0 = b * R, n1 = min(n0 + R, N)
-    for n in range(n0, n1):
+        for c in range(C):  # each channel's first value
+            shift[c] = xp[c * L]
+        _reduce(xp, <const floating*>NULL, shift, N, C, L, nt, buf.p + 4 * C,
+                <floating*>posbuf.p, t1, t2)
         for c in range(C):
-            y[n * C + c] = (x[n * C + c] - center[c]) * scale[c] + shift[c]
+            mean[c] = shift[c] + t1[c] / m
+            var[c] = max(t2[c] - t1[c] * t1[c] / m, 0.0) / m
+            invstd = 1.0 / sqrt(var[c] + eps)
+            save_mean[c] = <floating>mean[c]
+            save_invstd[c] = <floating>invstd
+            alpha[c] = <floating>(invstd * (weight[c] if has_w else 1.0))
+            beta[c] = bias[c] if has_b else 0.0
+        _affine(xp, &y[0, 0, 0], N, C, L, nt, &save_mean[0], alpha, beta)
+        _update_running(running_mean, running_var, mean, var, m, momentum)
 
 
 def forward_eval(const floating[:, :, ::1] x, const floating[::1] scale,
                  const floating[::1] shift, floating[:, :, ::1] y, int nthreads):
     """Inference forward y = x * scale[c] + shift[c] (scale, shift folded from the
-    running statistics by the caller).  One read of x, one write of y."""
+    running statistics by the caller).  One streaming read of x and write of y."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t b, u, c
-    cdef int nt = _threads(N * C * L, nthreads)
-    cdef Geom g = _geom(N, C, L)
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
-    cdef _Scratch zbuf = _Scratch(C)
-    cdef floating* zero = <floating*>zbuf.p  # calloc'd: center 0
+    cdef _Scratch zero = _Scratch(C)  # center 0
     with nogil:
-        if L == 1:
-            for b in prange((N + _nc_rows(C) - 1) // _nc_rows(C), schedule='static',
-                            num_threads=nt):
-                _nc_affine(xp, yp, N, C, b, zero, &scale[0], &shift[0])
-        else:
-            for u in prange(C * g.nb, schedule='static', num_threads=nt):
-                c = u // g.nb
-                _block_affine(xp, yp, &g, c, u % g.nb, 0, scale[c], shift[c])
+        _affine(&x[0, 0, 0], &y[0, 0, 0], N, C, L, _threads(N * C * L, nthreads),
+                <floating*>zero.p, &scale[0], &shift[0])
 
 
 def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
@@ -411,132 +427,41 @@ def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
     """Backward of batch_norm.  Writes dx and, when given, dweight and dbias.
 
     training=True: dx = w * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
-    Passes: one read of x and dy for the two sums, then one read of x, dy and
-    write of dx (per channel while it is in L2, when channels are many).
-    training=False (statistics are constants): dx = dy * w * invstd; the same
-    two passes, the second a plain scale of dy.
+    training=False (statistics are constants): dx = dy * w * invstd, which must
+    not read x (a NaN there would leak into dx through 0 * (x - mean)).
+    Passes: one streaming read of x and dy for sum(dy) and sum(dy * (x - mean)),
+    one read of x and dy (of dy alone in inference) and write of dx.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef Py_ssize_t c, b, u, R = _nc_rows(C), nbr = (N + R - 1) // R
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], c
+    cdef double m = <double>(N * L), inv, a
     cdef int nt = _threads(N * C * L, nthreads)
     cdef bint has_w = weight is not None
-    cdef Geom g = _geom(N, C, L)
     cdef const floating* xp = &x[0, 0, 0]
     cdef const floating* dyp = &dy[0, 0, 0]
     cdef floating* dxp = &dx[0, 0, 0]
-    cdef const floating* mp = &mean[0]
-    cdef double m = <double>(N * L)
-    cdef double* sdy
-    cdef double* sdyx
-    cdef double* p1
-    cdef double* p2
-    cdef floating* k_dy
-    cdef floating* k_x
-    cdef floating* k_0
-    cdef _Scratch buf
+    cdef _Scratch buf = _Scratch(2 * C + 2 * _parts(N, C, L))
     cdef _Scratch fbuf = _Scratch(3 * C)  # k_dy, k_x, k_0: 3 * C floating, zeroed
-
-    if L == 1:
-        buf = _Scratch(2 * C + 2 * nbr * C)
-    else:
-        buf = _Scratch(2 * C + 2 * C * g.nb)
-    sdy = buf.p
-    sdyx = buf.p + C
-    p1 = buf.p + 2 * C
-    k_dy = <floating*>fbuf.p
-    k_x = k_dy + C
-    k_0 = k_x + C
+    cdef _Scratch posbuf = _Scratch(C * L if L < WIDE_BELOW else 0)
+    cdef double* sdy = buf.p
+    cdef double* sdyx = buf.p + C
+    cdef floating* k_dy = <floating*>fbuf.p
+    cdef floating* k_x = k_dy + C
+    cdef floating* k_0 = k_x + C
 
     with nogil:
-        if L == 1:
-            p2 = p1 + nbr * C
-            for b in prange(nbr, schedule='static', num_threads=nt):
-                _nc_block_grad_sums(xp, dyp, N, C, b, mp, p1 + b * C, p2 + b * C)
-            for c in range(C):
-                sdy[c] = 0.0
-                sdyx[c] = 0.0
-                for b in range(nbr):
-                    sdy[c] += p1[b * C + c]
-                    sdyx[c] += p2[b * C + c]
-                _dx_coefficients(sdy, sdyx, weight, has_w, invstd, m, training, c,
-                                 k_dy, k_x, k_0)
-            for b in prange(nbr, schedule='static', num_threads=nt):
-                if training:
-                    _nc_dx(xp, dyp, dxp, N, C, b, mp, k_dy, k_x, k_0)
-                else:  # k_0 is all zeros here
-                    _nc_affine(dyp, dxp, N, C, b, k_0, k_dy, k_0)
-        elif nt == 1 or C >= 4 * nt:
-            p2 = p1 + C * g.nb
-            for c in prange(C, schedule='static', num_threads=nt):
-                for b in range(g.nb):
-                    _block_grad_sums(xp, dyp, &g, c, b, mp[c], p1 + c * g.nb + b,
-                                     p2 + c * g.nb + b)
-                _sum_channel(p1, p2, &g, c, &sdy[c], &sdyx[c])
-                _dx_coefficients(sdy, sdyx, weight, has_w, invstd, m, training, c,
-                                 k_dy, k_x, k_0)
-                for b in range(g.nb):  # channel still in L2
-                    _block_dx_or_scale(xp, dyp, dxp, &g, c, b, mp[c], k_dy[c], k_x[c],
-                                       k_0[c], training)
-        else:
-            p2 = p1 + C * g.nb
-            for u in prange(C * g.nb, schedule='static', num_threads=nt):
-                _block_grad_sums(xp, dyp, &g, u // g.nb, u % g.nb, mp[u // g.nb], p1 + u, p2 + u)
-            for c in range(C):
-                _sum_channel(p1, p2, &g, c, &sdy[c], &sdyx[c])
-                _dx_coefficients(sdy, sdyx, weight, has_w, invstd, m, training, c,
-                                 k_dy, k_x, k_0)
-            for u in prange(C * g.nb, schedule='static', num_threads=nt):
-                c = u // g.nb
-                _block_dx_or_scale(xp, dyp, dxp, &g, c, u % g.nb, mp[c], k_dy[c], k_x[c],
-                                   k_0[c], training)
-        if dweight is not None:
-            for c in range(C):
-                dweight[c] = <floating>(sdyx[c] * invstd[c])
-        if dbias is not None:
-            for c in range(C):
+        _reduce(xp, dyp, &mean[0], N, C, L, nt, buf.p + 2 * C, <floating*>posbuf.p, sdy, sdyx)
+        for c in range(C):
+            inv = invstd[c]
+            a = inv * (weight[c] if has_w else 1.0)
+            k_dy[c] = <floating>a
+            if training:
+                k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
+                k_0[c] = <floating>(a * sdy[c] / m)
+            if dweight is not None:
+                dweight[c] = <floating>(sdyx[c] * inv)
+            if dbias is not None:
                 dbias[c] = <floating>sdy[c]
-
-
-cdef inline void _nc_block_grad_sums(const floating* x, const floating* dy, Py_ssize_t N,
-                                       Py_ssize_t C, Py_ssize_t b, const floating* mean,
-                                       double* sdy, double* sdyx) noexcept nogil:
-    """sum(dy), sum(dy * (x - mean)) per channel over the rows of block b."""
-    cdef Py_ssize_t R = _nc_rows(C)
-    cdef Py_ssize_t n, c, n0 = b * R, n1 = min(n0 + R, N)
-    cdef double t
-    for c in range(C):
-        sdy[c] = 0.0
-        sdyx[c] = 0.0
-    for n in range(n0, n1):
-        for c in range(C):
-            t = dy[n * C + c]
-            sdy[c] += t
-            sdyx[c] += t * (x[n * C + c] - mean[c])
-
-
-cdef inline void _dx_coefficients(const double* sdy, const double* sdyx,
-                                  const floating[::1] weight, bint has_w,
-                                  const floating[::1] invstd, double m, bint training,
-                                  Py_ssize_t c, floating* k_dy, floating* k_x,
-                                  floating* k_0) noexcept nogil:
-    """dx = k_dy * dy - k_x * (x - mean) - k_0 for channel c."""
-    cdef double inv = invstd[c]
-    cdef double a = inv * (weight[c] if has_w else 1.0)
-    k_dy[c] = <floating>a
-    if training:
-        k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
-        k_0[c] = <floating>(a * sdy[c] / m)
-    else:
-        k_x[c] = 0
-        k_0[c] = 0
-
-
-cdef inline void _nc_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N,
-                        Py_ssize_t C, Py_ssize_t b, const floating* mean,
-                        const floating* k_dy, const floating* k_x,
-                        const floating* k_0) noexcept nogil:
-    cdef Py_ssize_t R = _nc_rows(C)
-    cdef Py_ssize_t n, c, n0 = b * R, n1 = min(n0 + R, N)
-    for n in range(n0, n1):
-        for c in range(C):
-            dx[n * C + c] = k_dy[c] * dy[n * C + c] - k_x[c] * (x[n * C + c] - mean[c]) - k_0[c]
+        if training:
+            _dx(xp, dyp, dxp, N, C, L, nt, &mean[0], k_dy, k_x, k_0)
+        else:  # k_0 is all zeros here
+            _affine(dyp, dxp, N, C, L, nt, k_0, k_dy, k_0)

@@ -1,0 +1,113 @@
+/* Innermost loops of the kernels in _core.pyx (which owns blocking, threading
+   and the reduction tree).  They are C for two things Cython cannot emit:
+   - `omp simd reduction`, the only way to vectorize a floating-point sum
+     without -ffast-math (setup.py adds -fopenmp-simd, which needs no OpenMP
+     runtime, so the serial build vectorizes too);
+   - runtime dispatch (target_clones): the wheel is built for baseline x86-64
+     (SSE2), and each loop also gets AVX2 and AVX-512 versions, picked once at
+     load time for the CPU it runs on.  Same CPU, same code: results do not
+     depend on the thread count.
+
+   float sums run in float over chunks of FASTBN_CHUNK values (a vector lane
+   holds at most FASTBN_CHUNK / 4 terms) and are flushed to double, so the
+   error stays far below a float32 pairwise sum's; double data sums in double.
+
+   Each loop is written once, for float and double, by FASTBN_LOOPS below. */
+#ifndef FASTBN_SIMD_H
+#define FASTBN_SIMD_H
+#include <stddef.h>
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
+    !defined(FASTBN_NO_DISPATCH)
+#define FASTBN_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTBN_DISPATCH
+#endif
+
+#define FASTBN_CHUNK 256
+
+#define FASTBN_LOOPS(T, S)                                                          \
+/* s1 += sum(p - shift), s2 += sum((p - shift)^2) */                               \
+FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
+                                               double *s1, double *s2)             \
+{                                                                                   \
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
+        ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
+        T a = 0, b = 0;                                                             \
+        _Pragma("omp simd reduction(+:a, b)")                                       \
+        for (ptrdiff_t i = i0; i < i1; i++) {                                       \
+            T d = p[i] - shift;                                                     \
+            a += d;                                                                 \
+            b += d * d;                                                             \
+        }                                                                           \
+        *s1 += a;                                                                   \
+        *s2 += b;                                                                   \
+    }                                                                               \
+}                                                                                   \
+/* s1 += sum(q), s2 += sum(q * (p - mean)) */                                      \
+FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n, \
+                                                 T mean, double *s1, double *s2)   \
+{                                                                                   \
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
+        ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
+        T a = 0, b = 0;                                                             \
+        _Pragma("omp simd reduction(+:a, b)")                                       \
+        for (ptrdiff_t i = i0; i < i1; i++) {                                       \
+            a += q[i];                                                              \
+            b += q[i] * (p[i] - mean);                                              \
+        }                                                                           \
+        *s1 += a;                                                                   \
+        *s2 += b;                                                                   \
+    }                                                                               \
+}                                                                                   \
+/* y = (x - center) * scale + shift */                                             \
+FASTBN_DISPATCH static void fastbn_affine_##S(const T *restrict x, T *restrict y, ptrdiff_t n, T center, \
+                                              T scale, T shift)                    \
+{                                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++)                                               \
+        y[i] = (x[i] - center) * scale + shift;                                     \
+}                                                                                   \
+/* dx = k_dy * dy - k_x * (x - mean) - k_0 */                                      \
+FASTBN_DISPATCH static void fastbn_dx_##S(const T *restrict x, const T *restrict dy, T *restrict dx, ptrdiff_t n, \
+                                          T mean, T k_dy, T k_x, T k_0)            \
+{                                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++)                                               \
+        dx[i] = k_dy * dy[i] - k_x * (x[i] - mean) - k_0;                           \
+}                                                                                   \
+/* One (N, C) row, per-channel accumulators: a = x - shift (moments) or dy,        \
+   f1 += a, f2 += a * (x - shift) */                                               \
+FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *restrict x,         \
+        const T *restrict dy, const T *restrict shift, ptrdiff_t n, T *restrict f1, T *restrict f2)                                  \
+{                                                                                   \
+    if (dy == NULL) {                                                               \
+        for (ptrdiff_t c = 0; c < n; c++) {                                         \
+            T d = x[c] - shift[c];                                                  \
+            f1[c] += d;                                                             \
+            f2[c] += d * d;                                                         \
+        }                                                                           \
+    } else {                                                                        \
+        for (ptrdiff_t c = 0; c < n; c++) {                                         \
+            f1[c] += dy[c];                                                         \
+            f2[c] += dy[c] * (x[c] - shift[c]);                                     \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+/* One (N, C) row: y = (x - center) * scale + shift, per-channel vectors */        \
+FASTBN_DISPATCH static void fastbn_row_affine_##S(const T *restrict x, T *restrict y, ptrdiff_t n, \
+        const T *center, const T *scale, const T *shift)                            \
+{                                                                                   \
+    for (ptrdiff_t c = 0; c < n; c++)                                               \
+        y[c] = (x[c] - center[c]) * scale[c] + shift[c];                            \
+}                                                                                   \
+/* One (N, C) row: dx = k_dy * dy - k_x * (x - mean) - k_0, per-channel vectors */ \
+FASTBN_DISPATCH static void fastbn_row_dx_##S(const T *restrict x, const T *restrict dy, T *restrict dx, \
+        ptrdiff_t n, const T *mean, const T *k_dy, const T *k_x, const T *k_0)      \
+{                                                                                   \
+    for (ptrdiff_t c = 0; c < n; c++)                                               \
+        dx[c] = k_dy[c] * dy[c] - k_x[c] * (x[c] - mean[c]) - k_0[c];               \
+}
+
+FASTBN_LOOPS(float, f)
+FASTBN_LOOPS(double, d)
+
+#endif
