@@ -41,14 +41,22 @@ def _env_flag(name):
     return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _openmp_flags(compiler_type):
-    """(compile_args, link_args) for OpenMP on this platform's compiler."""
+def _openmp_candidates(compiler_type):
+    """(compile_args, link_args) pairs to try, in order, for OpenMP."""
+    gnu = (["-fopenmp"], ["-fopenmp"])
     if compiler_type == "msvc":
-        return ["/openmp"], []
-    if sys.platform == "darwin":
-        # Apple clang needs libomp (brew install libomp); the test tells.
-        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
-    return ["-fopenmp"], ["-fopenmp"]
+        return [(["/openmp"], [])]
+    if sys.platform != "darwin":
+        return [gnu]
+    # Apple clang takes OpenMP pragmas only via -Xpreprocessor and needs libomp;
+    # Homebrew's libomp is keg-only, so add its prefixes (other locations:
+    # CPPFLAGS/LDFLAGS).  Last, GCC on macOS (CC=gcc-14) takes -fopenmp.
+    apple = []
+    for prefix in ("/opt/homebrew/opt/libomp", "/usr/local/opt/libomp"):
+        if os.path.isdir(prefix):
+            apple.append((["-Xpreprocessor", "-fopenmp", "-I" + prefix + "/include"],
+                          ["-L" + prefix + "/lib", "-lomp"]))
+    return apple + [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), gnu]
 
 
 def _base_flags(compiler_type):
@@ -92,10 +100,11 @@ class BuildExt(build_ext):
         if _env_flag("FASTBN_DISABLE_OPENMP"):
             print("fastbn: FASTBN_DISABLE_OPENMP is set; building the serial extension.")
         else:
-            ocargs, olargs = _openmp_flags(ctype)
-            openmp = _compiles_openmp(self.compiler, ocargs, olargs)
-            if openmp:
-                cargs, largs = cargs + ocargs, largs + olargs
+            for ocargs, olargs in _openmp_candidates(ctype):
+                if _compiles_openmp(self.compiler, ocargs, olargs):
+                    openmp = True
+                    cargs, largs = cargs + ocargs, largs + olargs
+                    break
             else:
                 warnings.warn(
                     "fastbn: this compiler could not build an OpenMP program; "

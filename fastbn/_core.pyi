@@ -1,0 +1,45 @@
+"""Type stubs for the compiled Batch Normalization kernels (fastbn/_core.pyx).
+
+Arrays are C-contiguous (N, C, L) views (x, y, dy, dx) or length-C vectors, all
+of one dtype: float32 or float64 (Cython fused type).  Internal API: call
+fastbn.kernels, which validates inputs and reshapes to (N, C, L).
+"""
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+def forward_train(
+    x: npt.NDArray[_F],
+    weight: npt.NDArray[_F] | None,
+    bias: npt.NDArray[_F] | None,
+    y: npt.NDArray[_F],
+    save_mean: npt.NDArray[_F],
+    save_invstd: npt.NDArray[_F],
+    running_mean: npt.NDArray[_F] | None,
+    running_var: npt.NDArray[_F] | None,
+    momentum: float,
+    eps: float,
+    nthreads: int,
+) -> None: ...
+def forward_eval(
+    x: npt.NDArray[_F],
+    scale: npt.NDArray[_F],
+    shift: npt.NDArray[_F],
+    y: npt.NDArray[_F],
+    nthreads: int,
+) -> None: ...
+def backward(
+    dy: npt.NDArray[_F],
+    x: npt.NDArray[_F],
+    weight: npt.NDArray[_F] | None,
+    mean: npt.NDArray[_F],
+    invstd: npt.NDArray[_F],
+    dx: npt.NDArray[_F],
+    dweight: npt.NDArray[_F] | None,
+    dbias: npt.NDArray[_F] | None,
+    training: bool,
+    nthreads: int,
+) -> None: ...
