@@ -1,0 +1,10 @@
+"""Neural network layers, initialization and model utilities (``fastbn.nn``)."""
+from . import functional, init, utils
+from .batchnorm import BatchNorm1d, BatchNorm2d
+from .module import Identity, Module, Parameter, Sequential
+from .modules import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Linear, MaxPool2d,
+                      ReLU, Sigmoid, Tanh)
+
+__all__ = ["functional", "init", "utils", "Module", "Parameter", "Sequential", "Identity",
+           "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "Sigmoid", "Tanh",
+           "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "CrossEntropyLoss"]
