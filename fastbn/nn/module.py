@@ -44,6 +44,12 @@ def _check_dtype(dtype):
     return dtype
 
 
+def _check_buffer(name, value):
+    if value is not None and not isinstance(value, np.ndarray):
+        raise TypeError(f"buffer '{name}' must be a NumPy array or None, "
+                        f"got {type(value).__name__}")
+
+
 class Module:
     """Base class of layers and models: subclasses set attributes in ``__init__`` (after
     ``super().__init__()``) and define ``forward``."""
@@ -60,19 +66,24 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  "assigning attributes")
-        for registry in (self._parameters, self._buffers, self._modules):
-            if name in registry and not (registry is self._buffers and
-                                         not isinstance(value, (Parameter, Module))):
-                del registry[name]
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            target = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            target = self._modules
             value._set_path(f"{self._path}.{name}" if self._path else name)
         elif name in self._buffers:
-            self.register_buffer(name, value)
+            _check_buffer(name, value)
+            target = self._buffers
+        elif value is None and name in self._parameters:
+            target = self._parameters
+        elif value is None and name in self._modules:
+            target = self._modules
         else:
-            object.__setattr__(self, name, value)
+            target = self.__dict__
+        for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
+            if registry is not target:
+                registry.pop(name, None)
+        target[name] = value  # an existing key keeps its place: module order is preserved
 
     def __getattr__(self, name):  # only called when normal lookup fails
         for registry in ("_parameters", "_buffers", "_modules"):
@@ -97,17 +108,15 @@ class Module:
 
     def register_buffer(self, name, array):
         """A named array saved in state_dict but not trained (None: declared, absent)."""
-        if array is not None and not isinstance(array, np.ndarray):
-            raise TypeError(f"buffer '{name}' must be a NumPy array or None, "
-                            f"got {type(array).__name__}")
-        self.__dict__.pop(name, None)
-        self._buffers[name] = array
+        _check_buffer(name, array)
+        self._buffers[name] = None
+        setattr(self, name, array)
 
     def register_parameter(self, name, param):
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"'{name}' must be a Parameter or None, got {type(param).__name__}")
-        self.__dict__.pop(name, None)
-        self._parameters[name] = param
+        self._parameters[name] = None
+        setattr(self, name, param)
 
     def add_module(self, name, module):
         if module is not None and not isinstance(module, Module):

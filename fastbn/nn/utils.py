@@ -28,7 +28,7 @@ def fold_batch_norm(model):
     bias (the layer gains a bias if it had none) and replaced by Identity.  BatchNorms
     without running statistics (track_running_stats=False) stay.  model is unchanged."""
     folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
+    for module in list(folded.modules()):
         children = list(module.named_children())
         for (_, prev), (name, child) in zip(children, children[1:]):
             if (isinstance(child, _BatchNorm) and child.track_running_stats
