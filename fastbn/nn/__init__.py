@@ -1,4 +1,5 @@
-"""Neural network layers, initialization and model utilities (``fastbn.nn``)."""
+"""Neural-network building blocks: layers, initialization, model utilities;
+``fastbn.nn.functional`` holds the ops."""
 from . import functional, init, utils
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .module import Identity, Module, Parameter, Sequential
