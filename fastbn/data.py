@@ -16,6 +16,7 @@ import urllib.request
 import numpy as np
 
 from . import random as _random
+from .tensor import Tensor
 
 __all__ = ["load_digits", "load_mnist", "train_test_split", "normalize", "TensorDataset",
            "DataLoader", "MNIST_MIRROR"]
@@ -247,8 +248,6 @@ class DataLoader:
         return tuple(np.stack(column) for column in zip(*(self.dataset[int(i)] for i in index)))
 
     def __iter__(self):
-        from .tensor import Tensor
-
         order = self._order()
         self.epoch += 1
         for batch in range(len(self)):
