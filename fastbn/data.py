@@ -54,12 +54,12 @@ def _read_idx(path, magic, ndim):
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"{path}: cannot read ({exc})") from None
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found is not None and found != magic:
         raise ValueError(f"{path}: IDX magic number is {found}, expected {magic} "
                          "(wrong file, or not an IDX file)")
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     size = header + math.prod(dims)
     if len(raw) != size:
