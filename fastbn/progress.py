@@ -14,7 +14,7 @@ class ProgressBar:
         self.file = sys.stderr if file is None else file
         self.enabled = self.file.isatty() if enabled is None else bool(enabled)
         self.total, self.desc, self.width, self.min_interval = total, desc, width, min_interval
-        self.count, self.start, self._last = 0, time.perf_counter(), 0.0
+        self.count, self.start, self._last, self._drawn = 0, time.perf_counter(), 0.0, None
         self.postfix = ""
 
     def update(self, n=1, **postfix):
@@ -27,6 +27,7 @@ class ProgressBar:
             self._draw()
 
     def _draw(self):
+        self._drawn = self.count
         frac = min(self.count / self.total, 1.0) if self.total else 1.0
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
@@ -37,6 +38,7 @@ class ProgressBar:
 
     def close(self):
         if self.enabled:
-            self._draw()
+            if self._drawn != self.count:
+                self._draw()
             self.file.write("\n")
             self.file.flush()

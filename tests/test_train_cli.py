@@ -110,3 +110,21 @@ def test_mnist_mlp_one_epoch():
     m = _run("--dataset", "mnist", "--data-dir", MNIST, "--model", "mlp", "--epochs", "1",
              "--batch-size", "128", "--threads", "1", "--quiet")
     assert m["steps"] == 8000 // 128 and m["test_accuracy"] > 0.8
+
+
+def test_progress_bar():
+    from fastbn.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(4, "epoch 1/1", file=out, enabled=True, min_interval=0)
+    for i in range(4):
+        bar.update(1, loss=f"{1.0 / (i + 1):.2f}")
+    bar.close()
+    text = out.getvalue()
+    assert text.count("\r") == 4 and text.endswith("\n")
+    assert "[" + "#" * 24 + "] 4/4" in text and "loss 0.25" in text
+    quiet = io.StringIO()  # not a terminal: nothing drawn
+    bar = ProgressBar(4, file=quiet)
+    bar.update(4)
+    bar.close()
+    assert quiet.getvalue() == ""
