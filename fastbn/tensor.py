@@ -138,6 +138,14 @@ class Tensor:
         """A new leaf sharing this tensor's data, outside any graph."""
         return Tensor(self.data)
 
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad in place and return self (PyTorch's spelling)."""
+        if requires_grad and self.data.dtype not in _FLOATS:
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype "
+                            f"{self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
     @property
     def is_leaf(self):
         return self._op is None
@@ -264,7 +272,7 @@ def _accumulate(t, g):
     """Add gradient g into tensor t: leaves keep it in .grad (the first write
     stores a copy, later ones add in place), nodes in ._g until their turn."""
     d = t.data
-    if g.shape != d.shape or g.dtype != d.dtype:
+    if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
         g = _fit(g, d)
     if t._op is None:
         if t.grad is None:

@@ -160,6 +160,11 @@ def test_indexing_slices_masks_and_lists(rng):
     np.testing.assert_allclose(a.grad, ref)
 
 
+def test_elementwise_shape_mismatch_names_op_and_shapes(rng):
+    with pytest.raises(ValueError, match=r"mul: shapes \(3, 4\) and \(3,\)"):
+        leaf(rng, 3, 4) * leaf(rng, 3)
+
+
 def test_pow_rejects_tensor_exponent(rng):
     with pytest.raises(TypeError, match="exponent"):
         leaf(rng, 3) ** leaf(rng, 3)

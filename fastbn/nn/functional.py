@@ -178,20 +178,29 @@ class MatMul(Function):
         return ga, gb
 
 
+def _elementwise(op, a, b):
+    a, b = _pair(a, b)
+    try:
+        return op.apply(a, b)
+    except ValueError:
+        raise ValueError(f"{op.__name__.lower()}: shapes {a.shape} and {b.shape} do not "
+                         "broadcast") from None
+
+
 def add(a, b):
-    return Add.apply(*_pair(a, b))
+    return _elementwise(Add, a, b)
 
 
 def sub(a, b):
-    return Sub.apply(*_pair(a, b))
+    return _elementwise(Sub, a, b)
 
 
 def mul(a, b):
-    return Mul.apply(*_pair(a, b))
+    return _elementwise(Mul, a, b)
 
 
 def div(a, b):
-    return Div.apply(*_pair(a, b))
+    return _elementwise(Div, a, b)
 
 
 def neg(a):
