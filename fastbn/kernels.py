@@ -245,7 +245,7 @@ class _ConvArgs:
     def im2col(self):
         x = self.x
         if self.identity:
-            return x.reshape(x.shape[0], x.shape[1], -1)
+            return x.reshape(x.shape[0], x.shape[1], self.L)
         cols = np.empty((x.shape[0], self.K * self.groups, self.L), dtype=x.dtype)
         if cols.size:
             _conv.im2col(x, cols, self.kernel, self.stride, self.padding, self.dilation,
