@@ -323,14 +323,15 @@ def test_max_pool_backward_finite_differences():
 
 def test_same_bits_at_one_and_two_threads():
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((8, 6, 20, 19)).astype(np.float32)
-    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((8, 6, 20, 19)).astype(np.float32)  # above the serial cut-off
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
     results = []
     for n in (1, 2):
         with fastbn.threads(n):
-            y, cols = K.conv2d_forward(x, w, None, 2, 1, 1, 2)
+            y, cols = K.conv2d_forward(x, w, b, 1, 1, 1, 2)
             dy = np.cos(y)
-            out = [y, *K.conv2d_backward(dy, x, w, cols, 2, 1, 1, 2)]
+            out = [y, *K.conv2d_backward(dy, x, w, cols, 1, 1, 1, 2)]
             ym, idx = K.max_pool2d_forward(x, 3, 2, 1)
             out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
             ya = K.avg_pool2d_forward(x, 3, 2, 1, False)
@@ -340,6 +341,18 @@ def test_same_bits_at_one_and_two_threads():
         results.append(out)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_empty_batch():
+    x = np.zeros((0, 3, 5, 5))
+    for w in (np.ones((4, 3, 1, 1)), np.ones((4, 3, 3, 3))):
+        y, cols = K.conv2d_forward(x, w, np.ones(4), padding=1)
+        assert y.shape == (0, 4) + y.shape[2:]
+        dx, dw, db = K.conv2d_backward(y, x, w, cols, padding=1)
+        assert dx.shape == x.shape and not dw.any() and not db.any()
+    y, idx = K.max_pool2d_forward(x, 2)
+    assert K.max_pool2d_backward(y, idx, x.shape).shape == x.shape
+    assert K.avg_pool2d_backward(K.avg_pool2d_forward(x, 2), x.shape, 2).shape == x.shape
 
 
 def test_against_torch():
