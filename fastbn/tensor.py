@@ -223,15 +223,25 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         return _F.flatten(self, start_dim, end_dim)
 
-    def transpose(self, *axes):
-        """NumPy semantics: no argument reverses the axes; ``transpose(1, 0, 2)``
-        or ``transpose((1, 0, 2))`` permutes them."""
-        if len(axes) == 1 and axes[0] is not None and not isinstance(axes[0], int):
-            axes = tuple(axes[0])
-        return _F.transpose(self, axes or None)
+    def transpose(self, dim0, dim1):
+        """Swap two dims (PyTorch's semantics, not NumPy's permutation)."""
+        axes = list(range(self.data.ndim))
+        try:
+            axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        except IndexError:
+            raise ValueError(f"transpose: dims ({dim0}, {dim1}) are out of range for shape "
+                             f"{self.shape}") from None
+        return _F.transpose(self, axes)
+
+    def permute(self, *dims):
+        """Reorder the dims: ``permute(2, 0, 1)`` or ``permute((2, 0, 1))``."""
+        if len(dims) == 1 and not isinstance(dims[0], int):
+            dims = tuple(dims[0])
+        return _F.transpose(self, dims)
 
     @property
     def T(self):
+        """The dims in reverse order."""
         return _F.transpose(self, None)
 
 

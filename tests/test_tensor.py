@@ -124,7 +124,7 @@ def test_matmul_shape_mismatch_names_shapes(rng):
 def test_sum_mean_reshape_transpose_gradients(rng):
     a = leaf(rng, 2, 3, 4)
     y = (a.sum(axis=1) * 2).mean() + a.mean(axis=(0, 2), keepdims=True).sum() \
-        + a.reshape(6, 4).T.sum(axis=0).sum() + a.transpose(2, 0, 1).reshape(-1)[:5].sum()
+        + a.reshape(6, 4).T.sum(axis=0).sum() + a.permute(2, 0, 1).reshape(-1)[:5].sum()
     y.backward()
     ref = np.full(a.shape, 2 / 8) + 1 / 8 + 1
     first5 = np.zeros(a.shape)
@@ -135,6 +135,21 @@ def test_sum_mean_reshape_transpose_gradients(rng):
     np.testing.assert_allclose(y.data, 2 * a.data.sum(axis=1).mean()
                                + a.data.mean(axis=(0, 2)).sum() + a.data.sum()
                                + a.data.transpose(2, 0, 1).reshape(-1)[:5].sum(), rtol=1e-12)
+
+
+def test_transpose_swaps_two_dims_like_torch(rng):
+    a = leaf(rng, 2, 3, 4)
+    y = a.transpose(0, 2)
+    np.testing.assert_array_equal(y.data, np.swapaxes(a.data, 0, 2))
+    np.testing.assert_array_equal(a.permute((1, 2, 0)).data, a.data.transpose(1, 2, 0))
+    np.testing.assert_array_equal(a.T.data, a.data.transpose(2, 1, 0))
+    g = rng.standard_normal(y.shape)
+    y.backward(g)
+    np.testing.assert_array_equal(a.grad, np.swapaxes(g, 0, 2))
+    with pytest.raises(ValueError, match="transpose"):
+        a.transpose(0, 3)
+    with pytest.raises(ValueError, match="permutation"):
+        a.permute(0, 1)
 
 
 def test_indexing_with_repeated_integer_arrays_accumulates(rng):

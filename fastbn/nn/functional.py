@@ -10,7 +10,7 @@ import operator
 import numpy as np
 
 from .. import kernels
-from ..tensor import Function, Tensor, _FLOATS, _node
+from ..tensor import Function, Tensor, _FLOATS
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log",
@@ -20,17 +20,12 @@ __all__ = [
     "cross_entropy", "mse_loss", "dropout", "manual_seed",
 ]
 
-_leaf = object.__new__
-
-
 def _const(x, like=None):
     """A non-Tensor operand as a constant leaf.  Python numbers take the dtype
     NumPy would give them next to ``like`` (so float32 stays float32)."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (np.ndarray, np.generic)) or like is None:
-        return Tensor(x)
-    if isinstance(x, numbers.Number) and not isinstance(x, bool):
+    if isinstance(like, Tensor) and isinstance(x, numbers.Number) and not isinstance(x, bool):
         return Tensor(np.asarray(x, dtype=np.result_type(like.data.dtype, x)))
     return Tensor(x)
 
