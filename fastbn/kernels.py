@@ -245,7 +245,7 @@ class _ConvArgs:
     def im2col(self):
         x = self.x
         if self.identity:
-            return x.reshape(x.shape[0], x.shape[1], -1)
+            return x.reshape(x.shape[0], x.shape[1], self.L)
         cols = np.empty((x.shape[0], self.K * self.groups, self.L), dtype=x.dtype)
         if cols.size:
             _conv.im2col(x, cols, self.kernel, self.stride, self.padding, self.dilation,
@@ -282,7 +282,8 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if y.size:
         np.matmul(a.grouped_weight(), a.grouped(cols, a.K), out=a.grouped(y, O // a.groups))
         if bias is not None:
-            y += bias.astype(y.dtype, copy=False)[:, None, None]
+            _conv.add_bias(y.reshape(N, O, a.L), np.ascontiguousarray(bias, dtype=y.dtype),
+                           get_num_threads())
     return y, cols
 
 
@@ -302,7 +303,10 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
     wg = a.grouped_weight()
     dx = dweight = dbias = None
     if need_bias:
-        dbias = dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(dy.dtype)
+        dbias = np.zeros(O, dtype=np.float64)
+        if dy.size:
+            _conv.bias_grad(dy.reshape(N, O, a.L), dbias, get_num_threads())
+        dbias = dbias.astype(dy.dtype)
     if need_weight:
         if cols is None:
             cols = a.im2col()

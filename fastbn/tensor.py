@@ -138,6 +138,14 @@ class Tensor:
         """A new leaf sharing this tensor's data, outside any graph."""
         return Tensor(self.data)
 
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad in place and return self (PyTorch's spelling)."""
+        if requires_grad and self.data.dtype not in _FLOATS:
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype "
+                            f"{self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        return self
+
     @property
     def is_leaf(self):
         return self._op is None
@@ -215,15 +223,25 @@ class Tensor:
     def flatten(self, start_dim=0, end_dim=-1):
         return _F.flatten(self, start_dim, end_dim)
 
-    def transpose(self, *axes):
-        """NumPy semantics: no argument reverses the axes; ``transpose(1, 0, 2)``
-        or ``transpose((1, 0, 2))`` permutes them."""
-        if len(axes) == 1 and axes[0] is not None and not isinstance(axes[0], int):
-            axes = tuple(axes[0])
-        return _F.transpose(self, axes or None)
+    def transpose(self, dim0, dim1):
+        """Swap two dims (PyTorch's semantics, not NumPy's permutation)."""
+        axes = list(range(self.data.ndim))
+        try:
+            axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        except IndexError:
+            raise ValueError(f"transpose: dims ({dim0}, {dim1}) are out of range for shape "
+                             f"{self.shape}") from None
+        return _F.transpose(self, axes)
+
+    def permute(self, *dims):
+        """Reorder the dims: ``permute(2, 0, 1)`` or ``permute((2, 0, 1))``."""
+        if len(dims) == 1 and not isinstance(dims[0], int):
+            dims = tuple(dims[0])
+        return _F.transpose(self, dims)
 
     @property
     def T(self):
+        """The dims in reverse order."""
         return _F.transpose(self, None)
 
 
@@ -264,7 +282,7 @@ def _accumulate(t, g):
     """Add gradient g into tensor t: leaves keep it in .grad (the first write
     stores a copy, later ones add in place), nodes in ._g until their turn."""
     d = t.data
-    if g.shape != d.shape or g.dtype != d.dtype:
+    if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
         g = _fit(g, d)
     if t._op is None:
         if t.grad is None:

@@ -10,7 +10,7 @@ import operator
 import numpy as np
 
 from .. import kernels
-from ..tensor import Function, Tensor, _FLOATS, _node
+from ..tensor import Function, Tensor, _FLOATS
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log",
@@ -20,17 +20,12 @@ __all__ = [
     "cross_entropy", "mse_loss", "dropout", "manual_seed",
 ]
 
-_leaf = object.__new__
-
-
 def _const(x, like=None):
     """A non-Tensor operand as a constant leaf.  Python numbers take the dtype
     NumPy would give them next to ``like`` (so float32 stays float32)."""
     if isinstance(x, Tensor):
         return x
-    if isinstance(x, (np.ndarray, np.generic)) or like is None:
-        return Tensor(x)
-    if isinstance(x, numbers.Number) and not isinstance(x, bool):
+    if isinstance(like, Tensor) and isinstance(x, numbers.Number) and not isinstance(x, bool):
         return Tensor(np.asarray(x, dtype=np.result_type(like.data.dtype, x)))
     return Tensor(x)
 
@@ -154,7 +149,8 @@ class Log(Function):
 
 
 class MatMul(Function):
-    """np.matmul semantics: 1-D operands are promoted, batch dims broadcast."""
+    """np.matmul semantics: 1-D operands are promoted, batch dims broadcast (the
+    tape sums the broadcast batch dims of the gradients away)."""
 
     @staticmethod
     def forward(a, b):
@@ -165,41 +161,41 @@ class MatMul(Function):
         a, b = saved
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        g2 = g
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
+        g2 = g[..., None] if b.ndim == 1 else g          # restore the dims 1-D operands lost
+        g2 = g2[..., None, :] if a.ndim == 1 else g2
         ga = gb = None
         if inputs[0].requires_grad:
             ga = g2 @ np.swapaxes(b2, -1, -2)
-            ga = _sum_leading(ga, a2.ndim).reshape(a.shape)
+            ga = ga[..., 0, :] if a.ndim == 1 else ga
         if inputs[1].requires_grad:
             gb = np.swapaxes(a2, -1, -2) @ g2
-            gb = _sum_leading(gb, b2.ndim).reshape(b.shape)
+            gb = gb[..., 0] if b.ndim == 1 else gb
         return ga, gb
 
 
-def _sum_leading(g, ndim):
-    """Sum away the batch dims matmul broadcast in front of an ndim-D operand
-    (the ones of size 1 inside are summed by the tape)."""
-    return g.sum(axis=tuple(range(g.ndim - ndim))) if g.ndim > ndim else g
+def _elementwise(op, a, b):
+    a, b = _pair(a, b)
+    try:
+        return op.apply(a, b)
+    except ValueError:
+        raise ValueError(f"{op.__name__.lower()}: shapes {a.shape} and {b.shape} do not "
+                         "broadcast") from None
 
 
 def add(a, b):
-    return Add.apply(*_pair(a, b))
+    return _elementwise(Add, a, b)
 
 
 def sub(a, b):
-    return Sub.apply(*_pair(a, b))
+    return _elementwise(Sub, a, b)
 
 
 def mul(a, b):
-    return Mul.apply(*_pair(a, b))
+    return _elementwise(Mul, a, b)
 
 
 def div(a, b):
-    return Div.apply(*_pair(a, b))
+    return _elementwise(Div, a, b)
 
 
 def neg(a):
@@ -660,10 +656,10 @@ class CrossEntropy(Function):
         x2 = np.moveaxis(x, 1, -1).reshape(-1, C)       # (samples, classes)
         t = target.reshape(-1)
         rows = np.arange(t.size)
-        e = np.exp(x2 - x2.max(axis=1, keepdims=True))
+        z = x2 - x2.max(axis=1, keepdims=True)
+        e = np.exp(z)
         s = e.sum(axis=1)
-        # -log softmax[t] = log(sum e) - (x[t] - max), with e[t] = exp(x[t] - max)
-        losses = np.log(s) - np.log(e[rows, t])
+        losses = np.log(s) - z[rows, t]       # -log softmax[t]; s >= 1, no log(0)
         if reduction == "none":
             out = losses.reshape(target.shape)
         else:
