@@ -19,7 +19,7 @@ from . import random as _random
 from .tensor import Tensor
 
 __all__ = ["load_digits", "load_mnist", "train_test_split", "normalize", "TensorDataset",
-           "DataLoader", "MNIST_MIRROR"]
+           "DataLoader", "MNIST_MIRROR", "default_cache_dir"]
 
 _DIGITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "digits.npz")
 

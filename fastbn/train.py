@@ -66,12 +66,12 @@ def load_data(dataset, data_dir=None):
         x_train, x_test, y_train, y_test = data.train_test_split(*data.load_digits(),
                                                                  test_size=0.2, seed=0)
     elif dataset == "mnist":
-        download = data_dir is None
+        directory = data_dir or os.path.join(data.default_cache_dir(), "mnist")
         try:
-            x_train, y_train = data.load_mnist(data_dir, "train", download=False)
-            x_test, y_test = data.load_mnist(data_dir, "t10k")
-        except (FileNotFoundError, ValueError):
-            x, y = data.load_mnist(data_dir, "t10k", download=download)
+            x_train, y_train = data.load_mnist(directory, "train")
+            x_test, y_test = data.load_mnist(directory, "t10k")
+        except FileNotFoundError:  # only the test set here (a broken file is an error)
+            x, y = data.load_mnist(directory, "t10k", download=data_dir is None)
             x_train, x_test, y_train, y_test = data.train_test_split(x, y, test_size=2000, seed=0)
     else:
         raise ValueError(f"unknown dataset {dataset!r} (choose digits or mnist)")

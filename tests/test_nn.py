@@ -334,3 +334,29 @@ def test_sequential_containers():
         model[5]
     with pytest.raises(TypeError):
         nn.Sequential(nn.ReLU()).add_module("x", 3)
+
+
+def test_training_steps_match_torch():
+    """Modules, ops and SGD together: three momentum steps from the same weights."""
+    torch = pytest.importorskip("torch")
+    tnet = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1, bias=False),
+                               torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(16, 8),
+                               torch.nn.BatchNorm1d(8), torch.nn.Tanh(),
+                               torch.nn.Linear(8, 3)).double()
+    ours = _net().double()
+    ours.load_state_dict({k: v.numpy() for k, v in tnet.state_dict().items()})
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    opt = fastbn.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    rng = np.random.default_rng(13)
+    for _ in range(3):
+        x, y = rng.standard_normal((6, 1, 4, 4)), rng.integers(0, 3, 6)
+        opt.zero_grad()
+        nn.CrossEntropyLoss()(ours(Tensor(x)), Tensor(y)).backward()
+        opt.step()
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tnet(torch.tensor(x)), torch.tensor(y)).backward()
+        topt.step()
+    theirs = tnet.state_dict()
+    for k, v in ours.state_dict().items():
+        np.testing.assert_allclose(v, theirs[k].numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
