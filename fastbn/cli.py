@@ -1,4 +1,4 @@
-"""Command line: python -m fastbn {info,...}."""
+"""Command line: python -m fastbn {info,train,...}."""
 import argparse
 import sys
 import time
@@ -48,6 +48,17 @@ def _cmd_info(args):
     return 0
 
 
+def _add_train(sub):
+    """``train``: the trainer (fastbn/train.py) owns its options and its run."""
+    from . import train
+
+    parser = sub.add_parser("train", help="train a small BN net on the embedded digits or MNIST",
+                            description=train.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_arguments(parser)
+    parser.set_defaults(func=train.main)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m fastbn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +67,7 @@ def build_parser():
                       help="input shape for the timing (default: 64 16 32 32)")
     info.add_argument("--repeat", type=int, default=50)
     info.set_defaults(func=_cmd_info)
+    _add_train(sub)
     return parser
 
 

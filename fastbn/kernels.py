@@ -140,3 +140,323 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True):
         _core.backward(_view3(dy), _view3(x), weight, save_mean, save_invstd, _view3(dx),
                        dweight, dbias, bool(training), get_num_threads())
     return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------- convolution and pooling
+# Entry points to fastbn._conv.  Arguments follow torch.nn.functional: NCHW
+# input, weight (out, in / groups, kh, kw), int or pair hyper-parameters.
+# The conv GEMMs run in NumPy's matmul (BLAS): per image, weight (O, C*kh*kw)
+# @ cols[n] (C*kh*kw, OH*OW) lands directly in y[n]; BLAS threads follow NumPy's
+# BLAS settings (OPENBLAS_NUM_THREADS, threadpoolctl), the im2col/col2im and
+# pooling kernels follow get_num_threads().
+
+from . import _conv  # noqa: E402
+
+__all__ += ["conv2d_forward", "conv2d_backward",
+            "max_pool2d_forward", "max_pool2d_backward",
+            "avg_pool2d_forward", "avg_pool2d_backward",
+            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
+
+_GEMM_CHUNK = 1 << 20  # elements of the per-image weight-gradient products summed at once
+
+
+def _check_nchw(x, name, op):
+    x = np.asarray(x)
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{op}: {name} has dtype {x.dtype}; supported dtypes are "
+                        "float32 and float64")
+    if x.ndim != 4:
+        raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _pair(value, name, op, minimum):
+    """An int or a pair of ints, each >= minimum, as a tuple (h, w)."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                 for v in pair):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    pair = (int(pair[0]), int(pair[1]))
+    if min(pair) < minimum:
+        what = "positive" if minimum == 1 else "non-negative"
+        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    return pair
+
+
+def _out_sizes(shape, kernel, stride, padding, dilation, op):
+    H, W = shape[2], shape[3]
+    size = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation))
+    if min(size) < 1:
+        raise ValueError(f"{op}: output size {size} is too small for input size {(H, W)} "
+                         f"with kernel {kernel}, stride {stride}, padding {padding}, "
+                         f"dilation {dilation}")
+    return size
+
+
+def _check_grad(dy, shape, op, dtype=None):
+    dy = _check_nchw(dy, "grad_output", op)
+    if dy.shape != tuple(shape):
+        raise ValueError(f"{op}: grad_output has shape {dy.shape}, expected {tuple(shape)}")
+    if dtype is not None and dy.dtype != dtype:
+        raise TypeError(f"{op}: grad_output has dtype {dy.dtype}, expected {dtype}")
+    return dy
+
+
+def _input_shape(input_shape, op):
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"{op}: input_shape must be (N, C, H, W), got {input_shape!r}")
+    return shape
+
+
+class _ConvArgs:
+    """Validated arguments of a conv2d call, shared by forward and backward."""
+
+    def __init__(self, x, weight, stride, padding, dilation, groups, op):
+        x = _check_nchw(x, "input", op)
+        weight = _check_nchw(weight, "weight", op)
+        if weight.dtype != x.dtype:
+            raise TypeError(f"{op}: weight has dtype {weight.dtype} but the input has {x.dtype}")
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+            raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+        N, C, H, W = x.shape
+        O, Cg, kh, kw = weight.shape
+        if C != Cg * groups or O % groups or O == 0:
+            raise ValueError(f"{op}: input with {C} channels and groups={groups} needs weight "
+                             f"of shape (O, {C // groups if C % groups == 0 else C / groups}, "
+                             f"kh, kw) with O divisible by {groups}; got weight {weight.shape}")
+        if kh < 1 or kw < 1:
+            raise ValueError(f"{op}: kernel size must be positive, got weight {weight.shape}")
+        self.x, self.weight, self.groups = x, weight, int(groups)
+        self.kernel = (kh, kw)
+        self.stride = _pair(stride, "stride", op, 1)
+        self.padding = _pair(padding, "padding", op, 0)
+        self.dilation = _pair(dilation, "dilation", op, 1)
+        self.out = _out_sizes(x.shape, self.kernel, self.stride, self.padding, self.dilation, op)
+        self.K = Cg * kh * kw   # rows of one group's columns
+        self.L = self.out[0] * self.out[1]
+
+    @property
+    def identity(self):
+        """1x1, stride 1, no padding: the columns are the input itself."""
+        return self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
+    def im2col(self):
+        x = self.x
+        if self.identity:
+            return x.reshape(x.shape[0], x.shape[1], self.L)
+        cols = np.empty((x.shape[0], self.K * self.groups, self.L), dtype=x.dtype)
+        if cols.size:
+            _conv.im2col(x, cols, self.kernel, self.stride, self.padding, self.dilation,
+                         *self.out, get_num_threads())
+        return cols
+
+    def grouped(self, a, rows):
+        """(N, G * rows, L) -> (N, G, rows, L) view."""
+        return a.reshape(a.shape[0], self.groups, rows, self.L)
+
+    def grouped_weight(self):
+        O = self.weight.shape[0]
+        return self.weight.reshape(self.groups, O // self.groups, self.K)
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation) as torch.nn.functional.conv2d.
+
+    Returns ``(y, cols)``: cols is the im2col matrix, to hand to conv2d_backward.
+    Passes: im2col reads x and writes cols once; the GEMM reads cols and writes y.
+    """
+    op = "conv2d"
+    a = _ConvArgs(x, weight, stride, padding, dilation, groups, op)
+    N, O = a.x.shape[0], a.weight.shape[0]
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.shape != (O,):
+            raise ValueError(f"{op}: bias must have shape ({O},), got {bias.shape}")
+        if bias.dtype not in _DTYPES:
+            raise TypeError(f"{op}: bias has dtype {bias.dtype}; supported dtypes are "
+                            "float32 and float64")
+    cols = a.im2col()
+    y = np.empty((N, O) + a.out, dtype=a.x.dtype)
+    if y.size:
+        np.matmul(a.grouped_weight(), a.grouped(cols, a.K), out=a.grouped(y, O // a.groups))
+        if bias is not None:
+            _conv.add_bias(y.reshape(N, O, a.L), np.ascontiguousarray(bias, dtype=y.dtype),
+                           get_num_threads())
+    return y, cols
+
+
+def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups=1,
+                    need_input=True, need_weight=True, need_bias=True):
+    """Gradients of conv2d_forward: ``(dx, dweight, dbias)``, None where not needed.
+
+    cols is conv2d_forward's second result (None: recomputed from x).
+    dx = col2im(weight^T @ dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T;
+    dbias = dy summed over N, H, W (in float64).
+    """
+    op = "conv2d_backward"
+    a = _ConvArgs(x, weight, stride, padding, dilation, groups, op)
+    N, O, G = a.x.shape[0], a.weight.shape[0], a.groups
+    dy = _check_grad(dy, (N, O) + a.out, op, a.x.dtype)
+    dyg = a.grouped(dy, O // G)
+    wg = a.grouped_weight()
+    dx = dweight = dbias = None
+    if need_bias:
+        dbias = np.zeros(O, dtype=np.float64)
+        if dy.size:
+            _conv.bias_grad(dy.reshape(N, O, a.L), dbias, get_num_threads())
+        dbias = dbias.astype(dy.dtype)
+    if need_weight:
+        if cols is None:
+            cols = a.im2col()
+        cols = np.asarray(cols)
+        if cols.shape != (N, a.K * G, a.L) or cols.dtype != a.x.dtype:
+            raise ValueError(f"{op}: cols has shape {cols.shape} and dtype {cols.dtype}, "
+                             f"expected {(N, a.K * G, a.L)} and {a.x.dtype} "
+                             "(pass conv2d_forward's cols, or None)")
+        colsg = a.grouped(np.ascontiguousarray(cols), a.K)
+        dw = np.zeros(wg.shape, dtype=np.float64)
+        # per-image products summed a chunk of images at a time: bounded memory
+        step = max(1, _GEMM_CHUNK // max(1, wg.size))
+        part = np.empty((min(step, N),) + wg.shape, dtype=a.x.dtype)
+        for n0 in range(0, N, step):
+            n1 = min(n0 + step, N)
+            np.matmul(dyg[n0:n1], colsg[n0:n1].swapaxes(-1, -2), out=part[:n1 - n0])
+            dw += part[:n1 - n0].sum(axis=0, dtype=dw.dtype)
+        dweight = dw.astype(a.x.dtype, copy=False).reshape(a.weight.shape)
+    if need_input:
+        dcols = np.empty((N, a.K * G, a.L), dtype=a.x.dtype)
+        if dcols.size:
+            np.matmul(wg.swapaxes(-1, -2), dyg, out=a.grouped(dcols, a.K))
+        if a.identity:
+            dx = dcols.reshape(a.x.shape)
+        else:
+            dx = np.empty_like(a.x)
+            if dx.size:  # then N > 0 and dcols is not empty
+                _conv.col2im(dcols, dx, a.kernel, a.stride, a.padding, a.dilation, *a.out,
+                             get_num_threads())
+    return dx, dweight, dbias
+
+
+def _pool_args(kernel_size, stride, padding, op):
+    kernel = _pair(kernel_size, "kernel_size", op, 1)
+    stride = kernel if stride is None or stride == () else _pair(stride, "stride", op, 1)
+    padding = _pair(padding, "padding", op, 0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding should be at most half of the kernel size, got "
+                         f"padding {padding} and kernel_size {kernel}")
+    return kernel, stride, padding
+
+
+def _planes(a):
+    """(N, C, H, W) -> (N * C, H, W) view of a contiguous array."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling as torch.nn.functional.max_pool2d (padding is -inf).
+
+    Returns ``(y, indices)``: int64 flat indices h * W + w into each input plane.
+    """
+    op = "max_pool2d"
+    x = _check_nchw(x, "input", op)
+    kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
+    out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
+    y = np.empty(x.shape[:2] + out, dtype=x.dtype)
+    indices = np.empty(y.shape, dtype=np.int64)
+    if y.size:
+        _conv.max_pool_forward(_planes(x), _planes(y), _planes(indices), kernel, stride,
+                               padding, get_num_threads())
+    return y, indices
+
+
+def max_pool2d_backward(dy, indices, input_shape):
+    """Gradient of max_pool2d_forward: dy scattered (added) to the argmax of each window."""
+    op = "max_pool2d_backward"
+    shape = _input_shape(input_shape, op)
+    dy = _check_nchw(dy, "grad_output", op)
+    indices = np.ascontiguousarray(indices)
+    if indices.shape != dy.shape or indices.dtype != np.int64:
+        raise ValueError(f"{op}: indices must be int64 of grad_output's shape {dy.shape}, "
+                         f"got {indices.dtype} {indices.shape}")
+    if dy.shape[:2] != shape[:2]:
+        raise ValueError(f"{op}: grad_output {dy.shape} does not match input_shape {shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= shape[2] * shape[3]):
+        raise ValueError(f"{op}: indices out of range for input planes of {shape[2:]}")
+    dx = np.empty(shape, dtype=dy.dtype)
+    if dx.size:
+        _conv.max_pool_backward(_planes(dy), _planes(indices), _planes(dx), get_num_threads())
+    return dx
+
+
+_EXCLUDE_PAD, _INCLUDE_PAD, _ADAPTIVE = 0, 1, 2  # modes of _conv.avg_pool_*
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling as torch.nn.functional.avg_pool2d (ceil_mode=False)."""
+    op = "avg_pool2d"
+    x = _check_nchw(x, "input", op)
+    kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
+    out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
+    y = np.empty(x.shape[:2] + out, dtype=x.dtype)
+    if y.size:
+        _conv.avg_pool_forward(_planes(x), _planes(y), kernel, stride, padding,
+                               _INCLUDE_PAD if count_include_pad else _EXCLUDE_PAD,
+                               get_num_threads())
+    return y
+
+
+def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
+                        count_include_pad=True):
+    """Gradient of avg_pool2d_forward: each dy / divisor spread over its window."""
+    op = "avg_pool2d_backward"
+    shape = _input_shape(input_shape, op)
+    kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
+    out = _out_sizes(shape, kernel, stride, padding, (1, 1), op)
+    dy = _check_grad(dy, shape[:2] + out, op)
+    dx = np.empty(shape, dtype=dy.dtype)
+    if dx.size:
+        _conv.avg_pool_backward(_planes(dy), _planes(dx), kernel, stride, padding,
+                                _INCLUDE_PAD if count_include_pad else _EXCLUDE_PAD,
+                                get_num_threads())
+    return dx
+
+
+def _adaptive_size(output_size, shape, op):
+    """torch's output_size: an int, or a pair whose None entries keep the input size."""
+    if isinstance(output_size, (tuple, list)):
+        size = tuple(shape[2 + i] if s is None else s for i, s in enumerate(output_size))
+    else:
+        size = output_size
+    return _pair(size, "output_size", op, 1)
+
+
+def adaptive_avg_pool2d_forward(x, output_size):
+    """Adaptive average pooling as torch.nn.functional.adaptive_avg_pool2d: output
+    (oh, ow) averages rows [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns."""
+    op = "adaptive_avg_pool2d"
+    x = _check_nchw(x, "input", op)
+    out = _adaptive_size(output_size, x.shape, op)
+    if min(x.shape[2:]) < 1:
+        raise ValueError(f"{op}: input must have non-empty spatial size, got {x.shape}")
+    y = np.empty(x.shape[:2] + out, dtype=x.dtype)
+    if y.size:
+        _conv.avg_pool_forward(_planes(x), _planes(y), (1, 1), (1, 1), (0, 0), _ADAPTIVE,
+                               get_num_threads())
+    return y
+
+
+def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
+    """Gradient of adaptive_avg_pool2d_forward."""
+    op = "adaptive_avg_pool2d_backward"
+    shape = _input_shape(input_shape, op)
+    out = _adaptive_size(output_size, shape, op)
+    if min(shape[2:]) < 1:
+        raise ValueError(f"{op}: input must have non-empty spatial size, got {shape}")
+    dy = _check_grad(dy, shape[:2] + out, op)
+    dx = np.empty(shape, dtype=dy.dtype)
+    if dx.size:
+        _conv.avg_pool_backward(_planes(dy), _planes(dx), (1, 1), (1, 1), (0, 0), _ADAPTIVE,
+                                get_num_threads())
+    return dx

@@ -1,0 +1,335 @@
+"""Convolution and pooling kernels: im2col / col2im and 2-D max / average pooling.
+
+Buffers are C-contiguous float or double; fastbn/kernels.py validates the
+arguments, computes the output sizes and allocates the outputs.  Every kernel
+splits its work over whole (image, channel) planes: each output element is
+written by exactly one thread, so there are no races and no reductions across
+threads, and results are bitwise identical at any thread count.
+
+Column layout (``cols``): (N, C * kh * kw, OH * OW), row ``(c * kh + i) * kw + j``
+holds input channel c seen through kernel tap (i, j).  Per image it is the right
+operand of ``weight.reshape(O, C * kh * kw) @ cols[n]`` whose result is already
+the (O, OH * OW) output plane: the GEMMs need no transposed copies.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport int64_t
+
+import numpy as np
+
+cdef enum:
+    SERIAL_BELOW = 16384  # elements; below this a parallel region costs more than it saves
+
+
+cdef inline int _threads(Py_ssize_t work, int nthreads) noexcept nogil:
+    return 1 if work < SERIAL_BELOW else max(nthreads, 1)
+
+
+ctypedef struct Taps:  # a convolution's sliding window over one input plane
+    Py_ssize_t H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw
+
+
+cdef inline void _valid(Py_ssize_t off, Py_ssize_t stride, Py_ssize_t size, Py_ssize_t out,
+                        Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Outputs o in [lo, hi) whose input o * stride + off lies inside [0, size)."""
+    cdef Py_ssize_t a = 0 if off >= 0 else (-off + stride - 1) // stride
+    cdef Py_ssize_t b = 0 if size - 1 - off < 0 else (size - 1 - off) // stride + 1
+    b = min(b, out)
+    lo[0] = min(a, b)
+    hi[0] = b
+
+
+cdef inline void _plane_cols(floating* plane, floating* rows, const Taps* t,
+                             bint to_cols) noexcept nogil:
+    """One input channel plane <-> its kh * kw rows of columns.
+
+    to_cols: rows = im2col(plane), padding written as zeros (one read of the
+    plane per tap, one write of the rows).  Otherwise plane += col2im(rows) over
+    the valid taps: the caller zeroes the plane, which only this thread touches.
+    """
+    cdef Py_ssize_t i, j, oh, ow, oh0, oh1, ow0, ow1, offh, offw
+    cdef Py_ssize_t L = t.OH * t.OW, sw = t.sw
+    cdef floating* dst
+    cdef floating* src
+    for i in range(t.kh):
+        offh = i * t.dh - t.ph
+        _valid(offh, t.sh, t.H, t.OH, &oh0, &oh1)
+        for j in range(t.kw):
+            offw = j * t.dw - t.pw
+            _valid(offw, sw, t.W, t.OW, &ow0, &ow1)
+            dst = rows + (i * t.kw + j) * L
+            if to_cols:
+                for ow in range(oh0 * t.OW):
+                    dst[ow] = 0
+                for ow in range(oh1 * t.OW, L):
+                    dst[ow] = 0
+            for oh in range(oh0, oh1):
+                src = plane + (oh * t.sh + offh) * t.W + offw  # + ow * sw is in bounds
+                if to_cols:
+                    for ow in range(ow0):
+                        dst[oh * t.OW + ow] = 0
+                    if sw == 1:
+                        for ow in range(ow0, ow1):
+                            dst[oh * t.OW + ow] = src[ow]
+                    else:
+                        for ow in range(ow0, ow1):
+                            dst[oh * t.OW + ow] = src[ow * sw]
+                    for ow in range(ow1, t.OW):
+                        dst[oh * t.OW + ow] = 0
+                elif sw == 1:
+                    for ow in range(ow0, ow1):
+                        src[ow] += dst[oh * t.OW + ow]
+                else:
+                    for ow in range(ow0, ow1):
+                        src[ow * sw] += dst[oh * t.OW + ow]
+
+
+cdef inline Taps _taps(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                       tuple kernel, tuple stride, tuple padding, tuple dilation):
+    cdef Taps t
+    t.H, t.W, t.OH, t.OW = H, W, OH, OW
+    t.kh, t.kw = kernel
+    t.sh, t.sw = stride
+    t.ph, t.pw = padding
+    t.dh, t.dw = dilation
+    return t
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kernel,
+           tuple stride, tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW,
+           int nthreads):
+    """cols[n, (c*kh + i)*kw + j, oh*OW + ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
+    (zero outside x).  Parallel over (image, channel) planes."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], u
+    cdef Taps t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
+    cdef Py_ssize_t K = t.kh * t.kw, L = OH * OW, plane = t.H * t.W
+    cdef floating* xp = <floating*>&x[0, 0, 0, 0]  # only read when to_cols
+    cdef floating* cp = &cols[0, 0, 0]
+    cdef int nt = _threads(N * C * K * L, nthreads)
+    with nogil:
+        for u in prange(N * C, schedule='static', num_threads=nt):
+            _plane_cols(xp + u * plane, cp + u * K * L, &t, True)
+
+
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx, tuple kernel,
+           tuple stride, tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW,
+           int nthreads):
+    """dx = the adjoint of im2col: every column entry added back to the input
+    pixel it was copied from (padding dropped).  dx is overwritten.  Each
+    thread owns whole (image, channel) planes of dx: race-free."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], u, i
+    cdef Taps t = _taps(dx.shape[2], dx.shape[3], OH, OW, kernel, stride, padding, dilation)
+    cdef Py_ssize_t K = t.kh * t.kw, L = OH * OW, plane = t.H * t.W
+    cdef floating* cp = <floating*>&cols[0, 0, 0]  # only read when not to_cols
+    cdef floating* dp = &dx[0, 0, 0, 0]
+    cdef int nt = _threads(N * C * K * L, nthreads)
+    with nogil:
+        for u in prange(N * C, schedule='static', num_threads=nt):
+            for i in range(plane):
+                dp[u * plane + i] = 0
+            _plane_cols(dp + u * plane, cp + u * K * L, &t, False)
+
+
+def add_bias(floating[:, :, ::1] y, const floating[::1] bias, int nthreads):
+    """y[n, o, :] += bias[o] in place.  One read + write of y."""
+    cdef Py_ssize_t N = y.shape[0], O = y.shape[1], L = y.shape[2], u, i
+    cdef floating* yp = &y[0, 0, 0]
+    cdef const floating* bp = &bias[0]
+    cdef floating b
+    cdef int nt = _threads(N * O * L, nthreads)
+    with nogil:
+        for u in prange(N * O, schedule='static', num_threads=nt):
+            b = bp[u % O]
+            for i in range(L):
+                yp[u * L + i] += b
+
+
+def bias_grad(const floating[:, :, ::1] dy, double[::1] dbias, int nthreads):
+    """dbias[o] = sum over n, l of dy[n, o, l]: one read of dy.  Each (n, o)
+    plane is summed in double (several lanes, so gcc can vectorize), then the
+    planes are added in image order: the same bits at any thread count."""
+    cdef Py_ssize_t N = dy.shape[0], O = dy.shape[1], L = dy.shape[2], u, i, n
+    cdef const floating* dp = &dy[0, 0, 0]
+    cdef double[:, ::1] part = np.empty((N, O), dtype=np.float64)
+    cdef double* pp = &part[0, 0]
+    cdef double a0, a1, a2, a3
+    cdef int nt = _threads(N * O * L, nthreads)
+    with nogil:
+        for u in prange(N * O, schedule='static', num_threads=nt):
+            a0 = a1 = a2 = a3 = 0.0
+            for i in range(0, L - 3, 4):
+                a0 = a0 + dp[u * L + i]
+                a1 = a1 + dp[u * L + i + 1]
+                a2 = a2 + dp[u * L + i + 2]
+                a3 = a3 + dp[u * L + i + 3]
+            for i in range(L - L % 4, L):
+                a0 = a0 + dp[u * L + i]
+            pp[u] = (a0 + a1) + (a2 + a3)
+        for u in range(O):
+            a0 = 0.0
+            for n in range(N):
+                a0 = a0 + pp[n * O + u]
+            dbias[u] = a0
+
+
+# ---------------------------------------------------------------- pooling
+
+cdef enum Mode:
+    MAX_WINDOW = 0       # window clipped to the input (padding never wins a max)
+    AVG_INCLUDE_PAD = 1  # divide by the window clipped to the padded input
+    AVG_EXCLUDE_PAD = 2  # divide by the number of real input pixels
+    ADAPTIVE = 3         # PyTorch's floor/ceil windows, any output size
+
+ctypedef struct Pool:
+    Py_ssize_t H, W, OH, OW, kh, kw, sh, sw, ph, pw
+    Mode mode
+
+
+cdef inline Pool _pool(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                       tuple kernel, tuple stride, tuple padding, Mode mode):
+    cdef Pool p
+    p.H, p.W, p.OH, p.OW = H, W, OH, OW
+    p.kh, p.kw = kernel
+    p.sh, p.sw = stride
+    p.ph, p.pw = padding
+    p.mode = mode
+    return p
+
+
+ctypedef struct Win:
+    Py_ssize_t h0, h1, w0, w1  # input rows [h0, h1), columns [w0, w1)
+    double divisor             # of an average
+
+
+cdef inline Win _window(const Pool* p, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
+    """The input window pooled into output (oh, ow): PyTorch's formulas.
+    (Returned by value: assigned inside prange, it is thread-private.)"""
+    cdef Win r
+    cdef Py_ssize_t a, b, c, d
+    if p.mode == ADAPTIVE:
+        r.h0 = oh * p.H // p.OH
+        r.h1 = ((oh + 1) * p.H + p.OH - 1) // p.OH
+        r.w0 = ow * p.W // p.OW
+        r.w1 = ((ow + 1) * p.W + p.OW - 1) // p.OW
+        r.divisor = <double>((r.h1 - r.h0) * (r.w1 - r.w0))
+        return r
+    a = oh * p.sh - p.ph
+    c = ow * p.sw - p.pw
+    b = min(a + p.kh, p.H + p.ph)
+    d = min(c + p.kw, p.W + p.pw)
+    r.h0 = max(a, 0)
+    r.w0 = max(c, 0)
+    r.h1 = min(b, p.H)
+    r.w1 = min(d, p.W)
+    if p.mode == AVG_INCLUDE_PAD:
+        r.divisor = <double>((b - a) * (d - c))
+    else:
+        r.divisor = <double>((r.h1 - r.h0) * (r.w1 - r.w0))
+    return r
+
+
+def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
+                     int64_t[:, :, ::1] indices, tuple kernel, tuple stride, tuple padding,
+                     int nthreads):
+    """y = max over each window of each (N*C) plane; indices = the flat h * W + w
+    of the first maximum (a NaN wins and stays, as in PyTorch).  One read of x."""
+    cdef Py_ssize_t P = x.shape[0], u, oh, ow, h, w, best_i
+    cdef Pool pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride,
+                         padding, MAX_WINDOW)
+    cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
+    cdef Win win
+    cdef floating v, best
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* yp = &y[0, 0, 0]
+    cdef int64_t* ip = &indices[0, 0, 0]
+    cdef int nt = _threads(P * plane, nthreads)
+    with nogil:
+        for u in prange(P, schedule='static', num_threads=nt):
+            for oh in range(pl.OH):
+                for ow in range(pl.OW):
+                    win = _window(&pl, oh, ow)
+                    best = -INFINITY
+                    best_i = win.h0 * pl.W + win.w0
+                    for h in range(win.h0, win.h1):
+                        for w in range(win.w0, win.w1):
+                            v = xp[u * plane + h * pl.W + w]
+                            if v > best or isnan(v):
+                                best = v
+                                best_i = h * pl.W + w
+                    yp[u * L + oh * pl.OW + ow] = best
+                    ip[u * L + oh * pl.OW + ow] = best_i
+
+
+def max_pool_backward(const floating[:, :, ::1] dy, const int64_t[:, :, ::1] indices,
+                      floating[:, :, ::1] dx, int nthreads):
+    """dx[plane, indices] += dy: scatter-add within each plane (a thread owns
+    whole planes of dx, so overlapping windows do not race).  dx is overwritten."""
+    cdef Py_ssize_t P = dx.shape[0], u, i
+    cdef Py_ssize_t plane = dx.shape[1] * dx.shape[2], L = dy.shape[1] * dy.shape[2]
+    cdef const floating* dyp = &dy[0, 0, 0]
+    cdef const int64_t* ip = &indices[0, 0, 0]
+    cdef floating* dxp = &dx[0, 0, 0]
+    cdef int nt = _threads(P * plane, nthreads)
+    with nogil:
+        for u in prange(P, schedule='static', num_threads=nt):
+            for i in range(plane):
+                dxp[u * plane + i] = 0
+            for i in range(L):
+                dxp[u * plane + ip[u * L + i]] += dyp[u * L + i]
+
+
+cdef inline Mode _avg_mode(int mode) noexcept nogil:
+    return ADAPTIVE if mode == 2 else (AVG_INCLUDE_PAD if mode == 1 else AVG_EXCLUDE_PAD)
+
+
+def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple kernel,
+                     tuple stride, tuple padding, int mode, int nthreads):
+    """y = mean over each window of each (N*C) plane, summed in double.
+    mode: 0 count_include_pad=False, 1 count_include_pad=True, 2 adaptive
+    (kernel, stride, padding unused)."""
+    cdef Py_ssize_t P = x.shape[0], u, oh, ow, h, w
+    cdef Pool pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride,
+                         padding, _avg_mode(mode))
+    cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
+    cdef double s
+    cdef Win win
+    cdef const floating* xp = &x[0, 0, 0]
+    cdef floating* yp = &y[0, 0, 0]
+    cdef int nt = _threads(P * plane, nthreads)
+    with nogil:
+        for u in prange(P, schedule='static', num_threads=nt):
+            for oh in range(pl.OH):
+                for ow in range(pl.OW):
+                    win = _window(&pl, oh, ow)
+                    s = 0.0
+                    for h in range(win.h0, win.h1):
+                        for w in range(win.w0, win.w1):
+                            s = s + xp[u * plane + h * pl.W + w]  # not +=: that would be a reduction
+                    yp[u * L + oh * pl.OW + ow] = <floating>(s / win.divisor)
+
+
+def avg_pool_backward(const floating[:, :, ::1] dy, floating[:, :, ::1] dx, tuple kernel,
+                      tuple stride, tuple padding, int mode, int nthreads):
+    """dx = adjoint of avg_pool_forward (same modes): each dy / divisor added to
+    its window.  A thread owns whole planes of dx.  dx is overwritten."""
+    cdef Py_ssize_t P = dx.shape[0], u, i, oh, ow, h, w
+    cdef Pool pl = _pool(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], kernel, stride,
+                         padding, _avg_mode(mode))
+    cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
+    cdef Win win
+    cdef floating g
+    cdef const floating* dyp = &dy[0, 0, 0]
+    cdef floating* dxp = &dx[0, 0, 0]
+    cdef int nt = _threads(P * plane, nthreads)
+    with nogil:
+        for u in prange(P, schedule='static', num_threads=nt):
+            for i in range(plane):
+                dxp[u * plane + i] = 0
+            for oh in range(pl.OH):
+                for ow in range(pl.OW):
+                    win = _window(&pl, oh, ow)
+                    g = <floating>(dyp[u * L + oh * pl.OW + ow] / win.divisor)
+                    for h in range(win.h0, win.h1):
+                        for w in range(win.w0, win.w1):
+                            dxp[u * plane + h * pl.W + w] += g

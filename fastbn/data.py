@@ -1,0 +1,255 @@
+"""Datasets and batching: the embedded digits, MNIST from IDX files, a train/test split,
+normalization, TensorDataset and DataLoader.
+
+Images are float32 NCHW arrays scaled to [0, 1]; labels are int64.
+"""
+import gzip
+import hashlib
+import math
+import numbers
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from . import random as _random
+from .tensor import Tensor
+
+__all__ = ["load_digits", "load_mnist", "train_test_split", "normalize", "TensorDataset",
+           "DataLoader", "MNIST_MIRROR", "default_cache_dir"]
+
+_DIGITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "datasets", "digits.npz")
+
+MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_MNIST_FILES = {  # kind -> ((images file, md5), (labels file, md5))
+    "train": (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+              ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")),
+    "t10k": (("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+             ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
+}
+_IDX_IMAGES, _IDX_LABELS = 2051, 2049  # big-endian magic numbers: uint8 data, 3 / 1 dims
+
+
+def load_digits():
+    """The UCI handwritten digits (1797 8x8 images, 10 classes; CC BY 4.0, see
+    fastbn/datasets/README.md).  Returns ``(images, labels)``: float32 (1797, 1, 8, 8) in
+    [0, 1] and int64 (1797,)."""
+    with np.load(_DIGITS, allow_pickle=False) as f:
+        images, labels = f["images"], f["labels"]
+    return (images[:, None].astype(np.float32) / 16.0, labels.astype(np.int64))
+
+
+# -- MNIST -----------------------------------------------------------------------------------
+
+def _read_idx(path, magic, ndim):
+    """The uint8 array of an IDX file (gzipped or not), checking magic number and size."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: cannot read ({exc})") from None
+    header = 4 + 4 * ndim
+    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found is not None and found != magic:
+        raise ValueError(f"{path}: IDX magic number is {found}, expected {magic} "
+                         "(wrong file, or not an IDX file)")
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    size = header + math.prod(dims)
+    if len(raw) != size:
+        raise ValueError(f"{path}: {len(raw)} bytes, but its header {dims} needs {size} "
+                         f"({'truncated' if len(raw) < size else 'trailing data'})")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find(directory, name):
+    """name, or name without .gz, in directory."""
+    for candidate in (name, name[:-3]):
+        path = os.path.join(directory, candidate)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(url, path, md5):
+    """Fetch url to path atomically, refusing a file whose md5 differs."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
+            shutil.copyfileobj(src, out)
+        found = _md5(tmp)
+        if found != md5:
+            raise ValueError(f"{url}: checksum mismatch (md5 {found}, expected {md5})")
+        os.replace(tmp, path)
+    except (urllib.error.URLError, OSError) as exc:
+        raise OSError(f"cannot download {url}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def default_cache_dir():
+    """$FASTBN_DATA, else ~/.cache/fastbn: where downloads go."""
+    return os.environ.get("FASTBN_DATA") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "fastbn")
+
+
+def load_mnist(path=None, kind="t10k", download=False, mirror=MNIST_MIRROR):
+    """MNIST from its original IDX files (gzipped or not) in directory ``path``.
+
+    kind is ``"t10k"`` (10,000 test images) or ``"train"`` (60,000).  With
+    ``download=True``, missing files are fetched from ``mirror`` (any URL urllib opens,
+    ``file://`` included) into ``path`` (default: ``default_cache_dir()/mnist``) and
+    checked against their published md5.  Returns ``(images, labels)``: float32
+    (N, 1, 28, 28) in [0, 1] and int64 (N,).
+    """
+    if kind not in _MNIST_FILES:
+        raise ValueError(f"kind must be one of {sorted(_MNIST_FILES)}, got {kind!r}")
+    if path is None:
+        if not download:
+            raise ValueError("load_mnist needs the directory of the IDX files "
+                             "(or download=True to fetch them)")
+        path = os.path.join(default_cache_dir(), "mnist")
+    path = os.fspath(path)
+    found = []
+    for name, md5 in _MNIST_FILES[kind]:
+        file = _find(path, name)
+        if file is None and download:
+            os.makedirs(path, exist_ok=True)
+            file = os.path.join(path, name)
+            _download(mirror.rstrip("/") + "/" + name, file, md5)
+        if file is None:
+            raise FileNotFoundError(f"{os.path.join(path, name)} not found (nor without .gz); "
+                                    "pass download=True to fetch it")
+        found.append(file)
+    images = _read_idx(found[0], _IDX_IMAGES, 3)
+    labels = _read_idx(found[1], _IDX_LABELS, 1)
+    if len(images) != len(labels):
+        raise ValueError(f"{found[0]} has {len(images)} images but {found[1]} has "
+                         f"{len(labels)} labels")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{found[1]}: label {labels.max()} out of range 0..9")
+    return images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64)
+
+
+# -- splitting and normalization -------------------------------------------------------------
+
+def train_test_split(*arrays, test_size=0.2, seed=0):
+    """Split arrays of equal length by one seeded permutation, as scikit-learn does:
+    returns ``[a_train, a_test, b_train, b_test, ...]``.  test_size is a fraction in
+    (0, 1) or a count."""
+    if not arrays:
+        raise ValueError("train_test_split needs at least one array")
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"arrays have different lengths {[len(a) for a in arrays]}")
+    if isinstance(test_size, numbers.Integral) and not isinstance(test_size, bool):
+        n_test = int(test_size)
+    elif isinstance(test_size, numbers.Real) and 0 < test_size < 1:
+        n_test = math.ceil(test_size * n)
+    else:
+        raise ValueError(f"test_size must be a fraction in (0, 1) or a count, got {test_size!r}")
+    if not 0 < n_test < n:
+        raise ValueError(f"test_size {test_size!r} leaves an empty split of {n} samples")
+    perm = np.random.default_rng(seed).permutation(n)
+    train, test = np.sort(perm[n_test:]), np.sort(perm[:n_test])
+    return [part for a in arrays for part in (a[train], a[test])]
+
+
+def normalize(images, mean, std):
+    """``(images - mean) / std`` as float32 (use the training set's mean and std)."""
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std}")
+    return ((np.asarray(images, dtype=np.float32) - np.float32(mean)) / np.float32(std))
+
+
+# -- datasets and batching -------------------------------------------------------------------
+
+class TensorDataset:
+    """Arrays of equal length indexed together: ``dataset[i] -> (a[i], b[i], ...)``.
+    Accepts NumPy arrays or Tensors."""
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("TensorDataset needs at least one array")
+        arrays = tuple(np.asarray(a) for a in arrays)
+        if any(a.ndim == 0 or len(a) != len(arrays[0]) for a in arrays):
+            raise ValueError("TensorDataset arrays must have the same first dimension, got "
+                             f"shapes {[a.shape for a in arrays]}")
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def __getitem__(self, index):
+        return tuple(a[index] for a in self.arrays)
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class DataLoader:
+    """Batches of a dataset as tuples of Tensors.
+
+    ``shuffle=True`` draws a new order each epoch: with ``seed`` given, from
+    ``seed`` and the epoch number alone (so a resumed run sees the same orders;
+    ``set_epoch`` picks the epoch, otherwise each iteration advances it); with
+    ``seed=None``, from the global generator (``fastbn.manual_seed``).
+    ``drop_last=True`` drops the last incomplete batch (a batch of one cannot be
+    batch-normalized in training).
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None):
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = None if seed is None else _random._check_seed(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self):
+        n = len(self.dataset)
+        if not self.shuffle:
+            return np.arange(n)
+        if self.seed is None:
+            return _random.default_generator.permutation(n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(n)
+
+    def _fetch(self, index):
+        if isinstance(self.dataset, TensorDataset):  # one fancy-indexing gather per array
+            return self.dataset[index]
+        return tuple(np.stack(column) for column in zip(*(self.dataset[int(i)] for i in index)))
+
+    def __iter__(self):
+        order = self._order()
+        self.epoch += 1
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            yield tuple(Tensor(np.ascontiguousarray(a)) for a in self._fetch(index))

@@ -1,0 +1,97 @@
+"""BatchNorm1d and BatchNorm2d with PyTorch's semantics.
+
+- Training mode normalizes with the batch's mean and biased variance and, when
+  ``track_running_stats``, updates ``running = (1 - momentum) * running + momentum * batch``
+  with the unbiased variance; ``momentum=None`` uses 1 / num_batches_tracked instead (a
+  cumulative average).
+- Eval mode normalizes with the running statistics, or with the batch's when
+  ``track_running_stats=False`` (there are none).
+- ``affine``: a learned per-channel weight (init 1) and bias (init 0).
+"""
+import numbers
+
+import numpy as np
+
+from . import functional as F
+from .module import Module, Parameter, _check_dtype
+
+__all__ = ["BatchNorm1d", "BatchNorm2d"]
+
+
+class _BatchNorm(Module):
+    _input_ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        super().__init__()
+        if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
+                or num_features < 1):
+            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        if not (isinstance(eps, numbers.Real) and eps > 0):
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        if momentum is not None and not (isinstance(momentum, numbers.Real)
+                                         and 0 <= momentum <= 1):
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dtype = _check_dtype(dtype)
+        C = self.num_features
+        self.register_parameter("weight", Parameter(np.ones(C, dtype)) if affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(C, dtype)) if affine else None)
+        tracked = self.track_running_stats
+        self.register_buffer("running_mean", np.zeros(C, dtype) if tracked else None)
+        self.register_buffer("running_var", np.ones(C, dtype) if tracked else None)
+        self.register_buffer("num_batches_tracked", np.array(0, np.int64) if tracked else None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def _check_input(self, input):
+        shape = np.shape(input)
+        if len(shape) not in self._input_ndims:
+            dims = " or ".join(f"{d}D" for d in self._input_ndims)
+            raise ValueError(f"{self._layer_name()}: expected {dims} input, got "
+                             f"{len(shape)}D input of shape {shape}")
+        if shape[1] != self.num_features:
+            raise ValueError(f"{self._layer_name()}: expected {self.num_features} channels "
+                             f"(axis 1), got input of shape {shape}")
+        return shape
+
+    def forward(self, input):
+        shape = self._check_input(input)
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats and np.prod(shape) // shape[1] == 1:
+            why = ("the layer is in training mode" if self.training else
+                   "it was built with track_running_stats=False")
+            raise ValueError(
+                f"{self._layer_name()}: expected more than 1 value per channel, got input "
+                f"of shape {shape}. Batch statistics are used because {why}, and a batch of "
+                "one sample has none. Drop the last incomplete batch with "
+                "DataLoader(..., drop_last=True), or use a larger batch.")
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked += 1
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_batch_stats, momentum, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch Normalization over (N, C) or (N, C, L) input."""
+    _input_ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch Normalization over (N, C, H, W) input."""
+    _input_ndims = (4,)

@@ -1,0 +1,326 @@
+"""Module, Parameter and Sequential: the containers every layer builds on.
+
+A Module keeps three ordered registries, filled by attribute assignment as in PyTorch:
+parameters (``Parameter`` Tensors), buffers (NumPy arrays such as BatchNorm's running
+statistics, or None) and child modules.
+"""
+import collections
+import collections.abc
+import numbers
+
+import numpy as np
+
+from ..tensor import Tensor
+
+__all__ = ["Parameter", "Module", "Sequential", "Identity"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as a parameter; requires grad by default."""
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data, requires_grad=requires_grad)
+        if self.data.dtype not in _FLOATS:
+            raise TypeError(f"a Parameter must be float32 or float64, got {self.data.dtype}")
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+def _as_numpy(value):
+    """A state_dict value as an ndarray: NumPy arrays, fastbn Tensors, torch tensors."""
+    if hasattr(value, "detach") and not isinstance(value, Tensor):  # torch.Tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _check_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in _FLOATS:
+        raise TypeError(f"modules support float32 and float64, got {dtype}")
+    return dtype
+
+
+def _check_buffer(name, value):
+    if value is not None and not isinstance(value, np.ndarray):
+        raise TypeError(f"buffer '{name}' must be a NumPy array or None, "
+                        f"got {type(value).__name__}")
+
+
+class Module:
+    """Base class of layers and models: subclasses set attributes in ``__init__`` (after
+    ``super().__init__()``) and define ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_path", "")
+        object.__setattr__(self, "training", True)
+
+    # -- registration ------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
+                                 "assigning attributes")
+        if isinstance(value, Parameter):
+            target = self._parameters
+        elif isinstance(value, Module):
+            target = self._modules
+            value._set_path(f"{self._path}.{name}" if self._path else name)
+        elif name in self._buffers:
+            _check_buffer(name, value)
+            target = self._buffers
+        elif value is None and name in self._parameters:
+            target = self._parameters
+        elif value is None and name in self._modules:
+            target = self._modules
+        else:
+            target = self.__dict__
+        for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
+            if registry is not target:
+                registry.pop(name, None)
+        target[name] = value  # an existing key keeps its place: module order is preserved
+
+    def __getattr__(self, name):  # only called when normal lookup fails
+        for registry in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(registry)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name):
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                return
+        object.__delattr__(self, name)
+
+    def _set_path(self, path):
+        """Record the dotted name of this module (and its descendants) in the model, for
+        error messages."""
+        object.__setattr__(self, "_path", path)
+        for name, child in self._modules.items():
+            child._set_path(f"{path}.{name}")
+
+    def register_buffer(self, name, array):
+        """A named array saved in state_dict but not trained (None: declared, absent)."""
+        _check_buffer(name, array)
+        self._buffers[name] = None
+        setattr(self, name, array)
+
+    def register_parameter(self, name, param):
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"'{name}' must be a Parameter or None, got {type(param).__name__}")
+        self._parameters[name] = None
+        setattr(self, name, param)
+
+    def add_module(self, name, module):
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module")
+        setattr(self, name, module)
+
+    # -- traversal ---------------------------------------------------------------------------
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            if child is not None:
+                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_children(self):
+        return ((n, m) for n, m in self._modules.items() if m is not None)
+
+    def children(self):
+        return (m for _, m in self.named_children())
+
+    def _named_members(self, registry, recurse):
+        seen = set()
+        modules = self.named_modules() if recurse else [("", self)]
+        for prefix, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{prefix}.{name}" if prefix else name), value
+
+    def named_parameters(self, recurse=True):
+        return self._named_members("_parameters", recurse)
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse))
+
+    def named_buffers(self, recurse=True):
+        return self._named_members("_buffers", recurse)
+
+    def buffers(self, recurse=True):
+        return (b for _, b in self.named_buffers(recurse))
+
+    # -- modes and gradients -----------------------------------------------------------------
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters():
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad[...] = 0
+
+    def requires_grad_(self, requires_grad=True):
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
+
+    # -- state -------------------------------------------------------------------------------
+    def _state_items(self):
+        """(key, live array) for every parameter and buffer, PyTorch's order and names."""
+        for prefix, module in self.named_modules():
+            dot = prefix + "." if prefix else ""
+            for name, p in module._parameters.items():
+                if p is not None:
+                    yield dot + name, p.data
+            for name, b in module._buffers.items():
+                if b is not None:
+                    yield dot + name, b
+
+    def state_dict(self):
+        """An ordered dict of copies of every parameter and buffer, under PyTorch's keys."""
+        return collections.OrderedDict((k, v.copy()) for k, v in self._state_items())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays (NumPy, fastbn or torch tensors) into the parameters and buffers in
+        place, cast to their dtype.  Everything is checked before anything is written.
+        ``strict``: missing or unexpected keys are errors.  Returns
+        ``(missing_keys, unexpected_keys)``."""
+        if not isinstance(state_dict, collections.abc.Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        own = dict(self._state_items())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        errors = []
+        if strict and unexpected:
+            errors.append("unexpected key(s) " + ", ".join(map(repr, unexpected)))
+        if strict and missing:
+            errors.append("missing key(s) " + ", ".join(map(repr, missing)))
+        updates = []
+        for key, target in own.items():
+            if key not in state_dict:
+                continue
+            value = _as_numpy(state_dict[key])
+            if value.shape != target.shape:
+                errors.append(f"size mismatch for {key!r}: the state_dict has shape "
+                              f"{value.shape}, the model has {target.shape}")
+            elif not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+                errors.append(f"{key!r} has non-numeric dtype {value.dtype}")
+            else:
+                updates.append((target, value))
+        if errors:
+            raise ValueError(f"error(s) loading state_dict into {type(self).__name__}: "
+                             + "; ".join(errors))
+        for target, value in updates:
+            target[...] = value
+        return _IncompatibleKeys(missing, unexpected)
+
+    def to(self, dtype):
+        """Convert floating parameters (and their grads) and buffers to dtype, in place;
+        returns self.  ``to("cpu")`` is accepted and changes nothing."""
+        if isinstance(dtype, str) and dtype == "cpu":
+            return self
+        dtype = _check_dtype(dtype)
+        for module in self.modules():
+            for p in module._parameters.values():
+                if p is not None:
+                    p.data = p.data.astype(dtype, copy=False)
+                    if p.grad is not None:
+                        p.grad = p.grad.astype(dtype, copy=False)
+            for name, b in module._buffers.items():
+                if b is not None and b.dtype in _FLOATS:
+                    module._buffers[name] = b.astype(dtype, copy=False)
+        return self
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    # -- calling and printing ----------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _layer_name(self):
+        """How errors name this module: its dotted path in the model, and its class."""
+        return f"layer '{self._path}' ({type(self).__name__})" if self._path else type(self).__name__
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(child).replace("\n", "\n  ")
+                 for name, child in self.named_children()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; ``Sequential(a, b)`` or ``Sequential(OrderedDict(...))``."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], collections.OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for i, module in enumerate(modules):
+                self.add_module(str(i), module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Sequential(collections.OrderedDict(list(self._modules.items())[index]))
+        if isinstance(index, numbers.Integral):
+            items = list(self._modules.values())
+            if not -len(items) <= index < len(items):
+                raise IndexError(f"index {index} is out of range for a Sequential of "
+                                 f"{len(items)} modules")
+            return items[index]
+        raise TypeError(f"Sequential indices must be integers or slices, got {type(index).__name__}")
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def forward(self, input):
+        for module in self._modules.values():
+            input = module(input)
+        return input
+
+
+class Identity(Module):
+    """Returns its input (what fold_batch_norm leaves in place of a folded BatchNorm)."""
+
+    def forward(self, input):
+        return input
