@@ -8,16 +8,6 @@ cdef extern from "_omp_compat.h":
     const char* FASTBN_BUILD_FLAGS
 
 
-cdef int effective_threads(int requested) noexcept nogil:
-    """Team size for a parallel region: `requested` if > 0, else the runtime's
-    current maximum (read per call, so OMP_NUM_THREADS and threadpoolctl apply)."""
-    if not FASTBN_OPENMP:
-        return 1
-    if requested > 0:
-        return requested
-    return omp_get_max_threads()
-
-
 def openmp_enabled():
     """True when the extensions were compiled with OpenMP."""
     return bool(FASTBN_OPENMP)

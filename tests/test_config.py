@@ -1,7 +1,4 @@
 """Build configuration, thread control and the `info` command."""
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -54,10 +51,9 @@ def test_bad_thread_counts(bad):
 
 @pytest.mark.skipif(not OPENMP, reason="serial build")
 @pytest.mark.parametrize("n", ["1", "3"])
-def test_omp_num_threads_is_respected(n):
-    env = dict(os.environ, OMP_NUM_THREADS=n)
-    out = subprocess.run([sys.executable, "-c", "import fastbn; print(fastbn.get_num_threads())"],
-                         env=env, capture_output=True, text=True, check=True)
+def test_omp_num_threads_is_respected(n, run_fastbn):
+    out = run_fastbn(code="import fastbn; print(fastbn.get_num_threads())",
+                     env={"OMP_NUM_THREADS": n})
     assert out.stdout.strip() == n
 
 
@@ -72,8 +68,7 @@ def test_threadpoolctl_sees_and_limits_our_openmp():
         assert fastbn.get_num_threads() == 1
 
 
-def test_info_command_runs():
-    out = subprocess.run([sys.executable, "-m", "fastbn", "info", "--repeat", "3",
-                          "--shape", "8", "4", "6", "6"],
-                         capture_output=True, text=True, check=True)
+def test_info_command_runs(run_fastbn):
+    out = run_fastbn("info", "--repeat", "3", "--shape", "8", "4", "6", "6")
+    assert out.returncode == 0, out.stderr
     assert "openmp" in out.stdout and "speed-up" in out.stdout

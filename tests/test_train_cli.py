@@ -1,8 +1,6 @@
 import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -12,21 +10,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist")
 
 
-def _cli(*argv):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "fastbn", *argv], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=120)
-
-
 def _run(*argv):
     args = cli.build_parser().parse_args(["train", *argv])
     return train.run(args, out=io.StringIO())
 
 
-def test_end_to_end_one_epoch(tmp_path):
+def test_end_to_end_one_epoch(tmp_path, run_fastbn):
     metrics_path = tmp_path / "m.json"
     ckpt = tmp_path / "run.ckpt"
-    proc = _cli("train", "--epochs", "1", "--batch-size", "128", "--metrics-json",
+    proc = run_fastbn("train", "--epochs", "1", "--batch-size", "128", "--metrics-json",
                 str(metrics_path), "--checkpoint", str(ckpt))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -76,31 +68,31 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     (["--dataset", "cifar"], "invalid choice"),
     (["--bogus"], "unrecognized arguments"),
 ])
-def test_bad_arguments(argv, needle):
-    proc = _cli("train", *argv)
+def test_bad_arguments(argv, needle, run_fastbn):
+    proc = run_fastbn("train", *argv)
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_bad_data_and_checkpoints(tmp_path):
+def test_bad_data_and_checkpoints(tmp_path, run_fastbn):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 20)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x05")
-    proc = _cli("train", "--dataset", "mnist", "--data-dir", str(tmp_path))
+    proc = run_fastbn("train", "--dataset", "mnist", "--data-dir", str(tmp_path))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("fastbn train: error: ") and "t10k-images" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    proc = _cli("train", "--resume", str(bad))
+    proc = run_fastbn("train", "--resume", str(bad))
     assert proc.returncode == 1 and "not a readable fastbn checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
 
     ckpt = str(tmp_path / "mlp.ckpt")
     _run("--model", "mlp", "--epochs", "1", "--batch-size", "256", "--quiet", "--checkpoint", ckpt)
-    proc = _cli("train", "--resume", ckpt, "--model", "mlp", "--no-bn")
+    proc = run_fastbn("train", "--resume", ckpt, "--model", "mlp", "--no-bn")
     assert proc.returncode == 1 and "does not match" in proc.stderr
-    proc = _cli("train", "--resume", ckpt, "--model", "mlp", "--batch-size", "32")
+    proc = run_fastbn("train", "--resume", ckpt, "--model", "mlp", "--batch-size", "32")
     assert proc.returncode == 1 and "batch_size=256" in proc.stderr
 
 

@@ -1,1 +1,0 @@
-cdef int effective_threads(int requested) noexcept nogil

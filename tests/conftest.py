@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import fastbn
+
+# The directory holding the fastbn these tests import (site-packages, or the
+# checkout during in-place development): child processes must import the same
+# one, and never an unbuilt source tree from their working directory.
+_FASTBN_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastbn.__file__)))
+
+
+def _run_fastbn(*argv, code=None, env=None, timeout=300):
+    """Run ``python -m fastbn ARGV`` (or ``python -c CODE``) in a scratch directory."""
+    child_env = dict(os.environ, **(env or {}))
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_FASTBN_PARENT, os.environ.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-c", code] if code is not None else [sys.executable, "-m", "fastbn",
+                                                                 *argv]
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run(cmd, capture_output=True, text=True, env=child_env, cwd=cwd,
+                              timeout=timeout)
+
+
+@pytest.fixture
+def run_fastbn():
+    """The function ``_run_fastbn``: a fixture, so that test files need not import
+    conftest by name (pytest's importlib mode, used by tools/test_wheel.sh)."""
+    return _run_fastbn
