@@ -121,6 +121,7 @@ class BuildExt(build_ext):
 
 
 def _extensions():
+    import numpy
     from Cython.Build import cythonize
 
     debug = _env_flag("FASTBN_BOUNDSCHECK")
@@ -136,7 +137,7 @@ def _extensions():
         Extension(
             "fastbn." + os.path.splitext(os.path.basename(p))[0],
             [p],
-            include_dirs=["fastbn"],
+            include_dirs=["fastbn", numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
         for p in sorted(glob.glob(os.path.join("fastbn", "*.pyx")))

@@ -9,6 +9,7 @@ from . import _openmp_helpers
 
 __all__ = ["get_num_threads", "set_num_threads", "threads", "show_config"]
 
+_OPENMP = _openmp_helpers.openmp_enabled()
 _global_threads = None          # set_num_threads(); None: follow the OpenMP runtime
 _local = threading.local()      # threads(n) overrides, per Python thread
 
@@ -20,7 +21,7 @@ def get_num_threads():
     then ``fastbn.set_num_threads(n)``, then the OpenMP runtime's maximum, which
     follows OMP_NUM_THREADS and threadpoolctl limits.  Always 1 in a serial build.
     """
-    if not _openmp_helpers.openmp_enabled():
+    if not _OPENMP:
         return 1
     n = getattr(_local, "threads", None) or _global_threads
     return n if n is not None else _openmp_helpers.max_threads()

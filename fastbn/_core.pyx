@@ -20,10 +20,13 @@ Short rows (L < WIDE_BELOW, including (N, C) input, L == 1) reduce on the
 into per-position accumulators (vectorized along the row) over blocks of rows,
 and each channel then folds its L positions, block by block, in fixed order.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free
+
+cnp.import_array()
 
 cdef enum:
     BLOCK = 8192        # values per segment / work unit (by data size, not thread count)
@@ -349,119 +352,182 @@ cdef void _dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N,
             _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0)
 
 
-# ---------------------------------------------------------------- entry points
+# ---------------------------------------------------------------- implementations
 
-cdef void _update_running(floating[::1] running_mean, floating[::1] running_var,
+cdef void _update_running(floating* running_mean, floating* running_var, Py_ssize_t C,
                           const double* mean, const double* var, double count,
                           double momentum) noexcept nogil:
     """running = (1 - momentum) * running + momentum * batch, unbiased variance."""
     cdef Py_ssize_t c
     cdef double unbias = count / (count - 1.0)
-    if running_mean is not None:
-        for c in range(running_mean.shape[0]):
+    for c in range(C):
+        if running_mean != NULL:
             running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean[c]
-    if running_var is not None:
-        for c in range(running_var.shape[0]):
+        if running_var != NULL:
             running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var[c] * unbias
 
 
-def forward_train(const floating[:, :, ::1] x, const floating[::1] weight,
-                  const floating[::1] bias, floating[:, :, ::1] y,
-                  floating[::1] save_mean, floating[::1] save_invstd,
-                  floating[::1] running_mean, floating[::1] running_var,
-                  double momentum, double eps, int nthreads):
+cdef void _forward_train(const floating* x, const floating* weight, const floating* bias,
+                         floating* y, floating* save_mean, floating* save_invstd,
+                         floating* running_mean, floating* running_var, Py_ssize_t N,
+                         Py_ssize_t C, Py_ssize_t L, double momentum, double eps, int nt,
+                         double* buf, floating* fbuf) noexcept nogil:
+    """buf: 4 * C + 2 * _parts() doubles; fbuf: 2 * C + C * L (wide path) floating."""
+    cdef Py_ssize_t c
+    cdef double m = <double>(N * L), invstd
+    cdef double* mean = buf
+    cdef double* var = buf + C
+    cdef double* t1 = buf + 2 * C
+    cdef double* t2 = buf + 3 * C
+    cdef floating* alpha = fbuf
+    cdef floating* beta = fbuf + C
+    for c in range(C):  # the shift of each channel: its first value
+        beta[c] = x[c * L]
+    _reduce(x, <const floating*>NULL, beta, N, C, L, nt, buf + 4 * C, fbuf + 2 * C, t1, t2)
+    for c in range(C):
+        mean[c] = beta[c] + t1[c] / m
+        var[c] = max(t2[c] - t1[c] * t1[c] / m, 0.0) / m
+        invstd = 1.0 / sqrt(var[c] + eps)
+        save_mean[c] = <floating>mean[c]
+        save_invstd[c] = <floating>invstd
+        alpha[c] = <floating>(invstd * (weight[c] if weight != NULL else 1.0))
+        beta[c] = bias[c] if bias != NULL else 0.0
+    _affine(x, y, N, C, L, nt, save_mean, alpha, beta)
+    _update_running(running_mean, running_var, C, mean, var, m, momentum)
+
+
+cdef void _forward_eval(const floating* x, const floating* weight, const floating* bias,
+                        const floating* running_mean, const floating* running_var,
+                        floating* y, floating* save_invstd, Py_ssize_t N, Py_ssize_t C,
+                        Py_ssize_t L, double eps, int nt, floating* fbuf) noexcept nogil:
+    """y = x * scale + shift, folded from the running statistics.  fbuf: 3 * C."""
+    cdef Py_ssize_t c
+    cdef double invstd, scale
+    for c in range(C):
+        invstd = 1.0 / sqrt(<double>running_var[c] + eps)
+        scale = invstd * (weight[c] if weight != NULL else 1.0)
+        save_invstd[c] = <floating>invstd
+        fbuf[c] = 0
+        fbuf[C + c] = <floating>scale
+        fbuf[2 * C + c] = <floating>((bias[c] if bias != NULL else 0.0) - running_mean[c] * scale)
+    _affine(x, y, N, C, L, nt, fbuf, fbuf + C, fbuf + 2 * C)
+
+
+cdef void _backward(const floating* dy, const floating* x, const floating* weight,
+                    const floating* mean, const floating* invstd, floating* dx,
+                    floating* dweight, floating* dbias, bint training, Py_ssize_t N,
+                    Py_ssize_t C, Py_ssize_t L, int nt, double* buf,
+                    floating* fbuf) noexcept nogil:
+    """buf: 2 * C + 2 * _parts() doubles; fbuf: 3 * C + C * L (wide path), zeroed."""
+    cdef Py_ssize_t c
+    cdef double m = <double>(N * L), inv, a
+    cdef double* sdy = buf
+    cdef double* sdyx = buf + C
+    cdef floating* k_dy = fbuf
+    cdef floating* k_x = fbuf + C
+    cdef floating* k_0 = fbuf + 2 * C
+    _reduce(x, dy, mean, N, C, L, nt, buf + 2 * C, fbuf + 3 * C, sdy, sdyx)
+    for c in range(C):
+        inv = invstd[c]
+        a = inv * (weight[c] if weight != NULL else 1.0)
+        k_dy[c] = <floating>a
+        if training:
+            k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
+            k_0[c] = <floating>(a * sdy[c] / m)
+        if dweight != NULL:
+            dweight[c] = <floating>(sdyx[c] * inv)
+        if dbias != NULL:
+            dbias[c] = <floating>sdy[c]
+    if training:
+        _dx(x, dy, dx, N, C, L, nt, mean, k_dy, k_x, k_0)
+    else:  # dx = dy * k_dy, which must not read x; k_0 is all zeros here
+        _affine(dy, dx, N, C, L, nt, k_0, k_dy, k_0)
+
+
+# ---------------------------------------------------------------- entry points
+# NumPy arrays in: fastbn/kernels.py has checked dtypes, shapes and contiguity
+# (x is (N, C, L)), so these only take data pointers, which costs ~50 ns where a
+# fused memoryview signature costs microseconds: it matters for small layers.
+
+cdef inline void* _data(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline Py_ssize_t _fbuf_len(Py_ssize_t C, Py_ssize_t L, Py_ssize_t itemsize):
+    """Doubles that hold 3 * C + C * L (wide path) values of the data's type."""
+    return ((3 * C + (C * L if L < WIDE_BELOW else 0)) * itemsize + 7) // 8
+
+
+def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_mean,
+                  cnp.ndarray save_invstd, running_mean, running_var, double momentum,
+                  double eps, int nthreads):
     """Training forward.  Writes y, save_mean, save_invstd; updates the running
     statistics in place when given (weight, bias, running_* may be None).
-
     Passes: one streaming read of x for the statistics, one read of x and write
-    of y to normalize.
-    """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], c
-    cdef double m = <double>(N * L), s1, s2, invstd
-    cdef int nt = _threads(N * C * L, nthreads)
-    cdef bint has_w = weight is not None, has_b = bias is not None
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L))
-    cdef _Scratch fbuf = _Scratch(3 * C)  # shift, alpha, beta: 3 * C floating
-    cdef _Scratch posbuf = _Scratch(C * L if L < WIDE_BELOW else 0)
-    cdef double* mean = buf.p
-    cdef double* var = buf.p + C
-    cdef double* t1 = buf.p + 2 * C
-    cdef double* t2 = buf.p + 3 * C
-    cdef floating* shift = <floating*>fbuf.p
-    cdef floating* alpha = shift + C
-    cdef floating* beta = alpha + C
-
-    with nogil:
-        for c in range(C):  # each channel's first value
-            shift[c] = xp[c * L]
-        _reduce(xp, <const floating*>NULL, shift, N, C, L, nt, buf.p + 4 * C,
-                <floating*>posbuf.p, t1, t2)
-        for c in range(C):
-            mean[c] = shift[c] + t1[c] / m
-            var[c] = max(t2[c] - t1[c] * t1[c] / m, 0.0) / m
-            invstd = 1.0 / sqrt(var[c] + eps)
-            save_mean[c] = <floating>mean[c]
-            save_invstd[c] = <floating>invstd
-            alpha[c] = <floating>(invstd * (weight[c] if has_w else 1.0))
-            beta[c] = bias[c] if has_b else 0.0
-        _affine(xp, &y[0, 0, 0], N, C, L, nt, &save_mean[0], alpha, beta)
-        _update_running(running_mean, running_var, mean, var, m, momentum)
-
-
-def forward_eval(const floating[:, :, ::1] x, const floating[::1] scale,
-                 const floating[::1] shift, floating[:, :, ::1] y, int nthreads):
-    """Inference forward y = x * scale[c] + shift[c] (scale, shift folded from the
-    running statistics by the caller).  One streaming read of x and write of y."""
+    of y to normalize."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
-    cdef _Scratch zero = _Scratch(C)  # center 0
+    cdef int nt = _threads(N * C * L, nthreads)
+    cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L))
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize))
+    cdef void* p[8]
+    p[:] = [_data(x), _data(weight), _data(bias), _data(y), _data(save_mean),
+            _data(save_invstd), _data(running_mean), _data(running_var)]
     with nogil:
-        _affine(&x[0, 0, 0], &y[0, 0, 0], N, C, L, _threads(N * C * L, nthreads),
-                <floating*>zero.p, &scale[0], &shift[0])
+        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+            _forward_train(<double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                           <double*>p[4], <double*>p[5], <double*>p[6], <double*>p[7],
+                           N, C, L, momentum, eps, nt, buf.p, <double*>fbuf.p)
+        else:
+            _forward_train(<float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                           <float*>p[4], <float*>p[5], <float*>p[6], <float*>p[7],
+                           N, C, L, momentum, eps, nt, buf.p, <float*>fbuf.p)
 
 
-def backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
-             const floating[::1] weight, const floating[::1] mean,
-             const floating[::1] invstd, floating[:, :, ::1] dx,
-             floating[::1] dweight, floating[::1] dbias, bint training, int nthreads):
+def forward_eval(cnp.ndarray x, weight, bias, cnp.ndarray running_mean,
+                 cnp.ndarray running_var, cnp.ndarray y, cnp.ndarray save_invstd,
+                 double eps, int nthreads):
+    """Inference forward: y = (x - running_mean) / sqrt(running_var + eps) * weight
+    + bias, folded into one multiply-add per value; writes save_invstd.
+    Passes: one streaming read of x and write of y."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef int nt = _threads(N * C * L, nthreads)
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, 1, x.itemsize))
+    cdef void* p[7]
+    p[:] = [_data(x), _data(weight), _data(bias), _data(running_mean), _data(running_var),
+            _data(y), _data(save_invstd)]
+    with nogil:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+            _forward_eval(<double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                          <double*>p[4], <double*>p[5], <double*>p[6], N, C, L, eps, nt,
+                          <double*>fbuf.p)
+        else:
+            _forward_eval(<float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                          <float*>p[4], <float*>p[5], <float*>p[6], N, C, L, eps, nt,
+                          <float*>fbuf.p)
+
+
+def backward(cnp.ndarray dy, cnp.ndarray x, weight, cnp.ndarray mean, cnp.ndarray invstd,
+             cnp.ndarray dx, dweight, dbias, bint training, int nthreads):
     """Backward of batch_norm.  Writes dx and, when given, dweight and dbias.
 
     training=True: dx = w * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
-    training=False (statistics are constants): dx = dy * w * invstd, which must
-    not read x (a NaN there would leak into dx through 0 * (x - mean)).
+    training=False (statistics are constants): dx = dy * w * invstd.
     Passes: one streaming read of x and dy for sum(dy) and sum(dy * (x - mean)),
     one read of x and dy (of dy alone in inference) and write of dx.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2], c
-    cdef double m = <double>(N * L), inv, a
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef int nt = _threads(N * C * L, nthreads)
-    cdef bint has_w = weight is not None
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef const floating* dyp = &dy[0, 0, 0]
-    cdef floating* dxp = &dx[0, 0, 0]
     cdef _Scratch buf = _Scratch(2 * C + 2 * _parts(N, C, L))
-    cdef _Scratch fbuf = _Scratch(3 * C)  # k_dy, k_x, k_0: 3 * C floating, zeroed
-    cdef _Scratch posbuf = _Scratch(C * L if L < WIDE_BELOW else 0)
-    cdef double* sdy = buf.p
-    cdef double* sdyx = buf.p + C
-    cdef floating* k_dy = <floating*>fbuf.p
-    cdef floating* k_x = k_dy + C
-    cdef floating* k_0 = k_x + C
-
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize))
+    cdef void* p[8]
+    p[:] = [_data(dy), _data(x), _data(weight), _data(mean), _data(invstd), _data(dx),
+            _data(dweight), _data(dbias)]
     with nogil:
-        _reduce(xp, dyp, &mean[0], N, C, L, nt, buf.p + 2 * C, <floating*>posbuf.p, sdy, sdyx)
-        for c in range(C):
-            inv = invstd[c]
-            a = inv * (weight[c] if has_w else 1.0)
-            k_dy[c] = <floating>a
-            if training:
-                k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
-                k_0[c] = <floating>(a * sdy[c] / m)
-            if dweight is not None:
-                dweight[c] = <floating>(sdyx[c] * inv)
-            if dbias is not None:
-                dbias[c] = <floating>sdy[c]
-        if training:
-            _dx(xp, dyp, dxp, N, C, L, nt, &mean[0], k_dy, k_x, k_0)
-        else:  # k_0 is all zeros here
-            _affine(dyp, dxp, N, C, L, nt, k_0, k_dy, k_0)
+        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+            _backward(<double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
+                      <double*>p[4], <double*>p[5], <double*>p[6], <double*>p[7], training,
+                      N, C, L, nt, buf.p, <double*>fbuf.p)
+        else:
+            _backward(<float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
+                      <float*>p[4], <float*>p[5], <float*>p[6], <float*>p[7], training,
+                      N, C, L, nt, buf.p, <float*>fbuf.p)
