@@ -45,7 +45,7 @@ mkdir "$scratch"
 
 echo "== contents of $(basename "$wheel") and $(basename "$sdist")"
 "$python" - "$wheel" "$sdist" "$root" "$openmp" <<'EOF'
-import fnmatch, os, sys, tarfile, zipfile
+import fnmatch, glob, os, sys, tarfile, zipfile
 
 wheel, sdist, root, openmp = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 problems = []
@@ -74,9 +74,11 @@ for dirpath, _, files in os.walk(data_dir):
 with tarfile.open(sdist) as t:
     # drop the top folder fastbn-X.Y.Z/
     s = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
-for pattern in ("fastbn/_core.pyx", "fastbn/_openmp_helpers.pyx", "fastbn/*.pxd",
-                "fastbn/*.h", "fastbn/*.pyi", "fastbn/py.typed", "README.md",
-                "pyproject.toml", "setup.py", "MANIFEST.in", "tests/*"):
+sources = [os.path.relpath(p, root).replace(os.sep, "/")
+           for ext in ("pyx", "pxd", "h", "pyi")
+           for p in glob.glob(os.path.join(root, "fastbn", "*." + ext))]
+for pattern in sources + ["fastbn/py.typed", "README.md", "pyproject.toml", "setup.py",
+                          "MANIFEST.in", "tests/*"]:
     need(s, pattern, "sdist")
 for pattern in ("*.c", "*.so", "*.o", "*.pyc"):
     forbid(s, pattern, "sdist")
