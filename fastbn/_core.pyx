@@ -31,8 +31,8 @@ cnp.import_array()
 cdef enum:
     BLOCK = 8192        # values per segment / work unit (by data size, not thread count)
     WIDE_BELOW = 128    # rows shorter than this reduce on the wide path
-    TILE = 1024         # positions per wide work unit: its accumulators stay in L1
-    WIDE_ROWS = 256     # fewest rows per wide reduction block
+    TILE = 512          # positions per wide work unit: its accumulators stay in L1
+    WIDE_ROWS = 128     # fewest rows per wide reduction block
     WIDE_CHUNK = 8      # wide rows summed in the data's precision before a double flush
     SERIAL_BELOW = 32768  # values; below this a parallel region costs more than it saves
 
