@@ -1,7 +1,7 @@
 """Type stubs for the compiled Batch Normalization kernels (fastbn/_core.pyx).
 
 Arrays are C-contiguous (N, C, L) views (x, y, dy, dx) or length-C vectors, all
-of one dtype: float32 or float64 (Cython fused type).  Internal API: call
+of one dtype: float32 or float64 (the compiled code dispatches on x's dtype).  Internal API: call
 fastbn.kernels, which validates inputs and reshapes to (N, C, L).
 """
 from typing import TypeVar
@@ -26,9 +26,13 @@ def forward_train(
 ) -> None: ...
 def forward_eval(
     x: npt.NDArray[_F],
-    scale: npt.NDArray[_F],
-    shift: npt.NDArray[_F],
+    weight: npt.NDArray[_F] | None,
+    bias: npt.NDArray[_F] | None,
+    running_mean: npt.NDArray[_F],
+    running_var: npt.NDArray[_F],
     y: npt.NDArray[_F],
+    save_invstd: npt.NDArray[_F],
+    eps: float,
     nthreads: int,
 ) -> None: ...
 def backward(

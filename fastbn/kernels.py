@@ -1,18 +1,23 @@
-"""Validated NumPy entry points to the Batch Normalization kernels.
+"""Validated NumPy entry points to the compiled kernels: Batch Normalization
+(``fastbn._core``), and conv2d and pooling (``fastbn._conv``).
 
-Arrays in, arrays out.  This is the only module that calls ``fastbn._core``;
-it checks types, shapes and values, makes inputs C-contiguous, views them as
-(N, C, L) and picks the thread count.  The autodiff tape calls these.
+Arrays in, arrays out.  This is the only module that calls the compiled
+modules; it checks types, shapes and values, makes inputs C-contiguous and
+picks the thread count.  The autodiff tape calls these.
 """
 import math
 import numbers
 
 import numpy as np
 
-from . import _core
+from . import _conv, _core
 from ._config import get_num_threads
 
-__all__ = ["batch_norm_forward", "batch_norm_backward"]
+__all__ = ["batch_norm_forward", "batch_norm_backward",
+           "conv2d_forward", "conv2d_backward",
+           "max_pool2d_forward", "max_pool2d_backward",
+           "avg_pool2d_forward", "avg_pool2d_backward",
+           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -154,12 +159,6 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True):
 # BLAS settings (OPENBLAS_NUM_THREADS, threadpoolctl), the im2col/col2im and
 # pooling kernels follow get_num_threads().
 
-from . import _conv  # noqa: E402
-
-__all__ += ["conv2d_forward", "conv2d_backward",
-            "max_pool2d_forward", "max_pool2d_backward",
-            "avg_pool2d_forward", "avg_pool2d_backward",
-            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 _GEMM_CHUNK = 1 << 20  # elements of the per-image weight-gradient products summed at once
 
