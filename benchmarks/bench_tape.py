@@ -22,6 +22,7 @@ medians over every repetition of every round.  fastbn runs its kernels on
 """
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,15 @@ def _time(fn, repeat, warmup=2):
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def _time_step(res, step, repeat):
+    """Times of the training step, and its minor page faults per step (fresh
+    large arrays fault their pages in: see docs/PERFORMANCE.md)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    res["training step"] = _time(step, repeat)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    res["training step page faults"] = [faults / (repeat + 2)]
 
 
 # ---------------------------------------------------------------------------
@@ -158,7 +168,7 @@ def _fastbn_work(threads, repeat):
                 p.grad = None
             return loss
 
-        res["training step"] = _time(step, repeat)
+        _time_step(res, step, repeat)
     return res
 
 
@@ -203,7 +213,7 @@ def _torch_work(threads, repeat):
         opt.step()
         return loss
 
-    res["training step"] = _time(step, repeat)
+    _time_step(res, step, repeat)
     return res
 
 
@@ -265,7 +275,7 @@ def main():
                     _merge(results.setdefault((lib, threads), {}), res)
 
     print(f"\n== conv2d through the tape and one training step, batch {BATCH}, float32: "
-          f"median ms over {args.rounds} x {args.repeat} runs")
+          f"median ms over {args.rounds} x {args.repeat} runs (page faults: per step)")
     rows = sorted({k for r in results.values() for k in r}, key=lambda k: (k[0] != "conv 1->32 28x28", k))
     header = "".join(f"{lib + ' x' + str(t):>14}" for t in args.threads for lib in libs)
     print(f"{'':34}{header}")
@@ -274,7 +284,8 @@ def main():
         for t in args.threads:
             for lib in libs:
                 v = results.get((lib, t), {}).get(key)
-                cells.append(f"{statistics.median(v) * 1e3:14.2f}" if v else f"{'-':>14}")
+                scale = 1 if "faults" in key[-1] else 1e3       # counts, or seconds -> ms
+                cells.append(f"{statistics.median(v) * scale:14.2f}" if v else f"{'-':>14}")
         print(f"{' '.join(key):34}{''.join(cells)}")
 
 
