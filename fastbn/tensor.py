@@ -114,7 +114,13 @@ class Tensor:
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
+
+    def size(self, dim=None):
+        """The shape, or one dim's length (PyTorch's spelling; ``numel()`` counts)."""
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self):
+        return self.data.size
 
     def __len__(self):
         return len(self.data)

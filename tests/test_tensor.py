@@ -37,6 +37,7 @@ def test_attributes_and_methods(rng):
     a = rng.standard_normal((2, 3)).astype(np.float32)
     t = Tensor(a, requires_grad=True)
     assert t.shape == (2, 3) and t.ndim == 2 and t.dtype == np.float32
+    assert t.size() == (2, 3) and t.size(1) == 3 and t.numel() == 6 and len(t) == 2
     assert t.grad is None and t.requires_grad
     assert t.numpy() is a
     np.testing.assert_array_equal(np.asarray(t), a)
