@@ -27,13 +27,15 @@ def _flops(cin, cout, hw):
 
 
 def _time(fn, repeat):
+    """[(wall, cpu)] seconds per call.  CPU time (all threads of the process) is
+    the steadier figure on a shared machine; at 1 thread it bounds the wall time."""
     fn()
     fn()  # warm-up: first calls fault in fresh pages
     out = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - t0)
+        out.append((time.perf_counter() - t0, time.process_time() - c0))
     return out
 
 
@@ -79,9 +81,9 @@ def _run_torch(threads, repeat):
 
         def backward():  # autograd on a recorded forward; the forward itself is not timed
             out = F.conv2d(x, w, b, padding=1)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out.backward(dy)
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, time.process_time() - c0
 
         backward()
         backward()
@@ -124,18 +126,21 @@ def main():
 
     print(f"batch {BATCH}, float32, 3x3, padding 1; medians of {args.rounds} x {args.repeat} "
           "runs (backward: dx (not for the first layer), dweight, dbias)")
-    print(f"{'layer':<20}{'pass':<10}{'threads':>8}{'fastbn ms':>11}{'GFLOP/s':>9}"
-          f"{'torch ms':>10}{'torch/fastbn':>14}")
+    print("wall and CPU milliseconds; GFLOP/s of fastbn's wall time")
+    print(f"{'layer':<20}{'pass':<10}{'threads':>8}{'fastbn':>9}{'(cpu)':>8}{'GFLOP/s':>9}"
+          f"{'torch':>9}{'(cpu)':>8}{'torch/fastbn':>14}")
     for name, cin, cout, hw in LAYERS:
         for p in ("forward", "backward"):
             gemms = 1 if p == "forward" else (1 if cin == 1 else 2)
             for t in args.threads:
-                f = statistics.median(times[("fastbn", t, name, p)])
-                line = (f"{name:<20}{p:<10}{t:>8}{f * 1e3:>11.3f}"
+                runs = times[("fastbn", t, name, p)]
+                f, fc = (statistics.median(r[i] for r in runs) for i in (0, 1))
+                line = (f"{name:<20}{p:<10}{t:>8}{f * 1e3:>9.3f}{fc * 1e3:>8.3f}"
                         f"{gemms * _flops(cin, cout, hw) / f / 1e9:>9.1f}")
                 if "torch" in libs:
-                    tt = statistics.median(times[("torch", t, name, p)])
-                    line += f"{tt * 1e3:>10.3f}{tt / f:>14.2f}"
+                    runs = times[("torch", t, name, p)]
+                    tt, tc = (statistics.median(r[i] for r in runs) for i in (0, 1))
+                    line += f"{tt * 1e3:>9.3f}{tc * 1e3:>8.3f}{tt / f:>14.2f}"
                 print(line)
 
 

@@ -65,24 +65,24 @@ cdef inline void _plane_cols(floating* plane, floating* rows, const Taps* t,
                 for ow in range(oh1 * t.OW, L):
                     dst[ow] = 0
             for oh in range(oh0, oh1):
-                src = plane + (oh * t.sh + offh) * t.W + offw  # + ow * sw is in bounds
+                src = plane + (oh * t.sh + offh) * t.W  # the input row tap (i, j) reads
                 if to_cols:
                     for ow in range(ow0):
                         dst[oh * t.OW + ow] = 0
                     if sw == 1:
                         for ow in range(ow0, ow1):
-                            dst[oh * t.OW + ow] = src[ow]
+                            dst[oh * t.OW + ow] = src[ow + offw]
                     else:
                         for ow in range(ow0, ow1):
-                            dst[oh * t.OW + ow] = src[ow * sw]
+                            dst[oh * t.OW + ow] = src[ow * sw + offw]
                     for ow in range(ow1, t.OW):
                         dst[oh * t.OW + ow] = 0
                 elif sw == 1:
                     for ow in range(ow0, ow1):
-                        src[ow] += dst[oh * t.OW + ow]
+                        src[ow + offw] += dst[oh * t.OW + ow]
                 else:
                     for ow in range(ow0, ow1):
-                        src[ow * sw] += dst[oh * t.OW + ow]
+                        src[ow * sw + offw] += dst[oh * t.OW + ow]
 
 
 cdef inline Taps _taps(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
@@ -100,7 +100,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kerne
            tuple stride, tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW,
            int nthreads):
     """cols[n, (c*kh + i)*kw + j, oh*OW + ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
-    (zero outside x).  Parallel over (image, channel) planes."""
+    (zero outside x).  Parallel over (image, channel) planes.  Passes: one write
+    of cols; x is read kh * kw times, but its plane stays in L1/L2 meanwhile."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], u
     cdef Taps t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = t.kh * t.kw, L = OH * OW, plane = t.H * t.W
@@ -117,7 +118,8 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx, tuple kern
            int nthreads):
     """dx = the adjoint of im2col: every column entry added back to the input
     pixel it was copied from (padding dropped).  dx is overwritten.  Each
-    thread owns whole (image, channel) planes of dx: race-free."""
+    thread owns whole (image, channel) planes of dx: race-free.  Passes: one
+    read of cols, one write of dx (its plane stays in cache while accumulated)."""
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], u, i
     cdef Taps t = _taps(dx.shape[2], dx.shape[3], OH, OW, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = t.kh * t.kw, L = OH * OW, plane = t.H * t.W

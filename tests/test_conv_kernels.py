@@ -345,10 +345,10 @@ def test_same_bits_at_one_and_two_threads():
 
 def test_empty_batch():
     x = np.zeros((0, 3, 5, 5))
-    for w in (np.ones((4, 3, 1, 1)), np.ones((4, 3, 3, 3))):
-        y, cols = K.conv2d_forward(x, w, np.ones(4), padding=1)
-        assert y.shape == (0, 4) + y.shape[2:]
-        dx, dw, db = K.conv2d_backward(y, x, w, cols, padding=1)
+    for w, p in ((np.ones((4, 3, 1, 1)), 0), (np.ones((4, 3, 3, 3)), 1)):  # 1x1: no im2col
+        y, cols = K.conv2d_forward(x, w, np.ones(4), padding=p)
+        assert y.shape == (0, 4, 5, 5)
+        dx, dw, db = K.conv2d_backward(y, x, w, cols, padding=p)
         assert dx.shape == x.shape and not dw.any() and not db.any()
     y, idx = K.max_pool2d_forward(x, 2)
     assert K.max_pool2d_backward(y, idx, x.shape).shape == x.shape
