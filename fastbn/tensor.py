@@ -34,6 +34,7 @@ class _GradMode(threading.local):
 
 _mode = _GradMode()
 _seq = itertools.count()    # next() on a count is atomic under the GIL
+_leaf_lock = threading.Lock()
 
 
 def is_grad_enabled():
@@ -291,10 +292,14 @@ def _accumulate(t, g):
     if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
         g = _fit(g, d)
     if t._op is None:
-        if t.grad is None:
-            t.grad = np.array(g, dtype=d.dtype, order="C")
-        else:
-            t.grad += g
+        _leaf_lock.acquire()    # leaves (parameters) may be shared by backwards on other threads
+        try:
+            if t.grad is None:
+                t.grad = np.array(g, dtype=d.dtype, order="C")
+            else:
+                t.grad += g
+        finally:
+            _leaf_lock.release()
     elif t._g is None:
         t._g = g
     else:
