@@ -278,7 +278,7 @@ def main():
 
     print(f"\n== conv2d through the tape and one training step, batch {BATCH}, float32: "
           f"median ms over {args.rounds} x {args.repeat} runs (page faults: per step)")
-    rows = sorted({k for r in results.values() for k in r}, key=lambda k: (k[0] != "conv 1->32 28x28", k))
+    rows = sorted({k for r in results.values() for k in r})
     header = "".join(f"{lib + ' x' + str(t):>14}" for t in args.threads for lib in libs)
     print(f"{'':34}{header}")
     for key in rows:

@@ -102,7 +102,8 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         data = _as_array(data, dtype)
         if requires_grad and data.dtype not in _FLOATS:
-            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {data.dtype}")
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype "
+                            f"{data.dtype}")
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
