@@ -18,7 +18,10 @@ Each (library, threads) configuration of 2 and 3 runs in its own process
 (fastbn and torch share one libgomp here), alternated A B A B; figures are
 medians over every repetition of every round.  fastbn runs its kernels on
 ``fastbn.threads(n)`` and NumPy's BLAS on n threads (threadpoolctl); torch on
-``torch.set_num_threads(n)``.
+``torch.set_num_threads(n)``.  The 2-thread figures on a busy 2-core machine
+depend heavily on how idle OpenMP threads wait: compare with
+``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_tape.py`` (the workers
+inherit the environment).
 """
 import argparse
 import json
