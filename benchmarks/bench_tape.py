@@ -18,10 +18,14 @@ Each (library, threads) configuration of 2 and 3 runs in its own process
 (fastbn and torch share one libgomp here), alternated A B A B; figures are
 medians over every repetition of every round.  fastbn runs its kernels on
 ``fastbn.threads(n)`` and NumPy's BLAS on n threads (threadpoolctl); torch on
-``torch.set_num_threads(n)``.
+``torch.set_num_threads(n)``.  The 2-thread figures on a busy 2-core machine
+depend heavily on how idle OpenMP threads wait: compare with
+``OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_tape.py`` (the workers
+inherit the environment).
 """
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,15 +36,26 @@ CONV_LAYERS = [("conv 1->32 28x28", 1, 32, 28), ("conv 32->64 14x14", 32, 64, 14
 CHAIN = 100
 
 
-def _time(fn, repeat, warmup=2):
+def _time(fn, repeat, warmup=2, clock=time.perf_counter):
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        out.append(time.perf_counter() - t0)
+        out.append(clock() - t0)
     return out
+
+
+def _time_step(res, step, repeat):
+    """Times of the training step, and its minor page faults per step (fresh
+    large arrays fault their pages in: see docs/PERFORMANCE.md)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    res["training step"] = _time(step, repeat)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    res["training step page faults"] = [faults / (repeat + 2)]
+    # CPU time of all threads: on a shared machine, steadier than wall time at 1 thread
+    res["training step CPU time"] = _time(step, repeat, warmup=0, clock=time.process_time)
 
 
 # ---------------------------------------------------------------------------
@@ -158,7 +173,7 @@ def _fastbn_work(threads, repeat):
                 p.grad = None
             return loss
 
-        res["training step"] = _time(step, repeat)
+        _time_step(res, step, repeat)
     return res
 
 
@@ -203,7 +218,7 @@ def _torch_work(threads, repeat):
         opt.step()
         return loss
 
-    res["training step"] = _time(step, repeat)
+    _time_step(res, step, repeat)
     return res
 
 
@@ -265,8 +280,8 @@ def main():
                     _merge(results.setdefault((lib, threads), {}), res)
 
     print(f"\n== conv2d through the tape and one training step, batch {BATCH}, float32: "
-          f"median ms over {args.rounds} x {args.repeat} runs")
-    rows = sorted({k for r in results.values() for k in r}, key=lambda k: (k[0] != "conv 1->32 28x28", k))
+          f"median ms over {args.rounds} x {args.repeat} runs (page faults: per step)")
+    rows = sorted({k for r in results.values() for k in r})
     header = "".join(f"{lib + ' x' + str(t):>14}" for t in args.threads for lib in libs)
     print(f"{'':34}{header}")
     for key in rows:
@@ -274,7 +289,8 @@ def main():
         for t in args.threads:
             for lib in libs:
                 v = results.get((lib, t), {}).get(key)
-                cells.append(f"{statistics.median(v) * 1e3:14.2f}" if v else f"{'-':>14}")
+                scale = 1 if "faults" in key[-1] else 1e3       # counts, or seconds -> ms
+                cells.append(f"{statistics.median(v) * scale:14.2f}" if v else f"{'-':>14}")
         print(f"{' '.join(key):34}{''.join(cells)}")
 
 

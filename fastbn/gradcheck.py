@@ -13,7 +13,8 @@ class GradcheckError(AssertionError):
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     """Compare the gradients ``fn`` records with central differences.
 
-    fn: called as ``fn(*inputs)``, returns a Tensor.  inputs: a sequence of
+    fn: called as ``fn(*inputs)``, returns a Tensor; it must be deterministic
+    (give dropout a freshly seeded generator).  inputs: a sequence of
     Tensors (those with requires_grad=True are checked) and other values
     passed through unchanged.  Every checked input is copied to float64
     first; ``fn`` must keep float64 (any array it closes over, e.g. running

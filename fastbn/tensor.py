@@ -34,6 +34,7 @@ class _GradMode(threading.local):
 
 _mode = _GradMode()
 _seq = itertools.count()    # next() on a count is atomic under the GIL
+_leaf_lock = threading.Lock()
 
 
 def is_grad_enabled():
@@ -101,7 +102,8 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         data = _as_array(data, dtype)
         if requires_grad and data.dtype not in _FLOATS:
-            raise TypeError(f"only float32/float64 tensors can require grad, got dtype {data.dtype}")
+            raise TypeError(f"only float32/float64 tensors can require grad, got dtype "
+                            f"{data.dtype}")
         self.data = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -114,7 +116,13 @@ class Tensor:
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: self.data.size)
+
+    def size(self, dim=None):
+        """The shape, or one dim's length (PyTorch's spelling; ``numel()`` counts)."""
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def numel(self):
+        return self.data.size
 
     def __len__(self):
         return len(self.data)
@@ -285,10 +293,14 @@ def _accumulate(t, g):
     if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
         g = _fit(g, d)
     if t._op is None:
-        if t.grad is None:
-            t.grad = np.array(g, dtype=d.dtype, order="C")
-        else:
-            t.grad += g
+        _leaf_lock.acquire()    # leaves (parameters) may be shared by backwards on other threads
+        try:
+            if t.grad is None:
+                t.grad = np.array(g, dtype=d.dtype, order="C")
+            else:
+                t.grad += g
+        finally:
+            _leaf_lock.release()
     elif t._g is None:
         t._g = g
     else:

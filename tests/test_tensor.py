@@ -37,6 +37,7 @@ def test_attributes_and_methods(rng):
     a = rng.standard_normal((2, 3)).astype(np.float32)
     t = Tensor(a, requires_grad=True)
     assert t.shape == (2, 3) and t.ndim == 2 and t.dtype == np.float32
+    assert t.size() == (2, 3) and t.size(1) == 3 and t.numel() == 6 and len(t) == 2
     assert t.grad is None and t.requires_grad
     assert t.numpy() is a
     np.testing.assert_array_equal(np.asarray(t), a)
@@ -328,3 +329,21 @@ def test_long_chain_backward_is_not_recursive(rng):
         y = y * 1.0001
     y.sum().backward()
     np.testing.assert_allclose(a.grad, 1.0001 ** 5000, rtol=1e-9)
+
+
+def test_concurrent_backwards_accumulate_into_a_shared_leaf(rng):
+    # big enough that NumPy drops the GIL inside +=: unlocked, updates get lost
+    for _ in range(3):
+        w = Tensor(np.zeros(300000), requires_grad=True)
+        xs = [rng.integers(-5, 5, 300000).astype(np.float64) for _ in range(2)]
+
+        def work(x):
+            for _ in range(10):
+                (w * x).sum().backward()
+
+        threads = [threading.Thread(target=work, args=(x,)) for x in xs]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        np.testing.assert_array_equal(w.grad, 10 * (xs[0] + xs[1]))   # integers: exact
