@@ -95,7 +95,7 @@ cdef inline void _row_dx(const floating* x, const floating* dy, floating* dx, Py
         fastbn_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0)
 
 
-cdef inline void _nc_row_accumulate(const floating* x, const floating* dy, const floating* shift,
+cdef inline void _wide_row_accumulate(const floating* x, const floating* dy, const floating* shift,
                                     Py_ssize_t n, floating* f1, floating* f2) noexcept nogil:
     if floating is float:
         fastbn_row_accumulate_f(x, dy, shift, n, f1, f2)
@@ -237,7 +237,7 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
             f1[k] = 0
             f2[k] = 0
         for r in range(n, m):
-            _nc_row_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
+            _wide_row_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
                                shift + c0, nc, f1, f2)
         for k in range(nc):
             s1[k] += f1[k]
