@@ -131,6 +131,24 @@ def torch_ops(inp):
     return {"train_fwd": train_fwd, "train_fwd_bwd": train_fwd_bwd, "eval_fwd": eval_fwd}
 
 
+def check_agreement(inp, use_torch, rtol=1e-3, atol=1e-3):
+    """Raise AssertionError unless every implementation computes the same dx,
+    dweight, dbias (training) and y (inference) as fastbn: never time wrong code."""
+    impls = [numpy_ops] + ([torch_ops] if use_torch else [])
+    ref = fastbn_ops(inp)
+    want = {"train_fwd_bwd": ref["train_fwd_bwd"](), "eval_fwd": ref["eval_fwd"]()[:1]}
+    for make in impls:
+        ops = make(inp)
+        for op, expected in want.items():
+            got = ops[op]()
+            got = got if isinstance(got, tuple) else (got,)
+            for name, a, b in zip(("out", "dweight", "dbias"), got, expected):
+                a = a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
+                np.testing.assert_allclose(
+                    a.reshape(b.shape), b, rtol=rtol, atol=atol,
+                    err_msg=f"{make.__name__} {op} {name} differs from fastbn for {inp.shape}")
+
+
 def torch_available():
     try:
         import torch  # noqa: F401

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# asv step of .ci/run: source it (or run it) with fastbn already installed in
+# asv step of .ci/run (bash benchmarks/ci_asv_step.sh), with fastbn installed in
 # the active virtual environment.  Fails when a benchmark is broken:
 #   asv check  - every benchmark imports and has a valid signature;
 #   smoke run  - every benchmark runs once (--quick) against the installed

@@ -70,6 +70,8 @@ def run(shapes, threads_list, repeat, warmup, use_torch, log=sys.stderr):
             for shape in shapes:
                 t0 = time.perf_counter()
                 inp = bc.Inputs(shape, "float32")
+                if nthreads == threads_list[0]:
+                    bc.check_agreement(inp, use_torch)
                 impls = {"fastbn": bc.fastbn_ops(inp), "numpy": bc.numpy_ops(inp)}
                 if use_torch:
                     impls["torch"] = bc.torch_ops(inp)
