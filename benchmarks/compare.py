@@ -114,6 +114,9 @@ def speedups(rows, nthreads, op, other="torch"):
 def format_report(rows, args, header):
     threads_list = sorted({r["threads"] for r in rows})
     lines = [f"Machine: {header}", "",
+             "Load average (1 min) before / after: "
+             f"{args.load_before:.2f} / {os.getloadavg()[0]:.2f} (other processes compete "
+             "for the cores above 0; 2-thread OpenMP timings suffer first)", "",
              f"Command: `{args.command_line}`", "",
              f"float32, median of {args.repeat} alternated runs after {args.warmup} warm-up "
              "runs. `x numpy`/`x torch`: that implementation's time over fastbn's "
@@ -202,6 +205,7 @@ def main(argv=None):
     use_torch = not args.no_torch and bc.torch_available()
     header = machine_description(use_torch)
     print(f"{header}\n", file=sys.stderr)
+    args.load_before = os.getloadavg()[0]
     rows = run(args.shapes, args.threads, args.repeat, args.warmup, use_torch)
     report = format_report(rows, args, header)
     print(report)
