@@ -196,33 +196,41 @@ def thread_counts(n):
             torch.set_num_threads(previous)
 
 
-def measure(fns, repeat, warmup=3):
-    """Time each callable of {name: fn} `repeat` times, alternating A B C A B C
+def measure(fns, repeat, warmup=3, threads=None):
+    """Time each callable of {key: fn} `repeat` times, alternating A B C A B C
     so machine drift hits all alike, after `warmup` untimed rounds; GC off.
+    `threads` ({key: n}, optional) runs each fn on its own thread count, set
+    outside the timed region, so thread counts alternate too.
 
-    Returns {name: (median seconds, minor page faults per call)}.
+    Returns {key: (median seconds, minor page faults per call)}.
     """
-    names = list(fns)
-    times = {k: [] for k in names}
-    faults = dict.fromkeys(names, 0)
+    keys = list(fns)
+    times = {k: [] for k in keys}
+    faults = dict.fromkeys(keys, 0)
+
+    def run(key):
+        with thread_counts(threads[key]) if threads else contextlib.nullcontext():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            fns[key]()
+            t1 = time.perf_counter()
+            return t1 - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(warmup):
-            for fn in fns.values():
-                fn()
+            for key in keys:
+                run(key)
         for _ in range(repeat):
-            for name in names:
-                fn = fns[name]
-                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-                faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            for key in keys:
+                dt, df = run(key)
+                times[key].append(dt)
+                faults[key] += df
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {k: (float(np.median(times[k])), faults[k] / repeat) for k in names}
+    return {k: (float(np.median(times[k])), faults[k] / repeat) for k in keys}
 
 
 def bandwidth_efficiency(op, t_op, nbytes, t_copy):

@@ -1,10 +1,10 @@
 """Head-to-head Batch Normalization timings: fastbn vs NumPy vs PyTorch, one process.
 
-For each thread count and shape (float32), times training forward, training
+For each shape (float32) and thread count, times training forward, training
 forward+backward and inference forward of fastbn.kernels, a plain float32
 NumPy version and (when importable) torch.nn.functional.batch_norm with
-autograd, plus a streaming copy of the same size.  The implementations are
-alternated (A B C A B C ...) so drift hits all alike; medians of --repeat runs
+autograd, plus a streaming copy of the same size.  Implementations and thread
+counts are alternated (A B C A B C ...) so drift hits all alike; medians of --repeat runs
 after a warm-up.  Bandwidth is the op's minimum traffic (passes x bytes) per
 second as a fraction of the same-run copy's rate at the same thread count.
 
@@ -63,30 +63,30 @@ def machine_description(use_torch):
 
 
 def run(shapes, threads_list, repeat, warmup, use_torch, log=sys.stderr):
-    """List of result dicts, one per (threads, shape, op)."""
+    """List of result dicts, one per (threads, shape, op).  Implementations and
+    thread counts alternate within each (shape, op) measurement."""
     rows = []
-    for nthreads in threads_list:
-        with bc.thread_counts(nthreads):
-            for shape in shapes:
-                t0 = time.perf_counter()
-                inp = bc.Inputs(shape, "float32")
-                if nthreads == threads_list[0]:
-                    bc.check_agreement(inp, use_torch)
-                impls = {"fastbn": bc.fastbn_ops(inp), "numpy": bc.numpy_ops(inp)}
-                if use_torch:
-                    impls["torch"] = bc.torch_ops(inp)
-                copy = bc.StreamingCopy(inp.x, nthreads)
-                try:
-                    for op in bc.OPS:
-                        fns = {name: ops[op] for name, ops in impls.items()}
-                        fns["copy"] = copy
-                        res = bc.measure(fns, repeat, warmup)
-                        rows.append({"threads": nthreads, "shape": shape, "op": op,
-                                     "nbytes": inp.nbytes, **res})
-                finally:
-                    copy.close()
-                print(f"  {nthreads} thread(s) {shape}: {time.perf_counter() - t0:.1f} s",
-                      file=log, flush=True)
+    for shape in shapes:
+        t0 = time.perf_counter()
+        inp = bc.Inputs(shape, "float32")
+        bc.check_agreement(inp, use_torch)
+        impls = {"fastbn": bc.fastbn_ops(inp), "numpy": bc.numpy_ops(inp)}
+        if use_torch:
+            impls["torch"] = bc.torch_ops(inp)
+        copies = {n: bc.StreamingCopy(inp.x, n) for n in threads_list}
+        try:
+            for op in bc.OPS:
+                fns = {(name, n): ops[op] for n in threads_list for name, ops in impls.items()}
+                fns.update({("copy", n): copies[n] for n in threads_list})
+                res = bc.measure(fns, repeat, warmup, threads={k: k[1] for k in fns})
+                rows += [{"threads": n, "shape": shape, "op": op, "nbytes": inp.nbytes,
+                          **{name: res[name, n] for name in [*impls, "copy"]}}
+                         for n in threads_list]
+        finally:
+            for copy in copies.values():
+                copy.close()
+        print(f"  {shape}: {time.perf_counter() - t0:.1f} s", file=log, flush=True)
+    rows.sort(key=lambda r: r["threads"])  # stable: shapes and ops keep their order
     return rows
 
 
@@ -118,8 +118,8 @@ def format_report(rows, args, header):
              f"{args.load_before:.2f} / {os.getloadavg()[0]:.2f} (other processes compete "
              "for the cores above 0; 2-thread OpenMP timings suffer first)", "",
              f"Command: `{args.command_line}`", "",
-             f"float32, median of {args.repeat} alternated runs after {args.warmup} warm-up "
-             "runs. `x numpy`/`x torch`: that implementation's time over fastbn's "
+             f"float32, median of {args.repeat} runs after {args.warmup} warm-up runs, "
+             "implementations and thread counts alternated. `x numpy`/`x torch`: that implementation's time over fastbn's "
              "(above 1: fastbn faster). `% copy`: fastbn's minimum traffic per second over a "
              "same-run np.copyto of the same size on as many threads. Faults: minor page "
              "faults per call (fastbn / torch).", ""]
