@@ -3,9 +3,9 @@
 For each shape (float32) and thread count, times training forward, training
 forward+backward and inference forward of fastbn.kernels, a plain float32
 NumPy version and (when importable) torch.nn.functional.batch_norm with
-autograd, plus a streaming copy of the same size.  Implementations and thread
-counts are alternated (A B C A B C ...) so drift hits all alike; medians of --repeat runs
-after a warm-up.  Bandwidth is the op's minimum traffic (passes x bytes) per
+autograd, plus a streaming copy of the same size.  Implementations and
+thread counts are alternated (A B C A B C ...) so drift hits all alike;
+medians of --repeat runs after a warm-up.  Bandwidth is the op's minimum traffic (passes x bytes) per
 second as a fraction of the same-run copy's rate at the same thread count.
 
     python benchmarks/compare.py --out bench.md
@@ -119,8 +119,8 @@ def format_report(rows, args, header):
              "for the cores above 0; 2-thread OpenMP timings suffer first)", "",
              f"Command: `{args.command_line}`", "",
              f"float32, median of {args.repeat} runs after {args.warmup} warm-up runs, "
-             "implementations and thread counts alternated. `x numpy`/`x torch`: that implementation's time over fastbn's "
-             "(above 1: fastbn faster). `% copy`: fastbn's minimum traffic per second over a "
+             "implementations and thread counts alternated. `x numpy`/`x torch`: that "
+             "implementation's time over fastbn's (above 1: fastbn faster). `% copy`: fastbn's minimum traffic per second over a "
              "same-run np.copyto of the same size on as many threads. Faults: minor page "
              "faults per call (fastbn / torch).", ""]
     for nthreads in threads_list:
@@ -144,8 +144,8 @@ def format_report(rows, args, header):
                   "|---|" + "---:|" * len(bc.OPS)]
         by_key = {(r["threads"], r["shape"], r["op"]): r for r in rows}
         for shape in dict.fromkeys(r["shape"] for r in rows):
-            cells = [f"{by_key[lo, shape, op]['fastbn'][0] / by_key[hi, shape, op]['fastbn'][0]:.2f}x"
-                     for op in bc.OPS]
+            t = {n: [by_key[n, shape, op]["fastbn"][0] for op in bc.OPS] for n in (lo, hi)}
+            cells = [f"{a / b:.2f}x" for a, b in zip(t[lo], t[hi])]
             lines.append(f"| {_shape(shape)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(summary(rows))
