@@ -5,8 +5,9 @@ forward+backward and inference forward of fastbn.kernels, a plain float32
 NumPy version and (when importable) torch.nn.functional.batch_norm with
 autograd, plus a streaming copy of the same size.  Implementations and
 thread counts are alternated (A B C A B C ...) so drift hits all alike;
-medians of --repeat runs after a warm-up.  Bandwidth is the op's minimum traffic (passes x bytes) per
-second as a fraction of the same-run copy's rate at the same thread count.
+medians of --repeat runs after a warm-up.  Bandwidth is the op's minimum
+traffic (passes x bytes) per second as a fraction of the same-run copy's rate
+at the same thread count.
 
     python benchmarks/compare.py --out bench.md
     python benchmarks/compare.py --quick --threads 1 --shapes 64,16,32,32 256,1024
@@ -120,8 +121,8 @@ def format_report(rows, args, header):
              f"Command: `{args.command_line}`", "",
              f"float32, median of {args.repeat} runs after {args.warmup} warm-up runs, "
              "implementations and thread counts alternated. `x numpy`/`x torch`: that "
-             "implementation's time over fastbn's (above 1: fastbn faster). `% copy`: fastbn's minimum traffic per second over a "
-             "same-run np.copyto of the same size on as many threads. Faults: minor page "
+             "implementation's time over fastbn's (above 1: fastbn faster). `% copy`: "
+             "fastbn's minimum traffic per second over a same-run np.copyto of the same size on as many threads. Faults: minor page "
              "faults per call (fastbn / torch).", ""]
     for nthreads in threads_list:
         lines += [f"### {nthreads} thread{'s' if nthreads > 1 else ''}", "",
