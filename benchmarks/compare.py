@@ -122,8 +122,9 @@ def format_report(rows, args, header):
              f"float32, median of {args.repeat} runs after {args.warmup} warm-up runs, "
              "implementations and thread counts alternated. `x numpy`/`x torch`: that "
              "implementation's time over fastbn's (above 1: fastbn faster). `% copy`: "
-             "fastbn's minimum traffic per second over a same-run np.copyto of the same size on as many threads. Faults: minor page "
-             "faults per call (fastbn / torch).", ""]
+             "fastbn's minimum traffic per second over a same-run np.copyto of the same "
+             "size on as many threads. Faults: minor page faults per call (fastbn / torch).",
+             ""]
     for nthreads in threads_list:
         lines += [f"### {nthreads} thread{'s' if nthreads > 1 else ''}", "",
                   "| shape | op | fastbn ms | numpy ms | torch ms | x numpy | x torch "
