@@ -117,7 +117,8 @@ def format_report(rows, args, header):
     lines = [f"Machine: {header}", "",
              "Load average (1 min) before / after: "
              f"{args.load_before:.2f} / {os.getloadavg()[0]:.2f} (other processes compete "
-             "for the cores above 0; 2-thread OpenMP timings suffer first)", "",
+             "for the cores above 0; 2-thread OpenMP timings suffer first). "
+             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}", "",
              f"Command: `{args.command_line}`", "",
              f"float32, median of {args.repeat} runs after {args.warmup} warm-up runs, "
              "implementations and thread counts alternated. `x numpy`/`x torch`: that "
