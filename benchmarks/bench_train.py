@@ -1,0 +1,172 @@
+"""asv benchmarks of whole training steps and of conv2d, through fastbn's
+tape, modules and optimizers (PyTorch-like API).
+
+Threads follow OMP_NUM_THREADS (asv.conf.json's env_nobuild matrix) for both
+fastbn and NumPy's BLAS; torch, when compared, is set to the same count.
+Setup raises NotImplementedError (asv's "skip") while fastbn.nn, its
+functional ops or fastbn.optim cannot be imported.
+"""
+import numpy as np
+
+import fastbn
+
+from . import bn_cases as bc
+
+BATCH_MLP, BATCH_CONV = 60, 64
+# (in channels, out channels, height = width) of the convnet's two 3x3 convs
+CONV_LAYERS = [(1, 32, 28), (32, 64, 14)]
+TRACK_REPEAT = 15
+
+
+def _fastbn_api():
+    """(nn, F, optim, Tensor) or skip."""
+    try:
+        import fastbn.nn as nn
+        import fastbn.nn.functional as F
+        import fastbn.optim as optim
+        from fastbn import Tensor
+    except ImportError as exc:
+        raise NotImplementedError(f"fastbn training API not available: {exc}") from None
+    return nn, F, optim, Tensor
+
+
+def _mlp(nn, bn=True):
+    """The paper's MNIST net: 3 x (Linear 100, BatchNorm1d, sigmoid), Linear 10."""
+    layers, width = [], 784
+    for _ in range(3):
+        layers += [nn.Linear(width, 100)] + ([nn.BatchNorm1d(100)] if bn else []) + [nn.Sigmoid()]
+        width = 100
+    return nn.Sequential(*layers, nn.Linear(100, 10))
+
+
+def _convnet(nn, bn=True):
+    """conv3x3(1->32)-BN-ReLU-maxpool-conv3x3(32->64)-BN-ReLU-maxpool-linear(3136->10)."""
+    def block(cin, cout):
+        norm = [nn.BatchNorm2d(cout)] if bn else []
+        return [nn.Conv2d(cin, cout, 3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 10))
+
+
+def _batch(kind, rng):
+    if kind == "mlp":
+        x = rng.standard_normal((BATCH_MLP, 784)).astype(np.float32)
+    else:
+        x = rng.standard_normal((BATCH_CONV, 1, 28, 28)).astype(np.float32)
+    return x, rng.integers(0, 10, len(x))
+
+
+def _make_step(model, loss_fn, opt, x, y):
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def fastbn_step(kind, bn=True, seed=0):
+    """One SGD step (zero_grad, forward, loss, backward, update) as a callable."""
+    nn, _, optim, Tensor = _fastbn_api()
+    model = (_mlp if kind == "mlp" else _convnet)(nn, bn)
+    model.train()
+    x, y = _batch(kind, np.random.default_rng(seed))
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return _make_step(model, nn.CrossEntropyLoss(), opt, Tensor(x), y)
+
+
+def torch_step(kind, bn=True, seed=0):
+    """The same step in PyTorch; raises ImportError without torch."""
+    import torch
+
+    x, y = _batch(kind, np.random.default_rng(seed))
+    model = (_mlp if kind == "mlp" else _convnet)(torch.nn, bn)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return _make_step(model, torch.nn.CrossEntropyLoss(), opt,
+                      torch.from_numpy(x), torch.from_numpy(y))
+
+
+def _skip_without_torch():
+    if not bc.torch_available():
+        raise NotImplementedError("torch is not importable")
+
+
+class TrainStep:
+    """One training step of the paper's MLP (batch 60) and of the small convnet
+    (batch 64, 28x28), with and without BatchNorm."""
+
+    params = [["mlp", "convnet"], [True, False]]
+    param_names = ["model", "batchnorm"]
+
+    def setup(self, model, batchnorm):
+        self.step = fastbn_step(model, batchnorm)
+        self.step()  # warm-up: allocations, momentum buffers
+
+    def time_step(self, model, batchnorm):
+        self.step()
+
+    def peakmem_step(self, model, batchnorm):
+        self.step()
+
+
+class TrainStepVsTorch:
+    """fastbn step time over the PyTorch step time, alternated in one process
+    (below 1 = fastbn faster), and BatchNorm's share of each step's time."""
+
+    params = [["mlp", "convnet"]]
+    param_names = ["model"]
+    unit = "ratio"
+
+    def setup(self, model):
+        self.fastbn = {bn: fastbn_step(model, bn) for bn in (True, False)}
+        _skip_without_torch()
+        self.torch = {bn: torch_step(model, bn) for bn in (True, False)}
+        self.threads = fastbn.get_num_threads()
+
+    def _medians(self, fns):
+        with bc.thread_counts(self.threads):
+            return {k: v[0] for k, v in bc.measure(fns, TRACK_REPEAT).items()}
+
+    def track_time_ratio(self, model):
+        t = self._medians({"fastbn": self.fastbn[True], "torch": self.torch[True]})
+        return t["fastbn"] / t["torch"]
+
+    def track_bn_share_fastbn(self, model):
+        t = self._medians({"bn": self.fastbn[True], "none": self.fastbn[False]})
+        return 1 - t["none"] / t["bn"]
+
+    def track_bn_share_torch(self, model):
+        t = self._medians({"bn": self.torch[True], "none": self.torch[False]})
+        return 1 - t["none"] / t["bn"]
+
+
+class Conv2d:
+    """conv2d (3x3, padding 1, batch 64) of the convnet's two layers:
+    forward without recording, and forward+backward through the tape."""
+
+    params = [CONV_LAYERS]
+    param_names = ["cin_cout_hw"]
+
+    def setup(self, layer):
+        _, F, _, Tensor = _fastbn_api()
+        cin, cout, hw = layer
+        rng = np.random.default_rng(0)
+        self.F = F
+        self.x = Tensor(rng.standard_normal((BATCH_CONV, cin, hw, hw)).astype(np.float32),
+                        requires_grad=True)
+        self.w = Tensor(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.1,
+                        requires_grad=True)
+        self.b = Tensor(np.zeros(cout, np.float32), requires_grad=True)
+        self.grad = rng.standard_normal((BATCH_CONV, cout, hw, hw)).astype(np.float32)
+        self.time_forward_backward(layer)  # warm-up
+
+    def time_forward(self, layer):
+        with fastbn.no_grad():
+            self.F.conv2d(self.x, self.w, self.b, padding=1)
+
+    def time_forward_backward(self, layer):
+        self.x.grad = self.w.grad = self.b.grad = None
+        self.F.conv2d(self.x, self.w, self.b, padding=1).backward(self.grad)
