@@ -7,7 +7,6 @@ picks the thread count.  The autodiff tape calls these.
 """
 import math
 import numbers
-import threading
 
 import numpy as np
 
@@ -164,24 +163,11 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True):
 # Why per image and not one product over the batch (cols as (C*kh*kw, N*OH*OW),
 # tried): at 1 thread the big product is no faster (5.0 vs 5.1 ms for the
 # convnet's 32->64 layer), its strided im2col and the transposes to and from
-# NCHW cost 0.5 ms more, the first layer's skinny weight gradient ran 1.5x
-# slower, and the small products stay under OpenBLAS's threading threshold.
+# NCHW cost 0.5 ms more, and the first layer's skinny weight gradient ran 1.5x
+# slower.  At 2 threads the first layer's per-image products stay under
+# OpenBLAS's threading threshold; its one big product did not, and collapsed
+# (69 ms vs 1 ms) with OpenBLAS and OpenMP threads on a loaded 2-core machine.
 _GEMM_CHUNK = 1 << 20  # elements of the per-image weight-gradient products summed at once
-_local = threading.local()
-
-
-def _scratch(name, shape, dtype):
-    """A temporary array that lives only inside one kernels call, reused by the
-    next call of the same thread: fresh multi-MiB arrays cost a page fault per
-    4 KiB.  Per thread, so two Python threads never share one; a call must not
-    return it."""
-    cache = _local.__dict__
-    key = (name, np.dtype(dtype))
-    size = math.prod(shape)
-    buf = cache.get(key)
-    if buf is None or buf.size < size:
-        buf = cache[key] = np.empty(size, dtype=dtype)
-    return buf[:size].reshape(shape)
 
 
 def _check_nchw(x, name, op):
@@ -343,17 +329,14 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
         dw = np.zeros(wg.shape, dtype=np.float64)
         # per-image products summed a chunk of images at a time: bounded memory
         step = max(1, _GEMM_CHUNK // max(1, wg.size))
-        part = _scratch("conv_dw_part", (min(step, N),) + wg.shape, a.x.dtype)
+        part = np.empty((min(step, N),) + wg.shape, dtype=a.x.dtype)
         for n0 in range(0, N, step):
             n1 = min(n0 + step, N)
             np.matmul(dyg[n0:n1], colsg[n0:n1].swapaxes(-1, -2), out=part[:n1 - n0])
             dw += part[:n1 - n0].sum(axis=0, dtype=dw.dtype)
         dweight = dw.astype(a.x.dtype, copy=False).reshape(a.weight.shape)
     if need_input:
-        # a temporary unless the conv is 1x1 (then dx is dcols itself)
-        shape = (N, a.K * G, a.L)
-        dcols = (np.empty(shape, a.x.dtype) if a.identity
-                 else _scratch("conv_cols_grad", shape, a.x.dtype))
+        dcols = np.empty((N, a.K * G, a.L), dtype=a.x.dtype)
         if dcols.size:
             np.matmul(wg.swapaxes(-1, -2), dyg, out=a.grouped(dcols, a.K))
         if a.identity:
