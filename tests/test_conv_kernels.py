@@ -278,6 +278,28 @@ def test_max_pool_nan_propagates():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2)])
+def test_max_pool_2x2_ties_nans_infs(shape, dtype):
+    """Kernel 2 stride 2 (its own vectorized path): rows of many widths; ties,
+    -inf, +inf and NaNs (the last NaN of a window in row-major order wins, as
+    in PyTorch), checked against a plain loop."""
+    rng = np.random.default_rng(10)
+    x = rng.integers(-3, 3, shape).astype(dtype)  # small integers: many ties
+    flat = x.reshape(-1)
+    for v, frac in ((-np.inf, 0.05), (np.inf, 0.03), (np.nan, 0.08)):
+        flat[rng.random(flat.size) < frac] = v
+    y, idx = K.max_pool2d_forward(x, 2)
+    W = shape[3]
+    for n, c, oh, ow in np.ndindex(y.shape):
+        taps = [(2 * oh + i) * W + 2 * ow + j for i in (0, 1) for j in (0, 1)]
+        vals = x[n, c].reshape(-1)[taps]
+        nans = [t for t, v in zip(taps, vals) if np.isnan(v)]
+        want = nans[-1] if nans else taps[int(np.argmax(vals))]  # argmax: first maximum
+        assert idx[n, c, oh, ow] == want
+        np.testing.assert_array_equal(y[n, c, oh, ow], x[n, c].reshape(-1)[want])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("include", [True, False])
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_avg_pool_matches_windows(case, include, dtype):
