@@ -88,6 +88,18 @@ def _as_array(data, dtype):
     return np.asarray(data, dtype=np.float32 if dtype is None else dtype)
 
 
+def zero_grads(tensors, set_to_none=True):
+    """Drop each tensor's .grad (or zero it in place): what Module.zero_grad and
+    Optimizer.zero_grad both do."""
+    for t in tensors:
+        if t.grad is None:
+            continue
+        if set_to_none:
+            t.grad = None
+        else:
+            t.grad[...] = 0
+
+
 class Tensor:
     """An ndarray plus what reverse-mode differentiation needs.
 

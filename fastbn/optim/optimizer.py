@@ -8,6 +8,8 @@ import numbers
 
 import numpy as np
 
+from ..tensor import zero_grads
+
 __all__ = ["Optimizer", "SGD", "Adam"]
 
 
@@ -64,14 +66,7 @@ class Optimizer:
         _check_hyper("weight_decay", group["weight_decay"])
 
     def zero_grad(self, set_to_none=True):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad[...] = 0
+        zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
 
     def step(self, closure=None):
         loss = closure() if closure is not None else None
