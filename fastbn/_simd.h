@@ -24,6 +24,14 @@
 #define FASTBN_DISPATCH
 #endif
 
+#if defined(_MSC_VER)  /* MSVC's C has neither `restrict` nor (older) _Pragma */
+#define FASTBN_RESTRICT __restrict
+#define FASTBN_SIMD_SUM __pragma(omp simd reduction(+:a, b))
+#else
+#define FASTBN_RESTRICT restrict
+#define FASTBN_SIMD_SUM _Pragma("omp simd reduction(+:a, b)")
+#endif
+
 #define FASTBN_CHUNK 256
 
 #define FASTBN_LOOPS(T, S)                                                          \
@@ -34,7 +42,7 @@ FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
         ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
         T a = 0, b = 0;                                                             \
-        _Pragma("omp simd reduction(+:a, b)")                                       \
+        FASTBN_SIMD_SUM                                                             \
         for (ptrdiff_t i = i0; i < i1; i++) {                                       \
             T d = p[i] - shift;                                                     \
             a += d;                                                                 \
@@ -51,7 +59,7 @@ FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
         ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
         T a = 0, b = 0;                                                             \
-        _Pragma("omp simd reduction(+:a, b)")                                       \
+        FASTBN_SIMD_SUM                                                             \
         for (ptrdiff_t i = i0; i < i1; i++) {                                       \
             a += q[i];                                                              \
             b += q[i] * (p[i] - mean);                                              \
@@ -61,14 +69,14 @@ FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff
     }                                                                               \
 }                                                                                   \
 /* y = (x - center) * scale + shift */                                             \
-FASTBN_DISPATCH static void fastbn_affine_##S(const T *restrict x, T *restrict y, ptrdiff_t n, T center, \
+FASTBN_DISPATCH static void fastbn_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, T center, \
                                               T scale, T shift)                    \
 {                                                                                   \
     for (ptrdiff_t i = 0; i < n; i++)                                               \
         y[i] = (x[i] - center) * scale + shift;                                     \
 }                                                                                   \
 /* dx = k_dy * dy - k_x * (x - mean) - k_0 */                                      \
-FASTBN_DISPATCH static void fastbn_dx_##S(const T *restrict x, const T *restrict dy, T *restrict dx, ptrdiff_t n, \
+FASTBN_DISPATCH static void fastbn_dx_##S(const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t n, \
                                           T mean, T k_dy, T k_x, T k_0)            \
 {                                                                                   \
     for (ptrdiff_t i = 0; i < n; i++)                                               \
@@ -76,8 +84,8 @@ FASTBN_DISPATCH static void fastbn_dx_##S(const T *restrict x, const T *restrict
 }                                                                                   \
 /* One (N, C) row, per-channel accumulators: a = x - shift (moments) or dy,        \
    f1 += a, f2 += a * (x - shift) */                                               \
-FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *restrict x,         \
-        const T *restrict dy, const T *restrict shift, ptrdiff_t n, T *restrict f1, T *restrict f2)                                  \
+FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *FASTBN_RESTRICT x,         \
+        const T *FASTBN_RESTRICT dy, const T *FASTBN_RESTRICT shift, ptrdiff_t n, T *FASTBN_RESTRICT f1, T *FASTBN_RESTRICT f2)                                  \
 {                                                                                   \
     if (dy == NULL) {                                                               \
         for (ptrdiff_t c = 0; c < n; c++) {                                         \
@@ -93,14 +101,14 @@ FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *restrict x,      
     }                                                                               \
 }                                                                                   \
 /* One (N, C) row: y = (x - center) * scale + shift, per-channel vectors */        \
-FASTBN_DISPATCH static void fastbn_row_affine_##S(const T *restrict x, T *restrict y, ptrdiff_t n, \
+FASTBN_DISPATCH static void fastbn_row_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, \
         const T *center, const T *scale, const T *shift)                            \
 {                                                                                   \
     for (ptrdiff_t c = 0; c < n; c++)                                               \
         y[c] = (x[c] - center[c]) * scale[c] + shift[c];                            \
 }                                                                                   \
 /* One (N, C) row: dx = k_dy * dy - k_x * (x - mean) - k_0, per-channel vectors */ \
-FASTBN_DISPATCH static void fastbn_row_dx_##S(const T *restrict x, const T *restrict dy, T *restrict dx, \
+FASTBN_DISPATCH static void fastbn_row_dx_##S(const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, \
         ptrdiff_t n, const T *mean, const T *k_dy, const T *k_x, const T *k_0)      \
 {                                                                                   \
     for (ptrdiff_t c = 0; c < n; c++)                                               \
