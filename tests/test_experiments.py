@@ -100,17 +100,27 @@ def test_percentiles_are_those_of_the_recorded_activations():
     mine = {"baseline": [], "bn": []}
 
     def on_record(key, step, model):
-        mine[key].append(_reference_sigmoid_input(model, probe)[:, 7])
+        mine[key].append(_reference_sigmoid_input(model, probe))
 
     result = figure1.run(args, say=lambda *a: None, on_record=on_record)
     assert result["config"]["unit"] == 7 and result["config"]["probe_images"] == 120
     for key, net in result["nets"].items():
-        recorded = np.stack(mine[key])
-        assert len(recorded) == len(net["steps"]) == 4  # steps 0, 50, 100, 150
+        layer = np.stack(mine[key])  # records x images x units
+        assert len(layer) == len(net["steps"]) == 4  # steps 0, 50, 100, 150
+        recorded = layer[:, :, 7]
         assert np.ptp(recorded[-1]) > 1e-3  # the unit's input varies across images
         expect = np.percentile(recorded, [15, 50, 85], axis=1)
         got = np.array([net["percentiles"][p] for p in ("15", "50", "85")])
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+        # the drift summary, over every unit, from the first record at or after step 3
+        # (2% of 150) to the last
+        assert net["drift"]["from_step"] == 50
+        p15, p50, p85 = np.percentile(layer[[1, -1]], [15, 50, 85], axis=1)
+        assert net["drift"]["median"] == pytest.approx(np.abs(p50[1] - p50[0]).mean(),
+                                                       rel=1e-4, abs=1e-5)
+        spread = p85 - p15
+        assert net["drift"]["spread"] == pytest.approx(np.abs(spread[1] - spread[0]).mean(),
+                                                       rel=1e-4, abs=1e-5)
 
 
 def test_both_nets_start_from_the_same_gaussian_weights():

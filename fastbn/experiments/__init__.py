@@ -22,7 +22,7 @@ def add_arguments(parser):
 
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
     for name, module in EXPERIMENTS.items():
-        p = sub.add_parser(name.replace("_", "-"), help=module.__doc__.splitlines()[0],
+        p = sub.add_parser(name.replace("_", "-"), help=module.HELP,
                            description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)

@@ -148,7 +148,9 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
     training loss since the last record and the training time so far (the steps'
     forward, backward, update and batch gathering; not the evaluations).  With
     ``probe=(images, unit)`` it also records the last sigmoid input of that unit on those
-    images; ``on_record(step, model)`` is called after each record.  A non-finite loss
+    images (``activations``, records x images) and the 15/50/85th percentiles of every
+    unit's (``unit_percentiles``, records x 3 x units); ``on_record(step, model)`` is
+    called after each record.  A non-finite loss
     ends the run (``diverged_at``).  Returns a dict of lists and the per-step times."""
     loader = data.DataLoader(data.TensorDataset(d.x_train, d.y_train), batch_size=batch_size,
                              shuffle=True, drop_last=True, seed=seed)
@@ -158,7 +160,7 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
     optimizer = optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     log = {"steps": [], "accuracy": [], "loss": [], "seconds": [], "activations": [],
-           "diverged_at": None}
+           "unit_percentiles": [], "diverged_at": None}
     step_seconds, pending = [], []
 
     def record(step):
@@ -168,7 +170,9 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
         log["seconds"].append(float(np.sum(step_seconds)))
         if probe is not None:
             images, unit = probe
-            log["activations"].append(last_sigmoid_input(model, images)[:, unit].copy())
+            h = last_sigmoid_input(model, images)
+            log["activations"].append(h[:, unit].copy())
+            log["unit_percentiles"].append(np.percentile(h, PERCENTILES, axis=0))
         pending.clear()
         if on_record is not None:
             on_record(step, model)
@@ -195,6 +199,7 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
     log["step_seconds"] = np.asarray(step_seconds)
     if probe is not None:
         log["activations"] = np.stack(log["activations"])
+        log["unit_percentiles"] = np.stack(log["unit_percentiles"])
     return log
 
 

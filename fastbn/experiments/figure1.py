@@ -9,9 +9,10 @@ import numpy as np
 from ..train import _int
 from . import common
 
-__all__ = ["NAME", "add_arguments", "run", "markdown", "plot"]
+__all__ = ["NAME", "HELP", "add_arguments", "run", "markdown", "plot"]
 
 NAME = "figure1"
+HELP = "Figure 1: the MNIST sigmoid MLP with and without BN"
 NETS = (("baseline", False, "without BN"), ("bn", True, "with BN"))
 
 
@@ -45,11 +46,13 @@ def run(args, say=print, on_record=None):
                                on_record=on_record and functools.partial(on_record, key))
         pct = np.percentile(log["activations"], common.PERCENTILES, axis=1)
         times = log["step_seconds"]
+        ref = next(i for i, s in enumerate(log["steps"]) if s >= max(1, args.steps // 50))
         nets[key] = {"label": label, "with_bn": bn, "steps": log["steps"],
                      "accuracy": log["accuracy"], "loss": log["loss"],
                      "seconds": log["seconds"], "diverged_at": log["diverged_at"],
                      "percentiles": {str(p): row.tolist()
                                      for p, row in zip(common.PERCENTILES, pct)},
+                     "drift": _drift(log["unit_percentiles"], ref, log["steps"]),
                      "train_seconds": float(times.sum()),
                      "ms_per_step_median": 1e3 * float(np.median(times)),
                      "ms_per_step_mean": 1e3 * float(times.mean())}
@@ -60,6 +63,16 @@ def run(args, say=print, on_record=None):
             "config": {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size,
                        "init_std": args.init_std, "seed": args.seed, "threads": args.threads,
                        "unit": args.unit, "probe_images": len(probe), "eval_every": every}}
+
+
+def _drift(unit_percentiles, ref, steps):
+    """How far every unit's sigmoid-input distribution moved from record ``ref`` (2% into
+    training, past the first transient) to the end: the mean over units of the absolute
+    change of the 50th percentile and of the 15-85 spread."""
+    first, last = unit_percentiles[ref], unit_percentiles[-1]
+    return {"from_step": steps[ref], "to_step": steps[-1],
+            "median": float(np.mean(np.abs(last[1] - first[1]))),
+            "spread": float(np.mean(np.abs((last[2] - last[0]) - (first[2] - first[0]))))}
 
 
 def _table_steps(steps):
@@ -98,11 +111,21 @@ def markdown(result):
             cells.append("-" if i is None else " / ".join(
                 _num(n["percentiles"][str(p)][i]) for p in common.PERCENTILES))
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    db, dn = base["drift"], bn["drift"]
+    lines += ["", f"Drift over all units of the last hidden layer, step {db['from_step']} to "
+                  f"{db['to_step']} (mean over units of the absolute change):", "",
+              "| | without BN | with BN |", "|---|---:|---:|",
+              f"| 50th percentile | {_size(db['median'])} | {_size(dn['median'])} |",
+              f"| 15-85 spread | {_size(db['spread'])} | {_size(dn['spread'])} |"]
     return "\n".join(lines) + "\n"
 
 
 def _num(x):
     return "nan" if x is None else f"{x:+.2f}"
+
+
+def _size(x):
+    return "nan" if x is None else f"{x:.2f}"
 
 
 def plot(result):

@@ -5,9 +5,10 @@ import numpy as np
 
 from . import common
 
-__all__ = ["NAME", "add_arguments", "run", "markdown", "plot"]
+__all__ = ["NAME", "HELP", "add_arguments", "run", "markdown", "plot"]
 
 NAME = "lr_sweep"
+HELP = "Section 4.2: BN at 1x, 5x, 30x the baseline learning rate"
 
 
 def _multiplier(text):
@@ -110,7 +111,7 @@ def plot(result):
     """Test error against steps and against training time, log-log, as a Figure."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2, sharey=True)
     colors = {m: c for m, c in zip(result["config"]["multipliers"],
                                    ("tab:blue", "tab:orange", "tab:red", "tab:green",
@@ -130,6 +131,7 @@ def plot(result):
     axes[0].set_ylabel("test error (1 - accuracy)")
     axes[0].set_title("test error against steps")
     axes[1].set_title("against training time")
-    axes[1].legend(fontsize="small", loc="lower left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3,
+               fontsize="small", frameon=False)
     return fig
