@@ -1,4 +1,4 @@
-"""Command line: python -m fastbn {info,train,...}."""
+"""Command line: python -m fastbn {info,train,reproduce}."""
 import argparse
 import sys
 import time
@@ -59,6 +59,16 @@ def _add_train(sub):
     parser.set_defaults(func=train.main)
 
 
+def _add_reproduce(sub):
+    """``reproduce``: the paper's experiments (fastbn/experiments/)."""
+    from . import experiments
+
+    parser = sub.add_parser("reproduce", help="reproduce the BN paper's MNIST experiments",
+                            description=experiments.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    experiments.add_arguments(parser)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m fastbn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +78,7 @@ def build_parser():
     info.add_argument("--repeat", type=int, default=50)
     info.set_defaults(func=_cmd_info)
     _add_train(sub)
+    _add_reproduce(sub)
     return parser
 
 

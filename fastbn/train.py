@@ -23,7 +23,8 @@ from ._config import get_num_threads, threads as _threads
 from .progress import ProgressBar
 from .tensor import Tensor, no_grad
 
-__all__ = ["convnet", "mlp", "PRESETS", "load_data", "evaluate", "add_arguments", "run", "main"]
+__all__ = ["convnet", "mlp", "PRESETS", "load_data", "evaluate", "train_step", "add_arguments",
+           "run", "main"]
 
 DEFAULTS = dict(model="convnet", lr=0.05, momentum=0.9, epochs=8, batch_size=64, seed=0,
                 dataset="digits")
@@ -121,6 +122,16 @@ def _write_json_atomic(path, obj):
         raise
 
 
+def train_step(model, x, y, loss_fn, optimizer):
+    """One optimizer step on the batch (x, y); returns ``(loss as a float, logits)``."""
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item(), logits
+
+
 def _train_epoch(model, loader, loss_fn, optimizer, bar):
     """One pass over loader; returns the per-step losses and the number of correct
     predictions."""
@@ -128,12 +139,8 @@ def _train_epoch(model, loader, loss_fn, optimizer, bar):
     losses, correct, seen = [], 0, 0
     start = time.perf_counter()
     for x, y in loader:
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        loss, logits = train_step(model, x, y, loss_fn, optimizer)
+        losses.append(loss)
         correct += int((logits.data.argmax(axis=1) == y.data).sum())
         seen += len(y)
         bar.update(1, loss=f"{np.mean(losses):.4f}", acc=f"{100 * correct / seen:.1f}%",

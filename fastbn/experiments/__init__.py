@@ -1,0 +1,49 @@
+"""Reproductions of Ioffe & Szegedy (2015), "Batch Normalization", at small scale:
+
+- ``figure1``: Section 4.1's MNIST MLP with and without BN (test accuracy; percentiles of
+  one sigmoid input over training);
+- ``lr-sweep``: Section 4.2's learning-rate claims (BN at 1x, 5x, 30x the baseline rate,
+  steps and training time to 90% and 95% test accuracy).
+
+Each writes results.json, results.md and a PNG (with matplotlib) into ``--out``.
+"""
+import argparse
+import sys
+
+from .. import _config
+from .. import train as _train
+
+__all__ = ["add_arguments", "main"]
+
+
+def add_arguments(parser):
+    """The ``reproduce`` subcommands, one per experiment."""
+    from .report import EXPERIMENTS
+
+    sub = parser.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    for name, module in EXPERIMENTS.items():
+        p = sub.add_parser(name.replace("_", "-"), help=module.HELP,
+                           description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(func=main, experiment_name=name)
+    return parser
+
+
+def main(args):
+    """Run the experiment args name and write its outputs; a bad setting or data file
+    prints one line and returns 1."""
+    from .report import EXPERIMENTS, save
+
+    def say(*parts):
+        print(*parts, flush=True)
+
+    try:
+        with _config.threads(args.threads), _train._blas_threads(args.threads):
+            result = EXPERIMENTS[args.experiment_name].run(args, say)
+        paths = save(args.out, args.experiment_name, result, say)
+    except (ValueError, OSError) as exc:
+        print(f"fastbn reproduce: error: {exc}", file=sys.stderr)
+        return 1
+    print("wrote " + ", ".join(paths))
+    return 0
