@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -28,6 +27,7 @@ else:  # run as a script
     import bn_cases as bc
 
 import fastbn
+from fastbn._io import atomic_write
 
 IMPLS = ("fastbn", "numpy", "torch")
 
@@ -167,18 +167,6 @@ def summary(rows):
     return f"**Summary** (median fastbn speed-up over {other}, over shapes): " + "; ".join(parts)
 
 
-def write_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".compare-", suffix=".md")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=100, help="timed runs per measurement (100)")
@@ -213,7 +201,8 @@ def main(argv=None):
     report = format_report(rows, args, header)
     print(report)
     if args.out:
-        write_atomic(args.out, report)
+        with atomic_write(args.out, "w") as f:
+            f.write(report)
     return 0
 
 

@@ -8,10 +8,11 @@ temporary file in the same directory, then ``os.replace``: a crash leaves the ol
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from ._io import atomic_write
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "save", "load"]
 
@@ -68,18 +69,8 @@ def save_checkpoint(path, state):
     arrays = {}
     header = {"format": FORMAT, "version": VERSION, "state": _encode(state, arrays)}
     arrays[_HEADER] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_checkpoint(path):

@@ -8,14 +8,13 @@ import hashlib
 import math
 import numbers
 import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 
 import numpy as np
 
 from . import random as _random
+from ._io import atomic_write
 from .tensor import Tensor
 
 __all__ = ["load_digits", "load_mnist", "train_test_split", "normalize", "TensorDataset",
@@ -77,30 +76,19 @@ def _find(directory, name):
     return None
 
 
-def _md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _download(url, path, md5):
     """Fetch url to path atomically, refusing a file whose md5 differs."""
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
-            shutil.copyfileobj(src, out)
-        found = _md5(tmp)
-        if found != md5:
-            raise ValueError(f"{url}: checksum mismatch (md5 {found}, expected {md5})")
-        os.replace(tmp, path)
+        with atomic_write(path) as out, urllib.request.urlopen(url, timeout=60) as src:
+            h = hashlib.md5()
+            for block in iter(lambda: src.read(1 << 20), b""):
+                h.update(block)
+                out.write(block)
+            if h.hexdigest() != md5:
+                raise ValueError(f"{url}: checksum mismatch (md5 {h.hexdigest()}, "
+                                 f"expected {md5})")
     except (urllib.error.URLError, OSError) as exc:
         raise OSError(f"cannot download {url}: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def default_cache_dir():

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from . import checkpoint, data, nn, optim
 from . import random as _random
 from ._config import get_num_threads, threads as _threads
+from ._io import atomic_write
 from .progress import ProgressBar
 from .tensor import Tensor, no_grad
 
@@ -107,19 +107,6 @@ def _blas_threads(n):
         return
     with threadpool_limits(limits=n, user_api="blas"):
         yield
-
-
-def _write_json_atomic(path, obj):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
 
 
 def train_step(model, x, y, loss_fn, optimizer):
@@ -221,7 +208,9 @@ def run(args, out=None):
     print(f"held-out accuracy {100 * accuracy:.2f}% ({len(x_test)} images)  "
           f"training {train_seconds:.1f} s  total {total:.1f} s", file=out, flush=True)
     if args.metrics_json:
-        _write_json_atomic(args.metrics_json, metrics)
+        with atomic_write(args.metrics_json, "w") as f:
+            json.dump(metrics, f, indent=2)
+            f.write("\n")
     return metrics
 
 

@@ -5,7 +5,6 @@ import argparse
 import itertools
 import math
 import os
-import tempfile
 import time
 import warnings
 from typing import NamedTuple
@@ -13,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import data, nn, optim
+from .._io import atomic_write
 from .. import train as _train
 from ..progress import ProgressBar
 from ..tensor import Tensor, no_grad
@@ -213,20 +213,9 @@ def reach(log, target):
 
 
 def write_atomic(path, content):
-    """Write str or bytes to path through a temporary file in the same folder and
-    ``os.replace``: a reader sees the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for secrets; results are not
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
+    """Write str or bytes to path atomically."""
+    with atomic_write(path) as f:
+        f.write(content.encode() if isinstance(content, str) else content)
 
 
 def _positive_float(text):
