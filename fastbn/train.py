@@ -332,7 +332,8 @@ def add_arguments(parser):
                         help=f"(default: {d['batch_size']})")
     parser.add_argument("--threads", type=_int(1), default=None,
                         help="threads for the kernels and BLAS (default: 1 on digits, whose tiny "
-                             "layers run fastest serially; fastbn's default otherwise)")
+                             "layers run fastest serially; fastbn's default otherwise, "
+                             "divided among the ranks on a machine with --distributed)")
     parser.add_argument("--seed", type=_int(0),
                         default=d["seed"], help=f"seed for init and shuffling (default: {d['seed']})")
     parser.add_argument("--dataset", choices=("digits", "mnist"), default=d["dataset"],

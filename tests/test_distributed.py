@@ -61,12 +61,16 @@ def _bn_cases(rng, specs):
     cases = {"num_bn_cases": np.array(len(specs))}
     for k, (dtype, sizes, sample) in enumerate(specs):
         N, C = sum(sizes), sample[0]
+        offset = rng.uniform(-5, 5, (1, C) + (1,) * (len(sample) - 1))  # means far from 0
+
+        def draw(shape, lo=None):
+            a = rng.standard_normal(shape) if lo is None else rng.uniform(lo, 2, shape)
+            return a.astype(dtype)
         cases.update({
             f"sizes{k}": np.array(sizes), f"momentum{k}": np.array(rng.uniform(0.05, 0.5)),
-            f"x{k}": (rng.standard_normal((N, *sample)) * 3 + rng.uniform(-5, 5, (1, C) + (1,) * (len(sample) - 1))).astype(dtype),
-            f"dy{k}": rng.standard_normal((N, *sample)).astype(dtype),
-            f"w{k}": rng.uniform(0.5, 2, C).astype(dtype), f"b{k}": rng.standard_normal(C).astype(dtype),
-            f"rm{k}": rng.standard_normal(C).astype(dtype), f"rv{k}": rng.uniform(0.5, 2, C).astype(dtype)})
+            f"x{k}": (rng.standard_normal((N, *sample)) * 3 + offset).astype(dtype),
+            f"dy{k}": draw((N, *sample)), f"w{k}": draw(C, 0.5), f"b{k}": draw(C),
+            f"rm{k}": draw(C), f"rv{k}": draw(C, 0.5)})
     return cases
 
 
