@@ -6,6 +6,10 @@ and hidden Linear layers a bias instead):
 
 - ``convnet``: [conv3x3 -> BN -> ReLU -> maxpool2] with 32 then 64 channels, then Linear;
 - ``mlp``: Flatten -> [Linear(256) -> BN -> ReLU] x 2 -> Linear.
+
+``--distributed`` (under ``mpiexec -n R``): data-parallel over R MPI ranks; each takes
+``batch_size / R`` samples of every step from its DistributedSampler shard, BatchNorm
+becomes SyncBatchNorm, gradients are averaged; only rank 0 prints and writes files.
 """
 import argparse
 import contextlib
@@ -28,7 +32,8 @@ __all__ = ["convnet", "mlp", "PRESETS", "load_data", "evaluate", "train_step", "
 
 DEFAULTS = dict(model="convnet", lr=0.05, momentum=0.9, epochs=8, batch_size=64, seed=0,
                 dataset="digits")
-_CONFIG_KEYS = ("model", "bn", "dataset", "batch_size", "seed", "epochs")  # must match on resume
+_CONFIG_KEYS = ("model", "bn", "dataset", "batch_size", "seed", "epochs",
+                "world_size")  # must match on resume
 
 
 def convnet(image_shape, num_classes=10, bn=True):
@@ -109,24 +114,27 @@ def _blas_threads(n):
         yield
 
 
-def train_step(model, x, y, loss_fn, optimizer):
-    """One optimizer step on the batch (x, y); returns ``(loss as a float, logits)``."""
+def train_step(model, x, y, loss_fn, optimizer, after_backward=None):
+    """One optimizer step on the batch (x, y); returns ``(loss as a float, logits)``.
+    ``after_backward``: called between backward and step (gradient sync)."""
     logits = model(x)
     loss = loss_fn(logits, y)
     optimizer.zero_grad()
     loss.backward()
+    if after_backward is not None:
+        after_backward()
     optimizer.step()
     return loss.item(), logits
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, bar):
+def _train_epoch(model, loader, loss_fn, optimizer, bar, after_backward=None):
     """One pass over loader; returns the per-step losses and the number of correct
-    predictions."""
+    predictions.  ``after_backward``: called between backward and step (gradient sync)."""
     model.train()
     losses, correct, seen = [], 0, 0
     start = time.perf_counter()
     for x, y in loader:
-        loss, logits = train_step(model, x, y, loss_fn, optimizer)
+        loss, logits = train_step(model, x, y, loss_fn, optimizer, after_backward)
         losses.append(loss)
         correct += int((logits.data.argmax(axis=1) == y.data).sum())
         seen += len(y)
@@ -139,12 +147,17 @@ def run(args, out=None):
     """Train as the parsed command-line ``args`` say; returns the metrics dict (the JSON
     keys plus ``losses``, every training step's loss)."""
     out = sys.stdout if out is None else out
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=out, flush=True))
+    dist = _Distributed(args.batch_size) if args.distributed else None
+    lead = dist is None or dist.rank == 0   # the rank that prints and writes files
+    quiet = args.quiet or not lead
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=out, flush=True))
     threads = args.threads
     if threads is None:  # digits' 8x8 layers are too small to gain from a parallel region
-        threads = 1 if args.dataset == "digits" else get_num_threads()
+        threads = 1 if args.dataset == "digits" else get_num_threads() // (
+            dist.local_ranks if dist else 1) or 1
     config = {"model": args.model, "bn": not args.no_bn, "dataset": args.dataset,
-              "batch_size": args.batch_size, "seed": args.seed, "epochs": args.epochs}
+              "batch_size": args.batch_size, "seed": args.seed, "epochs": args.epochs,
+              "world_size": dist.world if dist else 1}
 
     t_start = time.perf_counter()
     x_train, y_train, x_test, y_test = load_data(args.dataset, args.data_dir)
@@ -155,6 +168,9 @@ def run(args, out=None):
     loss_fn = nn.CrossEntropyLoss()
     loader = data.DataLoader(data.TensorDataset(x_train, y_train), batch_size=args.batch_size,
                              shuffle=True, drop_last=True, seed=args.seed)
+    after_backward = None
+    if dist:
+        model, loader, after_backward = dist.wrap(model, loader)
     if len(loader) == 0:
         raise ValueError(f"--batch-size {args.batch_size} is larger than the "
                          f"{len(x_train)} training samples")
@@ -164,7 +180,7 @@ def run(args, out=None):
         state = checkpoint.load(args.resume, model, optimizer, scheduler)
         saved = state["extra"].get("config", {})
         for key in _CONFIG_KEYS:
-            if saved.get(key) != config[key]:
+            if saved.get(key, 1 if key == "world_size" else None) != config[key]:
                 raise checkpoint.CheckpointError(
                     f"{args.resume}: checkpoint was written with {key}={saved.get(key)!r}, "
                     f"this run has {key}={config[key]!r}")
@@ -174,14 +190,18 @@ def run(args, out=None):
 
     say(f"training {args.model} ({'with' if config['bn'] else 'without'} BN) on "
         f"{args.dataset}: {len(x_train)} train / {len(x_test)} held-out images, "
-        f"{args.epochs} epochs, batch {args.batch_size}, {threads} thread(s)")
+        f"{args.epochs} epochs, batch {args.batch_size}, {threads} thread(s)"
+        + (f" per rank, {dist.world} ranks" if dist else ""))
     with _threads(threads), _blas_threads(threads):
         while epoch < args.epochs:
             loader.set_epoch(epoch)
             bar = ProgressBar(len(loader), f"epoch {epoch + 1}/{args.epochs}",
-                              enabled=None if not args.quiet else False)
+                              enabled=None if not quiet else False)
             t0 = time.perf_counter()
-            epoch_losses, correct = _train_epoch(model, loader, loss_fn, optimizer, bar)
+            epoch_losses, correct = _train_epoch(model, loader, loss_fn, optimizer, bar,
+                                                 after_backward)
+            if dist:
+                epoch_losses, correct = dist.reduce_epoch(epoch_losses, correct)
             seconds = time.perf_counter() - t0
             bar.close()
             scheduler.step()
@@ -193,7 +213,7 @@ def run(args, out=None):
             if not bar.enabled:
                 say(f"epoch {epoch}/{args.epochs}  loss {np.mean(epoch_losses):.4f}  "
                     f"acc {100 * correct / n:.1f}%  {n / seconds:.0f} samples/s  {seconds:.1f} s")
-            if args.checkpoint:
+            if args.checkpoint and lead:
                 checkpoint.save(args.checkpoint, model, optimizer, scheduler, epoch,
                                 config=config, losses=losses, train_seconds=train_seconds,
                                 steps=steps)
@@ -204,7 +224,9 @@ def run(args, out=None):
                "steps": steps, "samples_per_second": steps * args.batch_size / train_seconds
                if train_seconds else 0.0, "with_bn": config["bn"], "model": args.model,
                "dataset": args.dataset, "epochs": epoch, "threads": threads, "seed": args.seed,
-               "losses": losses}
+               "world_size": config["world_size"], "losses": losses}
+    if not lead:
+        return metrics
     print(f"held-out accuracy {100 * accuracy:.2f}% ({len(x_test)} images)  "
           f"training {train_seconds:.1f} s  total {total:.1f} s", file=out, flush=True)
     if args.metrics_json:
@@ -212,6 +234,57 @@ def run(args, out=None):
             json.dump(metrics, f, indent=2)
             f.write("\n")
     return metrics
+
+
+class _Distributed:
+    """What ``--distributed`` changes: the communicator, this rank's shard of each epoch,
+    SyncBatchNorm and gradient averaging."""
+
+    def __init__(self, batch_size):
+        from . import distributed
+        self.comm = distributed.init_process_group()
+        self.rank, self.world = self.comm.Get_rank(), self.comm.Get_size()
+        self.local_ranks = self.comm.Split_type(distributed._mpi().COMM_TYPE_SHARED).Get_size()
+        if batch_size % self.world:
+            raise ValueError(f"--batch-size {batch_size} must be divisible by the "
+                             f"{self.world} ranks (it is the global batch)")
+        self.local_batch = batch_size // self.world
+
+    def wrap(self, model, loader):
+        """``(model, loader, after_backward)`` for this rank: model keeps its state_dict
+        keys (checkpoints stay plain); the loader reads this rank's shard."""
+        from . import distributed
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ddp = distributed.DistributedDataParallel(model, self.comm, broadcast_buffers=False)
+        sampler = distributed.DistributedSampler(loader.dataset, self.world, self.rank,
+                                                 shuffle=True, seed=loader.seed)
+        return model, _ShardLoader(loader.dataset, sampler, self.local_batch), \
+            ddp.allreduce_gradients
+
+    def reduce_epoch(self, losses, correct):
+        """Every rank's step losses averaged (equal local batches), correct summed."""
+        from . import distributed
+        MPI = distributed._mpi()
+        total = np.array([*losses, correct], dtype=np.float64)
+        self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+        return list(total[:-1] / self.world), int(total[-1])
+
+
+class _ShardLoader:
+    """Batches of this rank's DistributedSampler shard of a TensorDataset, per epoch."""
+
+    def __init__(self, dataset, sampler, batch_size):
+        self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
+
+    def set_epoch(self, epoch):
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self):
+        shard = data.TensorDataset(*self.dataset[self.sampler.indices()])
+        return iter(data.DataLoader(shard, self.batch_size, drop_last=True))
 
 
 def _int(lo):
@@ -256,7 +329,8 @@ def add_arguments(parser):
                         help=f"(default: {d['batch_size']})")
     parser.add_argument("--threads", type=_int(1), default=None,
                         help="threads for the kernels and BLAS (default: 1 on digits, whose tiny "
-                             "layers run fastest serially; fastbn's default otherwise)")
+                             "layers run fastest serially; fastbn's default otherwise, "
+                             "divided among the ranks on a machine with --distributed)")
     parser.add_argument("--seed", type=_int(0),
                         default=d["seed"], help=f"seed for init and shuffling (default: {d['seed']})")
     parser.add_argument("--dataset", choices=("digits", "mnist"), default=d["dataset"],
@@ -271,6 +345,9 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
     parser.add_argument("--metrics-json", metavar="PATH", default=None,
                         help="write the final metrics to this JSON file")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over MPI ranks (start with mpiexec -n R): the "
+                             "batch is split over the ranks, BN synchronized; needs mpi4py")
     return parser
 
 
@@ -278,7 +355,10 @@ def main(args):
     """Run; a bad data file, checkpoint or setting prints one line and returns 1."""
     try:
         run(args)
-    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
-        print(f"fastbn train: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as exc:  # CheckpointError is a ValueError
+        print(f"fastbn train: error: {exc}", file=sys.stderr, flush=True)
+        if args.distributed:  # a rank that fails alone would leave the others waiting
+            from . import distributed
+            distributed.abort(1)
         return 1
     return 0

