@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .. import kernels
-from ..tensor import Function, Tensor
+from ..tensor import Function
 from . import functional as F
 from .batchnorm import _BatchNorm
 
