@@ -74,13 +74,17 @@ class _BatchNorm(Module):
                 f"of shape {shape}. Batch statistics are used because {why}, and a batch of "
                 "one sample has none. Drop the last incomplete batch with "
                 "DataLoader(..., drop_last=True), or use a larger batch.")
-        momentum = 0.0 if self.momentum is None else self.momentum
+        momentum = 0.0
         if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            if self.momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked)
+            momentum = self._step_momentum()
         return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                             use_batch_stats, momentum, self.eps)
+
+    def _step_momentum(self):
+        """Count a training step; return the weight of its statistics in the running
+        ones: momentum, or 1 / num_batches_tracked (cumulative average) for None."""
+        self.num_batches_tracked += 1
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

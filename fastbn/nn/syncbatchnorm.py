@@ -118,17 +118,13 @@ class SyncBatchNorm(_BatchNorm):
         if comm is None:
             return super().forward(input)
         self._check_input(input)
-        momentum = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats and self.momentum is None:   # cumulative average
-            momentum = 1.0 / float(self.num_batches_tracked + 1)
+        momentum = self._step_momentum() if self.track_running_stats else 0.0
         x = F._float_tensor(input, "SyncBatchNorm")
         inputs = (x,) if self.weight is None else (x, self.weight, self.bias)
         F._same_dtype("SyncBatchNorm", *zip(("input", "weight", "bias"), inputs))
         out = _SyncBatchNorm.apply(*inputs, running_mean=self.running_mean,
                                    running_var=self.running_var, momentum=momentum,
                                    eps=self.eps, comm=comm)
-        if self.track_running_stats:
-            self.num_batches_tracked += 1
         return out
 
     @classmethod
