@@ -34,39 +34,33 @@
 
 #define FASTBN_CHUNK 256
 
+/* *s1 += sum(A), *s2 += sum(B) over i in [0, n), A and B expressions in i: summed
+   in T over chunks of FASTBN_CHUNK values, each chunk flushed to double. */
+#define FASTBN_CHUNKED_SUMS(T, A, B)                                                \
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
+        ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
+        T a = 0, b = 0;                                                             \
+        FASTBN_SIMD_SUM                                                             \
+        for (ptrdiff_t i = i0; i < i1; i++) {                                       \
+            a += (A);                                                               \
+            b += (B);                                                               \
+        }                                                                           \
+        *s1 += a;                                                                   \
+        *s2 += b;                                                                   \
+    }
+
 #define FASTBN_LOOPS(T, S)                                                          \
 /* s1 += sum(p - shift), s2 += sum((p - shift)^2) */                               \
 FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
                                                double *s1, double *s2)             \
 {                                                                                   \
-    for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
-        ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
-        T a = 0, b = 0;                                                             \
-        FASTBN_SIMD_SUM                                                             \
-        for (ptrdiff_t i = i0; i < i1; i++) {                                       \
-            T d = p[i] - shift;                                                     \
-            a += d;                                                                 \
-            b += d * d;                                                             \
-        }                                                                           \
-        *s1 += a;                                                                   \
-        *s2 += b;                                                                   \
-    }                                                                               \
+    FASTBN_CHUNKED_SUMS(T, p[i] - shift, (p[i] - shift) * (p[i] - shift))          \
 }                                                                                   \
 /* s1 += sum(q), s2 += sum(q * (p - mean)) */                                      \
 FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n, \
                                                  T mean, double *s1, double *s2)   \
 {                                                                                   \
-    for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
-        ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
-        T a = 0, b = 0;                                                             \
-        FASTBN_SIMD_SUM                                                             \
-        for (ptrdiff_t i = i0; i < i1; i++) {                                       \
-            a += q[i];                                                              \
-            b += q[i] * (p[i] - mean);                                              \
-        }                                                                           \
-        *s1 += a;                                                                   \
-        *s2 += b;                                                                   \
-    }                                                                               \
+    FASTBN_CHUNKED_SUMS(T, q[i], q[i] * (p[i] - mean))                             \
 }                                                                                   \
 /* y = (x - center) * scale + shift */                                             \
 FASTBN_DISPATCH static void fastbn_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, T center, \
