@@ -12,11 +12,13 @@ on n threads (threadpoolctl); torch runs on ``torch.set_num_threads(n)``.
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
+
+if __package__:  # imported by asv's benchmark discovery as benchmarks.bench_conv
+    from . import alternate
+else:  # run as a script
+    import alternate
 
 LAYERS = [("conv 1->32 28x28", 1, 32, 28), ("conv 32->64 14x14", 32, 64, 14)]
 BATCH = 64
@@ -91,7 +93,7 @@ def _run_torch(threads, repeat):
     return res
 
 
-def _child(lib, threads, repeat):
+def _worker(lib, threads, repeat):
     run = _run_fastbn if lib == "fastbn" else _run_torch
     print(json.dumps(run(threads, repeat)))
 
@@ -101,29 +103,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--child", nargs=2, metavar=("LIB", "THREADS"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=2, metavar=("LIB", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        return _child(args.child[0], int(args.child[1]), args.repeat)
+    if args.worker:
+        return _worker(args.worker[0], int(args.worker[1]), args.repeat)
 
-    try:
-        import torch  # noqa: F401
-        libs = ["fastbn", "torch"]
-    except ImportError:
-        libs = ["fastbn"]
-    times = {}  # (lib, threads, layer, pass) -> all repetitions
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))] + sys.path))
-    for _ in range(args.rounds):
-        for t in args.threads:
-            for lib in libs:  # alternated: A B A B
-                out = subprocess.run([sys.executable, __file__, "--child", lib, str(t),
-                                      "--repeat", str(args.repeat)],
-                                     capture_output=True, text=True, check=True, env=env)
-                for layer, passes in json.loads(out.stdout).items():
-                    for p, ts in passes.items():
-                        times.setdefault((lib, t, layer, p), []).extend(ts)
-
+    libs = alternate.libraries()
+    results = alternate.run(__file__, libs, args.threads, args.rounds,
+                            ["--repeat", str(args.repeat)])
     print(f"batch {BATCH}, float32, 3x3, padding 1; medians of {args.rounds} x {args.repeat} "
           "runs (backward: dx (not for the first layer), dweight, dbias)")
     print("wall and CPU milliseconds; GFLOP/s of fastbn's wall time")
@@ -133,12 +120,12 @@ def main():
         for p in ("forward", "backward"):
             gemms = 1 if p == "forward" else (1 if cin == 1 else 2)
             for t in args.threads:
-                runs = times[("fastbn", t, name, p)]
+                runs = results[("fastbn", t)][(name, p)]
                 f, fc = (statistics.median(r[i] for r in runs) for i in (0, 1))
                 line = (f"{name:<20}{p:<10}{t:>8}{f * 1e3:>9.3f}{fc * 1e3:>8.3f}"
                         f"{gemms * _flops(cin, cout, hw) / f / 1e9:>9.1f}")
                 if "torch" in libs:
-                    runs = times[("torch", t, name, p)]
+                    runs = results[("torch", t)][(name, p)]
                     tt, tc = (statistics.median(r[i] for r in runs) for i in (0, 1))
                     line += f"{tt * 1e3:>9.3f}{tc * 1e3:>8.3f}{tt / f:>14.2f}"
                 print(line)

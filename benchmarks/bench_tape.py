@@ -27,9 +27,12 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
+
+if __package__:  # imported by asv's benchmark discovery as benchmarks.bench_tape
+    from . import alternate
+else:  # run as a script
+    import alternate
 
 BATCH = 64
 CONV_LAYERS = [("conv 1->32 28x28", 1, 32, 28), ("conv 32->64 14x14", 32, 64, 14)]
@@ -229,23 +232,6 @@ def _worker(lib, threads, repeat):
     print(json.dumps(_WORKERS[lib](threads, repeat)))
 
 
-def _spawn(lib, threads, repeat):
-    out = subprocess.run([sys.executable, __file__, "--worker", lib, str(threads),
-                          "--repeat", str(repeat)], capture_output=True, text=True)
-    if out.returncode:
-        print(f"[{lib} x{threads} failed]\n{out.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.splitlines()[-1])
-
-
-def _merge(acc, res, prefix=()):
-    for key, val in res.items():
-        if isinstance(val, dict):
-            _merge(acc, val, prefix + (key,))
-        else:
-            acc.setdefault(prefix + (key,), []).extend(val)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=20)
@@ -257,11 +243,7 @@ def main():
     if args.worker:
         return _worker(args.worker[0], int(args.worker[1]), args.repeat)
 
-    try:
-        import torch  # noqa: F401
-        libs = ["fastbn", "torch"]
-    except ImportError:
-        libs = ["fastbn"]
+    libs = alternate.libraries()
 
     print(f"== tape overhead: chains of {CHAIN} ops on float32[4], us per op "
           f"(median of {args.chains} chains)")
@@ -271,13 +253,8 @@ def main():
             for op, (f, b, t) in fn(args.chains).items():
                 print(f"{lib:8}{op:30}{f:10.2f}{b:10.2f}{t:10.2f}")
 
-    results = {}
-    for _ in range(args.rounds):
-        for threads in args.threads:
-            for lib in libs:                     # A B A B
-                res = _spawn(lib, threads, args.repeat)
-                if res is not None:
-                    _merge(results.setdefault((lib, threads), {}), res)
+    results = alternate.run(__file__, libs, args.threads, args.rounds,
+                            ["--repeat", str(args.repeat)])
 
     print(f"\n== conv2d through the tape and one training step, batch {BATCH}, float32: "
           f"median ms over {args.rounds} x {args.repeat} runs (page faults: per step)")
