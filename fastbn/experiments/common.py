@@ -72,7 +72,7 @@ def load_experiment_data(dataset="auto", data_dir=None):
             *parts, source = _mnist(SHARED_MNIST)
         except FileNotFoundError:
             if dataset == "mnist":
-                raise ValueError(f"no MNIST files: pass --data-dir (looked in {SHARED_MNIST})")
+                raise ValueError(f"no MNIST files: pass --data-dir (looked in {SHARED_MNIST})") from None
             warnings.warn(f"no MNIST found (give --data-dir; looked in {SHARED_MNIST}): using "
                           "the embedded 8x8 digits, a much easier and smaller task than the "
                           "paper's", stacklevel=2)
