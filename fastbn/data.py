@@ -202,10 +202,13 @@ class DataLoader:
     ``set_epoch`` picks the epoch, otherwise each iteration advances it); with
     ``seed=None``, from the global generator (``fastbn.manual_seed``).
     ``drop_last=True`` drops the last incomplete batch (a batch of one cannot be
-    batch-normalized in training).
+    batch-normalized in training).  ``sampler``: an iterable of indices (e.g. a
+    ``fastbn.distributed.DistributedSampler``) that gives the order instead;
+    ``set_epoch`` is passed on to it.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
+                 sampler=None):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"dataset must support len() and indexing, got {type(dataset).__name__}")
         self.dataset = dataset
@@ -213,16 +216,24 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.seed = None if seed is None else _random._check_seed(seed)
+        if sampler is not None and self.shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True are mutually exclusive "
+                             "(the sampler gives the order)")
+        self.sampler = sampler
         self.epoch = 0
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self):
+        if self.sampler is not None:
+            return np.fromiter(self.sampler, dtype=np.intp)
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)

@@ -258,8 +258,8 @@ class _Distributed:
         ddp = distributed.DistributedDataParallel(model, self.comm, broadcast_buffers=False)
         sampler = distributed.DistributedSampler(loader.dataset, self.world, self.rank,
                                                  shuffle=True, seed=loader.seed)
-        return model, _ShardLoader(loader.dataset, sampler, self.local_batch), \
-            ddp.allreduce_gradients
+        return model, data.DataLoader(loader.dataset, self.local_batch, drop_last=True,
+                                      sampler=sampler), ddp.allreduce_gradients
 
     def reduce_epoch(self, losses, correct):
         """Every rank's step losses averaged (equal local batches), correct summed."""
@@ -268,23 +268,6 @@ class _Distributed:
         total = np.array([*losses, correct], dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
         return list(total[:-1] / self.world), int(total[-1])
-
-
-class _ShardLoader:
-    """Batches of this rank's DistributedSampler shard of a TensorDataset, per epoch."""
-
-    def __init__(self, dataset, sampler, batch_size):
-        self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
-
-    def set_epoch(self, epoch):
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self):
-        return len(self.sampler) // self.batch_size
-
-    def __iter__(self):
-        shard = data.TensorDataset(*self.dataset[self.sampler.indices()])
-        return iter(data.DataLoader(shard, self.batch_size, drop_last=True))
 
 
 def _int(lo):

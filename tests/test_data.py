@@ -182,3 +182,34 @@ def test_dataloader_generic_dataset_and_errors():
         data.DataLoader(3)
     with pytest.raises(ValueError, match="same first dimension"):
         data.TensorDataset(np.zeros(3), np.zeros(4))
+
+
+def test_dataloader_takes_its_order_from_a_sampler():
+    class Reversed:
+        """Yields the indices backwards; shifts them by the epoch it was given."""
+        def __init__(self, n):
+            self.n, self.epoch = n, 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter([(i + self.epoch) % self.n for i in reversed(range(self.n))])
+
+        def __len__(self):
+            return self.n
+
+    rng = np.random.default_rng()
+    x = rng.standard_normal((7, 3)).astype(np.float32)
+    y = rng.integers(0, 5, 7)
+    sampler = Reversed(7)
+    loader = data.DataLoader(data.TensorDataset(x, y), batch_size=3, drop_last=True,
+                             sampler=sampler)
+    assert len(loader) == 2
+    loader.set_epoch(2)
+    assert sampler.epoch == 2
+    order = [(i + 2) % 7 for i in reversed(range(7))][:6]
+    got = np.concatenate([xb.numpy() for xb, _ in loader])
+    np.testing.assert_array_equal(got, x[order])
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        data.DataLoader(data.TensorDataset(x, y), shuffle=True, sampler=sampler)
