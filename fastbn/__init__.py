@@ -19,8 +19,8 @@ from . import kernels
 from .tensor import Tensor, enable_grad, no_grad, tensor
 from .gradcheck import gradcheck
 from .random import manual_seed
-from . import nn, optim, data
+from . import nn, optim, data, memory
 
 __all__ = ["get_num_threads", "set_num_threads", "show_config", "threads", "kernels",
            "Tensor", "tensor", "no_grad", "enable_grad", "gradcheck", "nn", "__version__",
-           "manual_seed", "optim", "data"]
+           "manual_seed", "optim", "data", "memory"]
