@@ -75,11 +75,11 @@ class Optimizer:
         return loss
 
     def _grad(self, p, group):
-        """The gradient with weight decay applied (a new array; p.grad is left alone)."""
+        """The gradient with weight decay applied, to be read only (it may be p.grad)."""
         g = np.asarray(p.grad, dtype=p.data.dtype)
         if g.shape != p.data.shape:
             raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {p.data.shape}")
-        return g + group["weight_decay"] * p.data if group["weight_decay"] else g.copy()
+        return g + group["weight_decay"] * p.data if group["weight_decay"] else g
 
     def state_dict(self):
         """PyTorch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [index, ...]}]}``
@@ -170,7 +170,7 @@ class SGD(Optimizer):
                     buf = state["momentum_buffer"] = g.copy()
                 else:
                     buf *= momentum
-                    buf += (1 - dampening) * g
+                    buf += (1 - dampening) * g if dampening else g
                 g = g + momentum * buf if group["nesterov"] else buf
             p.data -= group["lr"] * g
 
