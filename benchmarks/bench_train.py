@@ -1,16 +1,26 @@
 """asv benchmarks of whole training steps and of conv2d, through fastbn's
 tape, modules and optimizers (PyTorch-like API).
 
+    python benchmarks/bench_train.py [--repeat 30] [--threads 1 2]
+
+prints the steps head-to-head with PyTorch (alternated in one process,
+medians): time ratio and BatchNorm's share of each library's step.
+
 Threads follow OMP_NUM_THREADS (asv.conf.json's env_nobuild matrix) for both
 fastbn and NumPy's BLAS; torch, when compared, is set to the same count.
 Setup raises NotImplementedError (asv's "skip") while fastbn.nn, its
 functional ops or fastbn.optim cannot be imported.
 """
+import argparse
+
 import numpy as np
 
 import fastbn
 
-from . import bn_cases as bc
+if __package__:  # asv's benchmark discovery: benchmarks.bench_train
+    from . import bn_cases as bc
+else:  # run as a script
+    import bn_cases as bc
 
 BATCH_MLP, BATCH_CONV = 60, 64
 # (in channels, out channels, height = width) of the convnet's two 3x3 convs
@@ -40,10 +50,18 @@ def _mlp(nn, bn=True):
 
 
 def _convnet(nn, bn=True):
-    """conv3x3(1->32)-BN-ReLU-maxpool-conv3x3(32->64)-BN-ReLU-maxpool-linear(3136->10)."""
+    """conv3x3(1->32)-BN-ReLU-maxpool-conv3x3(32->64)-BN-ReLU-maxpool-linear(3136->10).
+    fastbn fuses BN+ReLU (BatchNormReLU2d, as the trainer's preset); torch has no
+    fused op.  bn=False keeps the ReLU: BN's share is measured by swapping BN for
+    identity."""
     def block(cin, cout):
-        norm = [nn.BatchNorm2d(cout)] if bn else []
-        return [nn.Conv2d(cin, cout, 3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2)]
+        if not bn:
+            act = [nn.ReLU()]
+        elif hasattr(nn, "BatchNormReLU2d"):  # fastbn.nn
+            act = [nn.BatchNormReLU2d(cout)]
+        else:
+            act = [nn.BatchNorm2d(cout), nn.ReLU()]
+        return [nn.Conv2d(cin, cout, 3, padding=1), *act, nn.MaxPool2d(2)]
 
     return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 10))
 
@@ -170,3 +188,33 @@ class Conv2d:
     def time_forward_backward(self, layer):
         self.x.grad = self.w.grad = self.b.grad = None
         self.F.conv2d(self.x, self.w, self.b, padding=1).backward(self.grad)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Training steps, fastbn vs PyTorch")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    have_torch = bc.torch_available()
+    print("| model | threads | fastbn ms | torch ms | fastbn / torch | BN share fastbn "
+          "| BN share torch |\n|---|---|---:|---:|---:|---:|---:|")
+    for threads in args.threads:
+        for model in ("mlp", "convnet"):
+            fns = {("fastbn", bn): fastbn_step(model, bn) for bn in (True, False)}
+            if have_torch:
+                fns.update({("torch", bn): torch_step(model, bn) for bn in (True, False)})
+            with threadpool_limits(threads, user_api="blas"), bc.thread_counts(threads):
+                t = {k: v[0] * 1e3 for k, v in bc.measure(fns, args.repeat).items()}
+            f, share_f = t["fastbn", True], 1 - t["fastbn", False] / t["fastbn", True]
+            if have_torch:
+                tt, share_t = t["torch", True], 1 - t["torch", False] / t["torch", True]
+                rest = f"{tt:.2f} | {f / tt:.2f} | {share_f:.1%} | {share_t:.1%}"
+            else:
+                rest = f"- | - | {share_f:.1%} | -"
+            print(f"| {model} | {threads} | {f:.2f} | {rest} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

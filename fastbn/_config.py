@@ -68,6 +68,22 @@ def _openmp_runtime():
     return None
 
 
+def blas_thread_control():
+    """Address of openblas_set_num_threads_local (OpenBLAS >= 0.3.27: sets the
+    thread count, returns the previous one) in the BLAS behind
+    scipy.linalg.cython_blas, which fastbn's GEMMs call, or 0 when that BLAS has
+    none.  A dlopen handle's symbol lookup also searches the library's
+    dependencies, where the BLAS is."""
+    import ctypes
+
+    from scipy.linalg import cython_blas
+    try:
+        fn = ctypes.CDLL(cython_blas.__file__).openblas_set_num_threads_local
+    except (OSError, AttributeError):
+        return 0
+    return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
 def _blas_info(module):
     try:
         cfg = module.show_config(mode="dicts")
@@ -98,6 +114,9 @@ def show_config(as_dict=False):
         "build_flags": _openmp_helpers.build_flags(),
         "numpy": {"version": numpy.__version__, "blas": _blas_info(numpy)},
         "scipy": {"version": scipy.__version__, "blas": _blas_info(scipy)},
+        # GEMMs: single-threaded BLAS calls inside fastbn's threads, or else one
+        # fastbn thread and the BLAS's own
+        "gemm_threads": "fastbn" if blas_thread_control() else "blas",
     }
     if as_dict:
         return info

@@ -1,4 +1,5 @@
-"""Convolution and pooling kernels: im2col / col2im and 2-D max / average pooling.
+"""Convolution and pooling kernels: conv2d through im2col + GEMM, and 2-D max /
+average pooling.
 
 Buffers are C-contiguous float or double; fastbn/kernels.py validates the
 arguments, computes the output sizes and allocates the outputs.  Every kernel
@@ -10,11 +11,16 @@ Column layout (``cols``): (N, C * kh * kw, OH * OW), row ``(c * kh + i) * kw + j
 holds input channel c seen through kernel tap (i, j).  Per image it is the right
 operand of ``weight.reshape(O, C * kh * kw) @ cols[n]`` whose result is already
 the (O, OH * OW) output plane: the GEMMs need no transposed copies.
+
+The GEMMs run per image inside fastbn's threads, each a single-threaded BLAS
+call (fastbn/_blas.pyx says why).
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t
+
+from ._blas cimport blas_in_threads, blas_one_thread, dgemm_rm, sgemm_rm
 
 import numpy as np
 
@@ -113,38 +119,128 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kerne
             _plane_cols(xp + u * plane, cp + u * K * L, &t, True)
 
 
-def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx, tuple kernel,
-           tuple stride, tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW,
-           int nthreads):
-    """dx = the adjoint of im2col: every column entry added back to the input
-    pixel it was copied from (padding dropped).  dx is overwritten.  Each
-    thread owns whole (image, channel) planes of dx: race-free.  Passes: one
-    read of cols, one write of dx (its plane stays in cache while accumulated)."""
-    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], u, i
-    cdef Taps t = _taps(dx.shape[2], dx.shape[3], OH, OW, kernel, stride, padding, dilation)
-    cdef Py_ssize_t K = t.kh * t.kw, L = OH * OW, plane = t.H * t.W
-    cdef floating* cp = <floating*>&cols[0, 0, 0]  # only read when not to_cols
-    cdef floating* dp = &dx[0, 0, 0, 0]
-    cdef int nt = _threads(N * C * K * L, nthreads)
-    with nogil:
-        for u in prange(N * C, schedule='static', num_threads=nt):
-            for i in range(plane):
-                dp[u * plane + i] = 0
-            _plane_cols(dp + u * plane, cp + u * K * L, &t, False)
+# ---------------------------------------------------------------- convolution GEMMs
+
+cdef inline int _gemm_threads(Py_ssize_t work, int nthreads) noexcept nogil:
+    return _threads(work, nthreads) if blas_in_threads() else 1
 
 
-def add_bias(floating[:, :, ::1] y, const floating[::1] bias, int nthreads):
-    """y[n, o, :] += bias[o] in place.  One read + write of y."""
-    cdef Py_ssize_t N = y.shape[0], O = y.shape[1], L = y.shape[2], u, i
+cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, const floating* a, int lda,
+                       const floating* b, int ldb, floating beta, floating* c,
+                       int ldc) noexcept nogil:
+    if floating is float:
+        sgemm_rm(ta, tb, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+    else:
+        dgemm_rm(ta, tb, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+
+
+def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight, bias,
+                 const floating[:, :, ::1] cols, floating[:, :, ::1] y, tuple kernel, tuple stride,
+                 tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW, bint identity,
+                 int nthreads):
+    """y[n, g] = weight[g] @ cols[n, g] (+ bias), per image: im2col of x[n] into
+    cols[n] (unless identity: 1x1, stride 1, no padding, where cols is x), then
+    the product while cols[n] is still in cache.  weight is (G, O / G, K);
+    cols (N, G * K, L); y (N, O, L); bias None or a length-O vector."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], G = weight.shape[0]
+    cdef int Og = weight.shape[1], K = weight.shape[2], L = OH * OW
+    cdef Taps t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
+    cdef Py_ssize_t KK = t.kh * t.kw, plane = t.H * t.W, n, c, g, o, i
+    cdef const floating* xp = &x[0, 0, 0, 0]
+    cdef const floating* wp = &weight[0, 0, 0]
+    cdef floating* cp = <floating*>&cols[0, 0, 0]  # written unless identity
     cdef floating* yp = &y[0, 0, 0]
-    cdef const floating* bp = &bias[0]
-    cdef floating b
-    cdef int nt = _threads(N * O * L, nthreads)
+    cdef const floating[::1] b
+    cdef const floating* bp = NULL
+    cdef floating* yn
+    cdef floating v
+    cdef int nt = _gemm_threads(N * G * Og * K * L, nthreads)
+    if bias is not None:
+        b = bias
+        bp = &b[0]
     with nogil:
-        for u in prange(N * O, schedule='static', num_threads=nt):
-            b = bp[u % O]
-            for i in range(L):
-                yp[u * L + i] += b
+        blas_one_thread(True)
+        for n in prange(N, schedule='static', num_threads=nt):
+            if not identity:
+                for c in range(C):
+                    _plane_cols(<floating*>xp + (n * C + c) * plane,
+                                cp + (n * C + c) * KK * L, &t, True)
+            yn = yp + n * G * Og * L
+            for g in range(G):
+                _gemm(False, False, Og, L, K, wp + g * Og * K, K,
+                      cp + (n * G + g) * K * L, L, 0, yn + g * Og * L, L)
+            if bp != NULL:
+                for o in range(G * Og):
+                    v = bp[o]
+                    for i in range(L):
+                        yn[o * L + i] += v
+        blas_one_thread(False)
+
+
+def conv_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] weight, cols, dx,
+                  parts, tuple kernel, tuple stride,
+                  tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW, bint identity,
+                  int nthreads):
+    """Per image n: dx[n] = col2im(weight[g]^T @ dy[n, g]) (dx None: not needed),
+    and parts[p] = sum of dy[n, g] @ cols[n, g]^T over the images of part p
+    (parts and cols None: not needed; each part accumulated in image order, its
+    images a run fixed by the number of parts, to be added in part order by the
+    caller).  weight (G, O / G, K), dy (N, O, L), cols (N, G * K, L),
+    dx (N, C, H, W), parts (P, G, O / G, K)."""
+    cdef Py_ssize_t N = dy.shape[0], G = weight.shape[0]
+    cdef int Og = weight.shape[1], K = weight.shape[2], L = OH * OW
+    cdef Py_ssize_t P = 0, p, n, n0, n1, g, c, i, C = 0, H = 1, W = 1
+    cdef floating[:, :, :, ::1] dxv
+    cdef floating[:, :, :, ::1] pv
+    cdef const floating[:, :, ::1] colv
+    cdef floating[:, ::1] scratch
+    cdef floating* dxp = NULL
+    cdef floating* pp = NULL
+    cdef floating* dcols = NULL
+    cdef const floating* dyp = &dy[0, 0, 0]
+    cdef const floating* wp = &weight[0, 0, 0]
+    cdef const floating* cp = NULL
+    if dx is not None:
+        dxv = dx
+        dxp = &dxv[0, 0, 0, 0]
+        C, H, W = dxv.shape[1], dxv.shape[2], dxv.shape[3]
+    if parts is not None:
+        pv = parts
+        pp = &pv[0, 0, 0, 0]
+        P = pv.shape[0]
+        colv = cols
+        cp = &colv[0, 0, 0]
+    cdef Taps t = _taps(H, W, OH, OW, kernel, stride, padding, dilation)
+    cdef Py_ssize_t KK = t.kh * t.kw, plane = H * W
+    cdef Py_ssize_t units = P if P else N  # work units: weight parts, or images
+    cdef int nt = _gemm_threads(N * G * Og * K * L, nthreads)
+    # per thread, the input gradient's columns of one image: in L2 until col2im
+    scratch = np.empty((nt, G * K * L if dxp != NULL and not identity else 1),
+                       dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        blas_one_thread(True)
+        for p in prange(units, schedule='static', num_threads=nt):
+            dcols = &scratch[threadid(), 0]
+            n0 = p * N // units
+            n1 = (p + 1) * N // units
+            for n in range(n0, n1):
+                if pp != NULL:
+                    for g in range(G):
+                        _gemm(False, True, Og, K, L, dyp + (n * G + g) * Og * L, L,
+                              cp + (n * G + g) * K * L, L, 0 if n == n0 else 1,
+                              pp + (p * G + g) * Og * K, K)
+                if dxp != NULL:
+                    for g in range(G):
+                        _gemm(True, False, K, L, Og, wp + g * Og * K, K,
+                              dyp + (n * G + g) * Og * L, L, 0,
+                              (dxp + n * C * plane if identity else dcols) + g * K * L, L)
+                    if not identity:
+                        for c in range(C):
+                            for i in range(plane):
+                                dxp[(n * C + c) * plane + i] = 0
+                            _plane_cols(dxp + (n * C + c) * plane, dcols + c * KK * L, &t,
+                                        False)
+        blas_one_thread(False)
 
 
 def bias_grad(const floating[:, :, ::1] dy, double[::1] dbias, int nthreads):

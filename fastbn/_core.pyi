@@ -23,6 +23,7 @@ def forward_train(
     momentum: float,
     eps: float,
     nthreads: int,
+    relu: bool = False,
 ) -> None: ...
 def forward_eval(
     x: npt.NDArray[_F],
@@ -34,6 +35,7 @@ def forward_eval(
     save_invstd: npt.NDArray[_F],
     eps: float,
     nthreads: int,
+    relu: bool = False,
 ) -> None: ...
 def backward(
     dy: npt.NDArray[_F],
@@ -46,4 +48,6 @@ def backward(
     dbias: npt.NDArray[_F] | None,
     training: bool,
     nthreads: int,
+    bias: npt.NDArray[_F] | None = None,
+    relu: bool = False,
 ) -> None: ...

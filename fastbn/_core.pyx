@@ -40,85 +40,104 @@ cdef enum:
 cdef extern from "_simd.h" nogil:
     void fastbn_moments_f(const float*, Py_ssize_t, float, double*, double*)
     void fastbn_moments_d(const double*, Py_ssize_t, double, double*, double*)
-    void fastbn_grad_sums_f(const float*, const float*, Py_ssize_t, float, double*, double*)
-    void fastbn_grad_sums_d(const double*, const double*, Py_ssize_t, double, double*, double*)
-    void fastbn_affine_f(const float*, float*, Py_ssize_t, float, float, float)
-    void fastbn_affine_d(const double*, double*, Py_ssize_t, double, double, double)
-    void fastbn_dx_f(const float*, const float*, float*, Py_ssize_t, float, float, float, float)
+    void fastbn_grad_sums_f(const float*, const float*, Py_ssize_t, float, int, float, float,
+                            double*, double*)
+    void fastbn_grad_sums_d(const double*, const double*, Py_ssize_t, double, int, double,
+                            double, double*, double*)
+    void fastbn_affine_f(const float*, float*, Py_ssize_t, float, float, float, int)
+    void fastbn_affine_d(const double*, double*, Py_ssize_t, double, double, double, int)
+    void fastbn_dx_f(const float*, const float*, float*, Py_ssize_t, float, float, float, float,
+                     int, float, float)
     void fastbn_dx_d(const double*, const double*, double*, Py_ssize_t, double, double, double,
-                     double)
+                     double, int, double, double)
     void fastbn_row_accumulate_f(const float*, const float*, const float*, Py_ssize_t,
-                                 float*, float*)
+                                 float*, float*, const float*, const float*)
     void fastbn_row_accumulate_d(const double*, const double*, const double*, Py_ssize_t,
-                                 double*, double*)
+                                 double*, double*, const double*, const double*)
     void fastbn_row_affine_f(const float*, float*, Py_ssize_t, const float*, const float*,
-                             const float*)
+                             const float*, int)
     void fastbn_row_affine_d(const double*, double*, Py_ssize_t, const double*, const double*,
-                             const double*)
+                             const double*, int)
     void fastbn_row_dx_f(const float*, const float*, float*, Py_ssize_t, const float*,
-                         const float*, const float*, const float*)
+                         const float*, const float*, const float*, const float*, const float*)
     void fastbn_row_dx_d(const double*, const double*, double*, Py_ssize_t, const double*,
-                         const double*, const double*, const double*)
+                         const double*, const double*, const double*, const double*,
+                         const double*)
 
 
 # Fused front ends of the _simd.h loops (the C names carry the type).
 
+# `rs`, `rb` (NULL: no ReLU): per-channel scale and shift of a ReLU fused after the
+# normalization; the backward recomputes the pre-activation (x - mean) * rs + rb
+# from x to mask dy (see _simd.h).
+
 cdef inline void _row_sums(const floating* p, const floating* q, Py_ssize_t w, floating shift,
-                           double* s1, double* s2) noexcept nogil:
+                           const floating* rs, const floating* rb, double* s1,
+                           double* s2) noexcept nogil:
     """Add over w values: moments (q NULL) s1 += sum(p - shift), s2 += sum((p - shift)^2);
-    gradient sums (p = x, q = dy, shift = mean) s1 += sum(q), s2 += sum(q * (p - shift))."""
+    gradient sums (p = x, q = dy, shift = mean) s1 += sum(g), s2 += sum(g * (p - shift)),
+    g = q, masked by the ReLU when rs is not NULL (then rs, rb point at the channel's)."""
+    cdef bint relu = rs != NULL
     if floating is float:
         if q == NULL:
             fastbn_moments_f(p, w, shift, s1, s2)
         else:
-            fastbn_grad_sums_f(p, q, w, shift, s1, s2)
+            fastbn_grad_sums_f(p, q, w, shift, relu, rs[0] if relu else 0,
+                               rb[0] if relu else 0, s1, s2)
     else:
         if q == NULL:
             fastbn_moments_d(p, w, shift, s1, s2)
         else:
-            fastbn_grad_sums_d(p, q, w, shift, s1, s2)
+            fastbn_grad_sums_d(p, q, w, shift, relu, rs[0] if relu else 0,
+                               rb[0] if relu else 0, s1, s2)
 
 
 cdef inline void _row_affine(const floating* x, floating* y, Py_ssize_t n, floating center,
-                             floating scale, floating shift) noexcept nogil:
+                             floating scale, floating shift, bint relu) noexcept nogil:
     if floating is float:
-        fastbn_affine_f(x, y, n, center, scale, shift)
+        fastbn_affine_f(x, y, n, center, scale, shift, relu)
     else:
-        fastbn_affine_d(x, y, n, center, scale, shift)
+        fastbn_affine_d(x, y, n, center, scale, shift, relu)
 
 
 cdef inline void _row_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t n,
-                         floating mean, floating k_dy, floating k_x, floating k_0) noexcept nogil:
+                         floating mean, floating k_dy, floating k_x, floating k_0,
+                         const floating* rs, const floating* rb) noexcept nogil:
+    cdef bint relu = rs != NULL
     if floating is float:
-        fastbn_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0)
+        fastbn_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0, relu, rs[0] if relu else 0,
+                    rb[0] if relu else 0)
     else:
-        fastbn_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0)
+        fastbn_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0, relu, rs[0] if relu else 0,
+                    rb[0] if relu else 0)
 
 
 cdef inline void _wide_row_accumulate(const floating* x, const floating* dy, const floating* shift,
-                                    Py_ssize_t n, floating* f1, floating* f2) noexcept nogil:
+                                      Py_ssize_t n, floating* f1, floating* f2,
+                                      const floating* rs, const floating* rb) noexcept nogil:
     if floating is float:
-        fastbn_row_accumulate_f(x, dy, shift, n, f1, f2)
+        fastbn_row_accumulate_f(x, dy, shift, n, f1, f2, rs, rb)
     else:
-        fastbn_row_accumulate_d(x, dy, shift, n, f1, f2)
+        fastbn_row_accumulate_d(x, dy, shift, n, f1, f2, rs, rb)
 
 
 cdef inline void _nc_row_affine(const floating* x, floating* y, Py_ssize_t n,
                                 const floating* center, const floating* scale,
-                                const floating* shift) noexcept nogil:
+                                const floating* shift, bint relu) noexcept nogil:
     if floating is float:
-        fastbn_row_affine_f(x, y, n, center, scale, shift)
+        fastbn_row_affine_f(x, y, n, center, scale, shift, relu)
     else:
-        fastbn_row_affine_d(x, y, n, center, scale, shift)
+        fastbn_row_affine_d(x, y, n, center, scale, shift, relu)
 
 
 cdef inline void _nc_row_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t n,
                             const floating* mean, const floating* k_dy, const floating* k_x,
-                            const floating* k_0) noexcept nogil:
+                            const floating* k_0, const floating* rs,
+                            const floating* rb) noexcept nogil:
     if floating is float:
-        fastbn_row_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0)
+        fastbn_row_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0, rs, rb)
     else:
-        fastbn_row_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0)
+        fastbn_row_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0, rs, rb)
 
 
 
@@ -160,7 +179,8 @@ cdef inline int _threads(Py_ssize_t size, int nthreads) noexcept nogil:
 
 
 cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g, Py_ssize_t u,
-                            const floating* shift, double* p1, double* p2) noexcept nogil:
+                            const floating* shift, const floating* rs, const floating* rb,
+                            double* p1, double* p2) noexcept nogil:
     """Partials of the segments of unit u (one read of x, and of dy when not NULL):
     moments p1 = sum(x - shift[c]), p2 = sum((x - shift[c])^2), or gradient sums
     p1 = sum(dy), p2 = sum(dy * (x - shift[c])) with shift = the mean."""
@@ -169,7 +189,9 @@ cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g
         _segment(g, k, &off, &w, &c)
         p1[k] = 0.0
         p2[k] = 0.0
-        _row_sums(x + off, NULL if dy == NULL else dy + off, w, shift[c], &p1[k], &p2[k])
+        _row_sums(x + off, NULL if dy == NULL else dy + off, w, shift[c],
+                  NULL if rs == NULL else rs + c, NULL if rs == NULL else rb + c,
+                  &p1[k], &p2[k])
 
 
 cdef inline void _channel_totals(const Segs* g, Py_ssize_t c, const double* p1,
@@ -188,23 +210,27 @@ cdef inline void _channel_totals(const Segs* g, Py_ssize_t c, const double* p1,
 
 cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u,
                               const floating* center, const floating* scale,
-                              const floating* shift) noexcept nogil:
-    """y = (x - center[c]) * scale[c] + shift[c] over unit u (one read, one write).
-    Subtracting the mean first makes a constant channel map to exactly `shift`."""
+                              const floating* shift, bint relu) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c] over unit u (one read, one write),
+    then the ReLU if relu.  Subtracting the mean first makes a constant channel
+    map to exactly `shift`."""
     cdef Py_ssize_t k, off, w, c
     for k in range(u * g.per_unit, _unit_end(g, u)):
         _segment(g, k, &off, &w, &c)
-        _row_affine(x + off, y + off, w, center[c], scale[c], shift[c])
+        _row_affine(x + off, y + off, w, center[c], scale[c], shift[c], relu)
 
 
 cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, const Segs* g,
                           Py_ssize_t u, const floating* mean, const floating* k_dy,
-                          const floating* k_x, const floating* k_0) noexcept nogil:
-    """dx = k_dy[c] * dy - k_x[c] * (x - mean[c]) - k_0[c] over unit u."""
+                          const floating* k_x, const floating* k_0, const floating* rs,
+                          const floating* rb) noexcept nogil:
+    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c] over unit u, g = dy masked
+    by the ReLU when rs is not NULL."""
     cdef Py_ssize_t k, off, w, c
     for k in range(u * g.per_unit, _unit_end(g, u)):
         _segment(g, k, &off, &w, &c)
-        _row_dx(x + off, dy + off, dx + off, w, mean[c], k_dy[c], k_x[c], k_0[c])
+        _row_dx(x + off, dy + off, dx + off, w, mean[c], k_dy[c], k_x[c], k_0[c],
+                NULL if rs == NULL else rs + c, NULL if rs == NULL else rb + c)
 
 
 # ---------------------------------------------------------------- wide path
@@ -215,11 +241,12 @@ cdef inline Py_ssize_t _wide_rows(Py_ssize_t P) noexcept nogil:
 
 
 cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const floating* shift,
-                                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t b, Py_ssize_t t,
-                                 double* out1, double* out2) noexcept nogil:
+                                 const floating* rs, const floating* rb, Py_ssize_t N,
+                                 Py_ssize_t C, Py_ssize_t b, Py_ssize_t t, double* out1,
+                                 double* out2) noexcept nogil:
     """Rows of block b, positions of tile t of rows of C positions: per-position
-    sum(a), sum(a * (x - shift)) with a = x - shift (moments, dy NULL) or a = dy,
-    written to out1[j], out2[j]."""
+    sum(a), sum(a * (x - shift)) with a = x - shift (moments, dy NULL) or a = dy
+    (masked by the ReLU when rs, rb are not NULL), written to out1[j], out2[j]."""
     cdef floating f1[TILE]
     cdef floating f2[TILE]
     cdef double s1[TILE]
@@ -238,7 +265,8 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
             f2[k] = 0
         for r in range(n, m):
             _wide_row_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
-                               shift + c0, nc, f1, f2)
+                                 shift + c0, nc, f1, f2, NULL if rs == NULL else rs + c0,
+                                 NULL if rs == NULL else rb + c0)
         for k in range(nc):
             s1[k] += f1[k]
             s2[k] += f2[k]
@@ -250,19 +278,20 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
 
 cdef inline void _nc_rows_affine(const floating* x, floating* y, Py_ssize_t C, Py_ssize_t r0,
                                  Py_ssize_t r1, const floating* center, const floating* scale,
-                                 const floating* shift) noexcept nogil:
+                                 const floating* shift, bint relu) noexcept nogil:
     cdef Py_ssize_t n
     for n in range(r0, r1):
-        _nc_row_affine(x + n * C, y + n * C, C, center, scale, shift)
+        _nc_row_affine(x + n * C, y + n * C, C, center, scale, shift, relu)
 
 
 cdef inline void _nc_rows_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t C,
                              Py_ssize_t r0, Py_ssize_t r1, const floating* mean,
                              const floating* k_dy, const floating* k_x,
-                             const floating* k_0) noexcept nogil:
+                             const floating* k_0, const floating* rs,
+                             const floating* rb) noexcept nogil:
     cdef Py_ssize_t n
     for n in range(r0, r1):
-        _nc_row_dx(x + n * C, dy + n * C, dx + n * C, C, mean, k_dy, k_x, k_0)
+        _nc_row_dx(x + n * C, dy + n * C, dx + n * C, C, mean, k_dy, k_x, k_0, rs, rb)
 
 
 # ---------------------------------------------------------------- shared phases
@@ -281,12 +310,14 @@ cdef class _Scratch:
 
 
 cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
-                  Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt, double* part,
-                  floating* pos, double* t1, double* t2) noexcept nogil:
+                  const floating* rs, const floating* rb, Py_ssize_t N, Py_ssize_t C,
+                  Py_ssize_t L, int nt, double* part, floating* pos, double* t1,
+                  double* t2) noexcept nogil:
     """Per-channel totals t1[c], t2[c] of the sums of _unit_sums / _wide_unit_sums
     (moments when dy is NULL, gradient sums otherwise), shift[c] per channel: one
     streaming read, then each channel's partials added in a fixed order.
-    `part` holds 2 * _parts(N, C, L) doubles, `pos` C * L values (wide path)."""
+    `part` holds 2 * _parts(N, C, L) doubles, `pos` C * L values (wide path;
+    3 * C * L with a ReLU mask)."""
     cdef Segs g = _segs(N, C, L)
     cdef Py_ssize_t u, c, b, l, P = C * L, R = _wide_rows(C * L)
     cdef Py_ssize_t nbr = (N + R - 1) // R, ntile = (P + TILE - 1) // TILE
@@ -295,11 +326,16 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
     cdef double* p2 = part + nparts
     cdef double a, z
     if L < WIDE_BELOW:
-        for u in range(P):
+        for u in range(P):  # per-channel values spread over the positions
             pos[u] = shift[u // L]
+            if rs != NULL:
+                pos[P + u] = rs[u // L]
+                pos[2 * P + u] = rb[u // L]
         for u in prange(nbr * ntile, schedule='static', num_threads=nt):
             b = u // ntile
-            _wide_unit_sums(x, dy, pos, N, P, b, u % ntile, p1 + b * P, p2 + b * P)
+            _wide_unit_sums(x, dy, pos, NULL if rs == NULL else pos + P,
+                            NULL if rs == NULL else pos + 2 * P, N, P, b, u % ntile,
+                            p1 + b * P, p2 + b * P)
         for c in prange(C, schedule='static', num_threads=nt):
             a = 0.0
             z = 0.0
@@ -311,7 +347,7 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
             t2[c] = z
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
-            _unit_sums(x, dy, &g, u, shift, p1, p2)
+            _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
         for c in prange(C, schedule='static', num_threads=nt):
             _channel_totals(&g, c, p1, p2, &t1[c], &t2[c])
 
@@ -326,30 +362,34 @@ cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept
 
 cdef void _affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
                   int nt, const floating* center, const floating* scale,
-                  const floating* shift) noexcept nogil:
-    """y = (x - center[c]) * scale[c] + shift[c]: one streaming read and write."""
+                  const floating* shift, bint relu) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c], then the ReLU if relu: one
+    streaming read and write."""
     cdef Segs g = _segs(N, C, L)
     cdef Py_ssize_t u, AR = max(BLOCK // C, 1)
     if L == 1:
         for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
-            _nc_rows_affine(x, y, C, u * AR, min(u * AR + AR, N), center, scale, shift)
+            _nc_rows_affine(x, y, C, u * AR, min(u * AR + AR, N), center, scale, shift, relu)
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
-            _unit_affine(x, y, &g, u, center, scale, shift)
+            _unit_affine(x, y, &g, u, center, scale, shift, relu)
 
 
 cdef void _dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N, Py_ssize_t C,
               Py_ssize_t L, int nt, const floating* mean, const floating* k_dy,
-              const floating* k_x, const floating* k_0) noexcept nogil:
-    """dx = k_dy[c] * dy - k_x[c] * (x - mean[c]) - k_0[c]: one streaming pass."""
+              const floating* k_x, const floating* k_0, const floating* rs,
+              const floating* rb) noexcept nogil:
+    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c], g = dy (masked by the
+    ReLU when rs is not NULL): one streaming pass."""
     cdef Segs g = _segs(N, C, L)
     cdef Py_ssize_t u, AR = max(BLOCK // C, 1)
     if L == 1:
         for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
-            _nc_rows_dx(x, dy, dx, C, u * AR, min(u * AR + AR, N), mean, k_dy, k_x, k_0)
+            _nc_rows_dx(x, dy, dx, C, u * AR, min(u * AR + AR, N), mean, k_dy, k_x, k_0, rs,
+                        rb)
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
-            _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0)
+            _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0, rs, rb)
 
 
 # ---------------------------------------------------------------- implementations
@@ -367,14 +407,21 @@ cdef void _update_running(floating* running_mean, floating* running_var, Py_ssiz
             running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var[c] * unbias
 
 
+cdef inline floating _scale(const floating* invstd, const floating* weight,
+                            Py_ssize_t c) noexcept nogil:
+    """weight * invstd from the saved invstd: the forward's scale, and the one the
+    backward recomputes for a fused ReLU's mask (the same bits)."""
+    return <floating>(<double>invstd[c] * (weight[c] if weight != NULL else 1.0))
+
+
 cdef void _forward_train(const floating* x, const floating* weight, const floating* bias,
                          floating* y, floating* save_mean, floating* save_invstd,
                          floating* running_mean, floating* running_var, Py_ssize_t N,
-                         Py_ssize_t C, Py_ssize_t L, double momentum, double eps, int nt,
-                         double* buf, floating* fbuf) noexcept nogil:
+                         Py_ssize_t C, Py_ssize_t L, double momentum, double eps, bint relu,
+                         int nt, double* buf, floating* fbuf) noexcept nogil:
     """buf: 4 * C + 2 * _parts() doubles; fbuf: 2 * C + C * L (wide path) floating."""
     cdef Py_ssize_t c
-    cdef double m = <double>(N * L), invstd
+    cdef double m = <double>(N * L)
     cdef double* mean = buf
     cdef double* var = buf + C
     cdef double* t1 = buf + 2 * C
@@ -383,42 +430,42 @@ cdef void _forward_train(const floating* x, const floating* weight, const floati
     cdef floating* beta = fbuf + C
     for c in range(C):  # the shift of each channel: its first value
         beta[c] = x[c * L]
-    _reduce(x, <const floating*>NULL, beta, N, C, L, nt, buf + 4 * C, fbuf + 2 * C, t1, t2)
+    _reduce(x, <const floating*>NULL, beta, <const floating*>NULL, <const floating*>NULL,
+            N, C, L, nt, buf + 4 * C, fbuf + 2 * C, t1, t2)
     for c in range(C):
         mean[c] = beta[c] + t1[c] / m
         var[c] = max(t2[c] - t1[c] * t1[c] / m, 0.0) / m
-        invstd = 1.0 / sqrt(var[c] + eps)
         save_mean[c] = <floating>mean[c]
-        save_invstd[c] = <floating>invstd
-        alpha[c] = <floating>(invstd * (weight[c] if weight != NULL else 1.0))
+        save_invstd[c] = <floating>(1.0 / sqrt(var[c] + eps))
+        alpha[c] = _scale(save_invstd, weight, c)
         beta[c] = bias[c] if bias != NULL else 0.0
-    _affine(x, y, N, C, L, nt, save_mean, alpha, beta)
+    _affine(x, y, N, C, L, nt, save_mean, alpha, beta, relu)
     _update_running(running_mean, running_var, C, mean, var, m, momentum)
 
 
 cdef void _forward_eval(const floating* x, const floating* weight, const floating* bias,
                         const floating* running_mean, const floating* running_var,
                         floating* y, floating* save_invstd, Py_ssize_t N, Py_ssize_t C,
-                        Py_ssize_t L, double eps, int nt, floating* fbuf) noexcept nogil:
-    """y = x * scale + shift, folded from the running statistics.  fbuf: 3 * C."""
+                        Py_ssize_t L, double eps, bint relu, int nt,
+                        floating* fbuf) noexcept nogil:
+    """y = (x - running_mean) * scale + bias, the training forward's form with the
+    running statistics.  fbuf: 2 * C."""
     cdef Py_ssize_t c
-    cdef double invstd, scale
     for c in range(C):
-        invstd = 1.0 / sqrt(<double>running_var[c] + eps)
-        scale = invstd * (weight[c] if weight != NULL else 1.0)
-        save_invstd[c] = <floating>invstd
-        fbuf[c] = 0
-        fbuf[C + c] = <floating>scale
-        fbuf[2 * C + c] = <floating>((bias[c] if bias != NULL else 0.0) - running_mean[c] * scale)
-    _affine(x, y, N, C, L, nt, fbuf, fbuf + C, fbuf + 2 * C)
+        save_invstd[c] = <floating>(1.0 / sqrt(<double>running_var[c] + eps))
+        fbuf[c] = _scale(save_invstd, weight, c)
+        fbuf[C + c] = bias[c] if bias != NULL else 0.0
+    _affine(x, y, N, C, L, nt, running_mean, fbuf, fbuf + C, relu)
 
 
 cdef void _backward(const floating* dy, const floating* x, const floating* weight,
-                    const floating* mean, const floating* invstd, floating* dx,
-                    floating* dweight, floating* dbias, bint training, Py_ssize_t N,
-                    Py_ssize_t C, Py_ssize_t L, int nt, double* buf,
+                    const floating* bias, const floating* mean, const floating* invstd,
+                    floating* dx, floating* dweight, floating* dbias, bint training,
+                    bint relu, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt, double* buf,
                     floating* fbuf) noexcept nogil:
-    """buf: 2 * C + 2 * _parts() doubles; fbuf: 3 * C + C * L (wide path), zeroed."""
+    """buf: 2 * C + 2 * _parts() doubles; fbuf: 5 * C + C * L (wide path; 3 * C * L
+    with relu) floating, zeroed.  relu: the gradient of relu(batch_norm(x)), dy
+    masked where the recomputed pre-activation is not positive."""
     cdef Py_ssize_t c
     cdef double m = <double>(N * L), inv, a
     cdef double* sdy = buf
@@ -426,11 +473,17 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
     cdef floating* k_dy = fbuf
     cdef floating* k_x = fbuf + C
     cdef floating* k_0 = fbuf + 2 * C
-    _reduce(x, dy, mean, N, C, L, nt, buf + 2 * C, fbuf + 3 * C, sdy, sdyx)
+    cdef floating* rs = fbuf + 3 * C if relu else NULL
+    cdef floating* rb = fbuf + 4 * C
+    for c in range(C):
+        k_dy[c] = _scale(invstd, weight, c)
+        if relu:
+            rs[c] = k_dy[c]
+            rb[c] = bias[c] if bias != NULL else 0.0
+    _reduce(x, dy, mean, rs, rb, N, C, L, nt, buf + 2 * C, fbuf + 5 * C, sdy, sdyx)
     for c in range(C):
         inv = invstd[c]
         a = inv * (weight[c] if weight != NULL else 1.0)
-        k_dy[c] = <floating>a
         if training:
             k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
             k_0[c] = <floating>(a * sdy[c] / m)
@@ -438,10 +491,10 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
             dweight[c] = <floating>(sdyx[c] * inv)
         if dbias != NULL:
             dbias[c] = <floating>sdy[c]
-    if training:
-        _dx(x, dy, dx, N, C, L, nt, mean, k_dy, k_x, k_0)
+    if training or relu:  # in inference k_x, k_0 stay zero: dx = k_dy * g
+        _dx(x, dy, dx, N, C, L, nt, mean, k_dy, k_x, k_0, rs, rb)
     else:  # dx = dy * k_dy, which must not read x; k_0 is all zeros here
-        _affine(dy, dx, N, C, L, nt, k_0, k_dy, k_0)
+        _affine(dy, dx, N, C, L, nt, k_0, k_dy, k_0, False)
 
 
 # ---------------------------------------------------------------- entry points
@@ -453,22 +506,24 @@ cdef inline void* _data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-cdef inline Py_ssize_t _fbuf_len(Py_ssize_t C, Py_ssize_t L, Py_ssize_t itemsize):
-    """Doubles that hold 3 * C + C * L (wide path) values of the data's type."""
-    return ((3 * C + (C * L if L < WIDE_BELOW else 0)) * itemsize + 7) // 8
+cdef inline Py_ssize_t _fbuf_len(Py_ssize_t C, Py_ssize_t L, Py_ssize_t itemsize, bint relu):
+    """Doubles that hold 5 * C + C * L (wide path; 3 * C * L with relu) values of
+    the data's type."""
+    cdef Py_ssize_t wide = (3 if relu else 1) * C * L if L < WIDE_BELOW else 0
+    return ((5 * C + wide) * itemsize + 7) // 8
 
 
 def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_mean,
                   cnp.ndarray save_invstd, running_mean, running_var, double momentum,
-                  double eps, int nthreads):
-    """Training forward.  Writes y, save_mean, save_invstd; updates the running
-    statistics in place when given (weight, bias, running_* may be None).
-    Passes: one streaming read of x for the statistics, one read of x and write
-    of y to normalize."""
+                  double eps, int nthreads, bint relu=False):
+    """Training forward.  Writes y (relu: relu of the normalized x), save_mean,
+    save_invstd; updates the running statistics in place when given (weight,
+    bias, running_* may be None).  Passes: one streaming read of x for the
+    statistics, one read of x and write of y to normalize."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef int nt = _threads(N * C * L, nthreads)
     cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L))
-    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize))
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, False))
     cdef void* p[8]
     p[:] = [_data(x), _data(weight), _data(bias), _data(y), _data(save_mean),
             _data(save_invstd), _data(running_mean), _data(running_var)]
@@ -476,58 +531,61 @@ def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_m
         if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
             _forward_train(<double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
                            <double*>p[4], <double*>p[5], <double*>p[6], <double*>p[7],
-                           N, C, L, momentum, eps, nt, buf.p, <double*>fbuf.p)
+                           N, C, L, momentum, eps, relu, nt, buf.p, <double*>fbuf.p)
         else:
             _forward_train(<float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
                            <float*>p[4], <float*>p[5], <float*>p[6], <float*>p[7],
-                           N, C, L, momentum, eps, nt, buf.p, <float*>fbuf.p)
+                           N, C, L, momentum, eps, relu, nt, buf.p, <float*>fbuf.p)
 
 
 def forward_eval(cnp.ndarray x, weight, bias, cnp.ndarray running_mean,
                  cnp.ndarray running_var, cnp.ndarray y, cnp.ndarray save_invstd,
-                 double eps, int nthreads):
+                 double eps, int nthreads, bint relu=False):
     """Inference forward: y = (x - running_mean) / sqrt(running_var + eps) * weight
-    + bias, folded into one multiply-add per value; writes save_invstd.
-    Passes: one streaming read of x and write of y."""
+    + bias (relu: then the ReLU), one subtract and multiply-add per value; writes
+    save_invstd.  Passes: one streaming read of x and write of y."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef int nt = _threads(N * C * L, nthreads)
-    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, 1, x.itemsize))
+    cdef _Scratch fbuf = _Scratch((2 * C * x.itemsize + 7) // 8)
     cdef void* p[7]
     p[:] = [_data(x), _data(weight), _data(bias), _data(running_mean), _data(running_var),
             _data(y), _data(save_invstd)]
     with nogil:
         if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
             _forward_eval(<double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
-                          <double*>p[4], <double*>p[5], <double*>p[6], N, C, L, eps, nt,
-                          <double*>fbuf.p)
+                          <double*>p[4], <double*>p[5], <double*>p[6], N, C, L, eps, relu,
+                          nt, <double*>fbuf.p)
         else:
             _forward_eval(<float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
-                          <float*>p[4], <float*>p[5], <float*>p[6], N, C, L, eps, nt,
-                          <float*>fbuf.p)
+                          <float*>p[4], <float*>p[5], <float*>p[6], N, C, L, eps, relu,
+                          nt, <float*>fbuf.p)
 
 
 def backward(cnp.ndarray dy, cnp.ndarray x, weight, cnp.ndarray mean, cnp.ndarray invstd,
-             cnp.ndarray dx, dweight, dbias, bint training, int nthreads):
-    """Backward of batch_norm.  Writes dx and, when given, dweight and dbias.
+             cnp.ndarray dx, dweight, dbias, bint training, int nthreads, bias=None,
+             bint relu=False):
+    """Backward of batch_norm (relu: of relu(batch_norm), bias as in the forward).
+    Writes dx and, when given, dweight and dbias.
 
-    training=True: dx = w * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)).
-    training=False (statistics are constants): dx = dy * w * invstd.
-    Passes: one streaming read of x and dy for sum(dy) and sum(dy * (x - mean)),
-    one read of x and dy (of dy alone in inference) and write of dx.
+    training=True: dx = w * invstd / m * (m * g - sum(g) - xhat * sum(g * xhat)).
+    training=False (statistics are constants): dx = g * w * invstd.
+    g = dy, or with relu dy where the forward's output was positive.
+    Passes: one streaming read of x and dy for sum(g) and sum(g * (x - mean)),
+    one read of x and dy (of dy alone in inference without relu) and write of dx.
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef int nt = _threads(N * C * L, nthreads)
     cdef _Scratch buf = _Scratch(2 * C + 2 * _parts(N, C, L))
-    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize))
-    cdef void* p[8]
-    p[:] = [_data(dy), _data(x), _data(weight), _data(mean), _data(invstd), _data(dx),
-            _data(dweight), _data(dbias)]
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, relu))
+    cdef void* p[9]
+    p[:] = [_data(dy), _data(x), _data(weight), _data(bias), _data(mean), _data(invstd),
+            _data(dx), _data(dweight), _data(dbias)]
     with nogil:
         if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
             _backward(<double*>p[0], <double*>p[1], <double*>p[2], <double*>p[3],
-                      <double*>p[4], <double*>p[5], <double*>p[6], <double*>p[7], training,
-                      N, C, L, nt, buf.p, <double*>fbuf.p)
+                      <double*>p[4], <double*>p[5], <double*>p[6], <double*>p[7],
+                      <double*>p[8], training, relu, N, C, L, nt, buf.p, <double*>fbuf.p)
         else:
             _backward(<float*>p[0], <float*>p[1], <float*>p[2], <float*>p[3],
-                      <float*>p[4], <float*>p[5], <float*>p[6], <float*>p[7], training,
-                      N, C, L, nt, buf.p, <float*>fbuf.p)
+                      <float*>p[4], <float*>p[5], <float*>p[6], <float*>p[7],
+                      <float*>p[8], training, relu, N, C, L, nt, buf.p, <float*>fbuf.p)

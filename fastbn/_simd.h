@@ -49,6 +49,14 @@
         *s2 += b;                                                                   \
     }
 
+/* BN followed by ReLU, fused: the backward masks dy with relu'(v), v the
+   forward's pre-activation (x - mean) * scale + shift recomputed from x with
+   the very expression of fastbn_affine, so the mask has the forward's bits. */
+#define FASTBN_MASKED(T, x, g, mean, scale, shift) \
+    (((x) - (mean)) * (scale) + (shift) > 0 ? (g) : (T)0)
+/* relu(v) that keeps a NaN, as PyTorch's */
+#define FASTBN_RELU(v) ((v) < 0 ? 0 : (v))
+
 #define FASTBN_LOOPS(T, S)                                                          \
 /* s1 += sum(p - shift), s2 += sum((p - shift)^2) */                               \
 FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
@@ -56,36 +64,61 @@ FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,
 {                                                                                   \
     FASTBN_CHUNKED_SUMS(T, p[i] - shift, (p[i] - shift) * (p[i] - shift))          \
 }                                                                                   \
-/* s1 += sum(q), s2 += sum(q * (p - mean)) */                                      \
+/* s1 += sum(g), s2 += sum(g * (p - mean)), g = q, or q masked by the ReLU */      \
 FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n, \
-                                                 T mean, double *s1, double *s2)   \
+        T mean, int relu, T scale, T shift, double *s1, double *s2)                 \
 {                                                                                   \
-    FASTBN_CHUNKED_SUMS(T, q[i], q[i] * (p[i] - mean))                             \
+    if (relu) {                                                                     \
+        FASTBN_CHUNKED_SUMS(T, FASTBN_MASKED(T, p[i], q[i], mean, scale, shift),    \
+            FASTBN_MASKED(T, p[i], q[i], mean, scale, shift) * (p[i] - mean))       \
+    } else {                                                                        \
+        FASTBN_CHUNKED_SUMS(T, q[i], q[i] * (p[i] - mean))                         \
+    }                                                                               \
 }                                                                                   \
-/* y = (x - center) * scale + shift */                                             \
-FASTBN_DISPATCH static void fastbn_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, T center, \
-                                              T scale, T shift)                    \
+/* y = (x - center) * scale + shift, then the ReLU if relu */                      \
+FASTBN_DISPATCH static void fastbn_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, \
+        T center, T scale, T shift, int relu)                                       \
 {                                                                                   \
-    for (ptrdiff_t i = 0; i < n; i++)                                               \
-        y[i] = (x[i] - center) * scale + shift;                                     \
+    if (relu) {                                                                     \
+        for (ptrdiff_t i = 0; i < n; i++) {                                         \
+            T v = (x[i] - center) * scale + shift;                                  \
+            y[i] = FASTBN_RELU(v);                                                  \
+        }                                                                           \
+    } else {                                                                        \
+        for (ptrdiff_t i = 0; i < n; i++)                                           \
+            y[i] = (x[i] - center) * scale + shift;                                 \
+    }                                                                               \
 }                                                                                   \
-/* dx = k_dy * dy - k_x * (x - mean) - k_0 */                                      \
+/* dx = k_dy * g - k_x * (x - mean) - k_0, g = dy, or dy masked by the ReLU */     \
 FASTBN_DISPATCH static void fastbn_dx_##S(const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t n, \
-                                          T mean, T k_dy, T k_x, T k_0)            \
+        T mean, T k_dy, T k_x, T k_0, int relu, T scale, T shift)                   \
 {                                                                                   \
-    for (ptrdiff_t i = 0; i < n; i++)                                               \
-        dx[i] = k_dy * dy[i] - k_x * (x[i] - mean) - k_0;                           \
+    if (relu) {                                                                     \
+        for (ptrdiff_t i = 0; i < n; i++)                                           \
+            dx[i] = k_dy * FASTBN_MASKED(T, x[i], dy[i], mean, scale, shift)        \
+                    - k_x * (x[i] - mean) - k_0;                                    \
+    } else {                                                                        \
+        for (ptrdiff_t i = 0; i < n; i++)                                           \
+            dx[i] = k_dy * dy[i] - k_x * (x[i] - mean) - k_0;                       \
+    }                                                                               \
 }                                                                                   \
-/* One (N, C) row, per-channel accumulators: a = x - shift (moments) or dy,        \
-   f1 += a, f2 += a * (x - shift) */                                               \
+/* One (N, C) row, per-channel accumulators: a = x - shift (moments) or g (dy, or  \
+   dy masked by the ReLU when scale is not NULL), f1 += a, f2 += a * (x - shift) */ \
 FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *FASTBN_RESTRICT x,         \
-        const T *FASTBN_RESTRICT dy, const T *FASTBN_RESTRICT shift, ptrdiff_t n, T *FASTBN_RESTRICT f1, T *FASTBN_RESTRICT f2)                                  \
+        const T *FASTBN_RESTRICT dy, const T *FASTBN_RESTRICT shift, ptrdiff_t n, T *FASTBN_RESTRICT f1, T *FASTBN_RESTRICT f2, \
+        const T *FASTBN_RESTRICT scale, const T *FASTBN_RESTRICT bias)               \
 {                                                                                   \
     if (dy == NULL) {                                                               \
         for (ptrdiff_t c = 0; c < n; c++) {                                         \
             T d = x[c] - shift[c];                                                  \
             f1[c] += d;                                                             \
             f2[c] += d * d;                                                         \
+        }                                                                           \
+    } else if (scale != NULL) {                                                     \
+        for (ptrdiff_t c = 0; c < n; c++) {                                         \
+            T g = FASTBN_MASKED(T, x[c], dy[c], shift[c], scale[c], bias[c]);       \
+            f1[c] += g;                                                             \
+            f2[c] += g * (x[c] - shift[c]);                                         \
         }                                                                           \
     } else {                                                                        \
         for (ptrdiff_t c = 0; c < n; c++) {                                         \
@@ -94,19 +127,35 @@ FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *FASTBN_RESTRICT x
         }                                                                           \
     }                                                                               \
 }                                                                                   \
-/* One (N, C) row: y = (x - center) * scale + shift, per-channel vectors */        \
+/* One (N, C) row: y = (x - center) * scale + shift, per-channel vectors, then the \
+   ReLU if relu */                                                                  \
 FASTBN_DISPATCH static void fastbn_row_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, \
-        const T *center, const T *scale, const T *shift)                            \
+        const T *center, const T *scale, const T *shift, int relu)                  \
 {                                                                                   \
-    for (ptrdiff_t c = 0; c < n; c++)                                               \
-        y[c] = (x[c] - center[c]) * scale[c] + shift[c];                            \
+    if (relu) {                                                                     \
+        for (ptrdiff_t c = 0; c < n; c++) {                                         \
+            T v = (x[c] - center[c]) * scale[c] + shift[c];                         \
+            y[c] = FASTBN_RELU(v);                                                  \
+        }                                                                           \
+    } else {                                                                        \
+        for (ptrdiff_t c = 0; c < n; c++)                                           \
+            y[c] = (x[c] - center[c]) * scale[c] + shift[c];                        \
+    }                                                                               \
 }                                                                                   \
-/* One (N, C) row: dx = k_dy * dy - k_x * (x - mean) - k_0, per-channel vectors */ \
+/* One (N, C) row: dx = k_dy * g - k_x * (x - mean) - k_0, per-channel vectors,    \
+   g = dy, or dy masked by the ReLU when scale is not NULL */                       \
 FASTBN_DISPATCH static void fastbn_row_dx_##S(const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, \
-        ptrdiff_t n, const T *mean, const T *k_dy, const T *k_x, const T *k_0)      \
+        ptrdiff_t n, const T *mean, const T *k_dy, const T *k_x, const T *k_0,       \
+        const T *scale, const T *bias)                                               \
 {                                                                                   \
-    for (ptrdiff_t c = 0; c < n; c++)                                               \
-        dx[c] = k_dy[c] * dy[c] - k_x[c] * (x[c] - mean[c]) - k_0[c];               \
+    if (scale != NULL) {                                                            \
+        for (ptrdiff_t c = 0; c < n; c++)                                           \
+            dx[c] = k_dy[c] * FASTBN_MASKED(T, x[c], dy[c], mean[c], scale[c], bias[c]) \
+                    - k_x[c] * (x[c] - mean[c]) - k_0[c];                           \
+    } else {                                                                        \
+        for (ptrdiff_t c = 0; c < n; c++)                                           \
+            dx[c] = k_dy[c] * dy[c] - k_x[c] * (x[c] - mean[c]) - k_0[c];           \
+    }                                                                               \
 }
 
 FASTBN_LOOPS(float, f)

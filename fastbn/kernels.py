@@ -10,16 +10,17 @@ import numbers
 
 import numpy as np
 
-from . import _conv, _core
-from ._config import get_num_threads
+from . import _blas, _conv, _core
+from ._config import blas_thread_control, get_num_threads
 
-__all__ = ["batch_norm_forward", "batch_norm_backward",
+__all__ = ["batch_norm_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward",
            "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_blas.set_thread_control(blas_thread_control())
 
 
 def _check_input(x, name):
@@ -79,8 +80,9 @@ def _view3(x):
 
 
 def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
-                       training=True, momentum=0.1, eps=1e-5):
-    """Batch Normalization forward over the channels (axis 1) of x.
+                       training=True, momentum=0.1, eps=1e-5, relu=False):
+    """Batch Normalization forward over the channels (axis 1) of x; with
+    ``relu=True``, ``relu(batch_norm(x))`` in the same pass.
 
     Returns ``(y, save_mean, save_invstd)``.  In training, the statistics are
     the batch's (mean and biased variance over every axis but 1) and
@@ -105,7 +107,7 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
         y = np.empty_like(x)
         save_invstd = np.empty(C, dtype=x.dtype)
         _core.forward_eval(_view3(x), weight, bias, running_mean, running_var, _view3(y),
-                           save_invstd, eps, get_num_threads() if x.size else 1)
+                           save_invstd, eps, get_num_threads() if x.size else 1, bool(relu))
         return y, running_mean.copy(), save_invstd
 
     if per_channel == 1:
@@ -117,18 +119,22 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     if per_channel == 0:  # empty batch: nothing to normalize, running stats untouched
         return y, save_mean, save_invstd
     _core.forward_train(_view3(x), weight, bias, _view3(y), save_mean, save_invstd,
-                        running_mean, running_var, momentum, eps, get_num_threads())
+                        running_mean, running_var, momentum, eps, get_num_threads(),
+                        bool(relu))
     return y, save_mean, save_invstd
 
 
-def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True):
+def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bias=None,
+                        relu=False):
     """Gradients of batch_norm_forward: ``(dx, dweight, dbias)``.
 
     ``training=True``: the batch statistics depend on x,
-    ``dx = weight * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))``.
+    ``dx = weight * invstd / m * (m * g - sum(g) - xhat * sum(g * xhat))``.
     ``training=False``: the statistics are constants (a frozen layer),
-    ``dx = dy * weight * invstd``.  dweight = sum(dy * xhat), dbias = sum(dy);
-    both are None when weight is None.
+    ``dx = g * weight * invstd``.  dweight = sum(g * xhat), dbias = sum(g);
+    both are None when weight is None.  g = dy, or with ``relu=True`` (the
+    gradient of the fused ``relu(batch_norm(x))``, bias as in the forward) dy
+    where the forward's output was positive, found again from x.
     """
     x = _check_input(x, "input")
     dy = _check_input(dy, "grad_output")
@@ -137,6 +143,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True):
     if dy.dtype != x.dtype:
         raise TypeError(f"grad_output has dtype {dy.dtype} but the input has {x.dtype}")
     weight = _check_channel_param(weight, "weight", x)
+    bias = _check_channel_param(bias, "bias", x)
     save_mean = _check_channel_param(save_mean, "save_mean", x)
     save_invstd = _check_channel_param(save_invstd, "save_invstd", x)
     if save_mean is None or save_invstd is None:
@@ -147,27 +154,43 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True):
     dbias = None if weight is None else np.zeros(C, dtype=x.dtype)
     if x.size:
         _core.backward(_view3(dy), _view3(x), weight, save_mean, save_invstd, _view3(dx),
-                       dweight, dbias, bool(training), get_num_threads())
+                       dweight, dbias, bool(training), get_num_threads(), bias, bool(relu))
     return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------- matrix products
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """``op(a) @ op(b)`` of 2-D float arrays of one dtype, op transposing when
+    asked: single-threaded BLAS calls inside fastbn's threads, on blocks of the
+    output fixed by the shape (the same bits at any thread count)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"matmul: operands must be 2-D, got shapes {a.shape} and {b.shape}")
+    if a.dtype not in _DTYPES or b.dtype != a.dtype:
+        raise TypeError(f"matmul: operands must be both float32 or both float64, got "
+                        f"{a.dtype} and {b.dtype}")
+    m, k = a.shape[::-1] if transpose_a else a.shape
+    k2, n = b.shape[::-1] if transpose_b else b.shape
+    if k != k2:
+        raise ValueError(f"matmul: op(a) is {m}x{k} and op(b) is {k2}x{n}")
+    if max(a.shape + b.shape) >= 2**31:
+        raise ValueError("matmul: operands too large for the 32-bit BLAS")
+    out = np.empty((m, n), dtype=a.dtype)
+    if out.size and k:
+        _blas.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out, transpose_a,
+                     transpose_b, get_num_threads())
+    else:
+        out[...] = 0
+    return out
 
 
 # ---------------------------------------------------------------- convolution and pooling
 # Entry points to fastbn._conv.  Arguments follow torch.nn.functional: NCHW
 # input, weight (out, in / groups, kh, kw), int or pair hyper-parameters.
-# The conv GEMMs run in NumPy's matmul (BLAS): per image, weight (O, C*kh*kw)
-# @ cols[n] (C*kh*kw, OH*OW) lands directly in y[n]; BLAS threads follow NumPy's
-# BLAS settings (OPENBLAS_NUM_THREADS, threadpoolctl), the im2col/col2im and
-# pooling kernels follow get_num_threads().
-
-
-# Why per image and not one product over the batch (cols as (C*kh*kw, N*OH*OW),
-# tried): at 1 thread the big product is no faster (5.0 vs 5.1 ms for the
-# convnet's 32->64 layer), its strided im2col and the transposes to and from
-# NCHW cost 0.5 ms more, and the first layer's skinny weight gradient ran 1.5x
-# slower.  At 2 threads the first layer's per-image products stay under
-# OpenBLAS's threading threshold; its one big product did not, and collapsed
-# (69 ms vs 1 ms) with OpenBLAS and OpenMP threads on a loaded 2-core machine.
-_GEMM_CHUNK = 1 << 20  # elements of the per-image weight-gradient products summed at once
+# conv2d: per image, im2col then weight (O, C*kh*kw) @ cols[n] (C*kh*kw, OH*OW)
+# straight into y[n], each image's GEMMs a single-threaded BLAS call inside
+# fastbn's threads (see fastbn/_conv.pyx); everything follows get_num_threads().
 
 
 def _check_nchw(x, name, op):
@@ -220,6 +243,11 @@ def _input_shape(input_shape, op):
     return shape
 
 
+# The weight gradient's partial sums, each over a run of images: a fixed number,
+# so the bits do not depend on the thread count, and enough to share out.
+_WEIGHT_PARTS = 16
+
+
 class _ConvArgs:
     """Validated arguments of a conv2d call, shared by forward and backward."""
 
@@ -262,6 +290,11 @@ class _ConvArgs:
                          *self.out, get_num_threads())
         return cols
 
+    def check_blas_sizes(self, O):
+        if max(O, self.K, self.L) >= 2**31:  # the BLAS takes 32-bit sizes
+            raise ValueError(f"conv2d: a {self.L}-pixel output with {self.K} taps per output "
+                             f"and {O} channels is too large for the 32-bit BLAS")
+
     def grouped(self, a, rows):
         """(N, G * rows, L) -> (N, G, rows, L) view."""
         return a.reshape(a.shape[0], self.groups, rows, self.L)
@@ -275,11 +308,13 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     """2-D convolution (cross-correlation) as torch.nn.functional.conv2d.
 
     Returns ``(y, cols)``: cols is the im2col matrix, to hand to conv2d_backward.
-    Passes: im2col reads x and writes cols once; the GEMM reads cols and writes y.
+    Per image: im2col writes cols[n], the GEMM reads it back from cache and
+    writes y[n].
     """
     op = "conv2d"
     a = _ConvArgs(x, weight, stride, padding, dilation, groups, op)
     N, O = a.x.shape[0], a.weight.shape[0]
+    a.check_blas_sizes(O)
     if bias is not None:
         bias = np.asarray(bias)
         if bias.shape != (O,):
@@ -287,12 +322,13 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         if bias.dtype not in _DTYPES:
             raise TypeError(f"{op}: bias has dtype {bias.dtype}; supported dtypes are "
                             "float32 and float64")
-    cols = a.im2col()
+        bias = np.ascontiguousarray(bias, dtype=a.x.dtype)
+    cols = (a.x.reshape(N, a.x.shape[1], a.L) if a.identity else
+            np.empty((N, a.K * a.groups, a.L), dtype=a.x.dtype))
     y = np.empty((N, O) + a.out, dtype=a.x.dtype)
     if y.size:
-        np.matmul(a.grouped_weight(), a.grouped(cols, a.K), out=a.grouped(y, O // a.groups))
-        if bias is not None:
-            _conv.add_bias(y.reshape(N, O, a.L), np.ascontiguousarray(bias, dtype=y.dtype),
+        _conv.conv_forward(a.x, a.grouped_weight(), bias, cols, y.reshape(N, O, a.L),
+                           a.kernel, a.stride, a.padding, a.dilation, *a.out, a.identity,
                            get_num_threads())
     return y, cols
 
@@ -302,16 +338,17 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
     """Gradients of conv2d_forward: ``(dx, dweight, dbias)``, None where not needed.
 
     cols is conv2d_forward's second result (None: recomputed from x).
-    dx = col2im(weight^T @ dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T;
-    dbias = dy summed over N, H, W (in float64).
+    dx = col2im(weight^T @ dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T,
+    accumulated over a fixed number of runs of images and added in float64 (the
+    same bits at any thread count); dbias = dy summed over N, H, W (in float64).
     """
     op = "conv2d_backward"
     a = _ConvArgs(x, weight, stride, padding, dilation, groups, op)
     N, O, G = a.x.shape[0], a.weight.shape[0], a.groups
+    a.check_blas_sizes(O)
     dy = _check_grad(dy, (N, O) + a.out, op, a.x.dtype)
-    dyg = a.grouped(dy, O // G)
     wg = a.grouped_weight()
-    dx = dweight = dbias = None
+    dx = dweight = dbias = parts = None
     if need_bias:
         dbias = np.zeros(O, dtype=np.float64)
         if dy.size:
@@ -325,27 +362,17 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
             raise ValueError(f"{op}: cols has shape {cols.shape} and dtype {cols.dtype}, "
                              f"expected {(N, a.K * G, a.L)} and {a.x.dtype} "
                              "(pass conv2d_forward's cols, or None)")
-        colsg = a.grouped(np.ascontiguousarray(cols), a.K)
-        dw = np.zeros(wg.shape, dtype=np.float64)
-        # per-image products summed a chunk of images at a time: bounded memory
-        step = max(1, _GEMM_CHUNK // max(1, wg.size))
-        part = np.empty((min(step, N),) + wg.shape, dtype=a.x.dtype)
-        for n0 in range(0, N, step):
-            n1 = min(n0 + step, N)
-            np.matmul(dyg[n0:n1], colsg[n0:n1].swapaxes(-1, -2), out=part[:n1 - n0])
-            dw += part[:n1 - n0].sum(axis=0, dtype=dw.dtype)
-        dweight = dw.astype(a.x.dtype, copy=False).reshape(a.weight.shape)
+        cols = np.ascontiguousarray(cols)
+        parts = np.zeros((min(N, _WEIGHT_PARTS),) + wg.shape, dtype=a.x.dtype)
     if need_input:
-        dcols = np.empty((N, a.K * G, a.L), dtype=a.x.dtype)
-        if dcols.size:
-            np.matmul(wg.swapaxes(-1, -2), dyg, out=a.grouped(dcols, a.K))
-        if a.identity:
-            dx = dcols.reshape(a.x.shape)
-        else:
-            dx = np.empty_like(a.x)
-            if dx.size:  # then N > 0 and dcols is not empty
-                _conv.col2im(dcols, dx, a.kernel, a.stride, a.padding, a.dilation, *a.out,
-                             get_num_threads())
+        dx = np.empty_like(a.x)
+    if N and a.L and (dx is not None or parts is not None):
+        _conv.conv_backward(dy.reshape(N, O, a.L), wg, cols if need_weight else None, dx, parts,
+                            a.kernel, a.stride, a.padding, a.dilation, *a.out, a.identity,
+                            get_num_threads())
+    if parts is not None:
+        dweight = parts.sum(axis=0, dtype=np.float64).astype(a.x.dtype, copy=False)
+        dweight = dweight.reshape(a.weight.shape)
     return dx, dweight, dbias
 
 

@@ -4,8 +4,8 @@ MNIST), with checkpoints that resume exactly.
 Two presets, each with or without Batch Normalization (``--no-bn`` gives the convolutions
 and hidden Linear layers a bias instead):
 
-- ``convnet``: [conv3x3 -> BN -> ReLU -> maxpool2] with 32 then 64 channels, then Linear;
-- ``mlp``: Flatten -> [Linear(256) -> BN -> ReLU] x 2 -> Linear.
+- ``convnet``: [conv3x3 -> BN+ReLU (fused) -> maxpool2] with 32 then 64 channels, then Linear;
+- ``mlp``: Flatten -> [Linear(256) -> BN+ReLU (fused)] x 2 -> Linear.
 
 ``--distributed`` (under ``mpiexec -n R``): data-parallel over R MPI ranks; each takes
 ``batch_size / R`` samples of every step from its DistributedSampler shard, BatchNorm
@@ -42,9 +42,7 @@ def convnet(image_shape, num_classes=10, bn=True):
     layers = []
     for cin, cout in ((channels, 32), (32, 64)):
         layers.append(nn.Conv2d(cin, cout, 3, padding=1, bias=not bn))
-        if bn:
-            layers.append(nn.BatchNorm2d(cout))
-        layers += [nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.BatchNormReLU2d(cout) if bn else nn.ReLU(), nn.MaxPool2d(2)]
     features = 64 * (height // 4) * (width // 4)
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(features, num_classes))
 
@@ -54,9 +52,7 @@ def mlp(image_shape, num_classes=10, bn=True, hidden=256):
     layers, features = [nn.Flatten()], int(np.prod(image_shape))
     for _ in range(2):
         layers.append(nn.Linear(features, hidden, bias=not bn))
-        if bn:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers.append(nn.ReLU())
+        layers.append(nn.BatchNormReLU1d(hidden) if bn else nn.ReLU())
         features = hidden
     return nn.Sequential(*layers, nn.Linear(features, num_classes))
 

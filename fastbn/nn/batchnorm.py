@@ -7,6 +7,9 @@
 - Eval mode normalizes with the running statistics, or with the batch's when
   ``track_running_stats=False`` (there are none).
 - ``affine``: a learned per-channel weight (init 1) and bias (init 0).
+
+BatchNormReLU1d/2d are BatchNorm followed by ReLU in one fused kernel (no
+PyTorch counterpart): same arguments, parameters, buffers and state_dict keys.
 """
 import numbers
 
@@ -15,11 +18,12 @@ import numpy as np
 from . import functional as F
 from .module import Module, Parameter, _check_dtype
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d"]
 
 
 class _BatchNorm(Module):
     _input_ndims = ()
+    _relu = False  # a ReLU fused after the normalization
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32):
@@ -77,8 +81,9 @@ class _BatchNorm(Module):
         momentum = 0.0
         if self.training and self.track_running_stats:
             momentum = self._step_momentum()
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_batch_stats, momentum, self.eps)
+        norm = F.batch_norm_relu if self._relu else F.batch_norm
+        return norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                    use_batch_stats, momentum, self.eps)
 
     def _step_momentum(self):
         """Count a training step; return the weight of its statistics in the running
@@ -88,7 +93,9 @@ class _BatchNorm(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+                # a SyncBatchNorm converted from a BatchNormReLU: its name does not say it
+                + (", relu=True" if self._relu and not type(self)._relu else ""))
 
 
 class BatchNorm1d(_BatchNorm):
@@ -99,3 +106,13 @@ class BatchNorm1d(_BatchNorm):
 class BatchNorm2d(_BatchNorm):
     """Batch Normalization over (N, C, H, W) input."""
     _input_ndims = (4,)
+
+
+class BatchNormReLU1d(BatchNorm1d):
+    """``relu(BatchNorm1d(x))`` in one fused kernel (one pass over memory fewer each way)."""
+    _relu = True
+
+
+class BatchNormReLU2d(BatchNorm2d):
+    """``relu(BatchNorm2d(x))`` in one fused kernel (one pass over memory fewer each way)."""
+    _relu = True

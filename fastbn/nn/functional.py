@@ -16,7 +16,7 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log",
     "sum", "mean", "reshape", "transpose", "getitem", "flatten",
     "relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
-    "linear", "batch_norm", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "linear", "batch_norm", "batch_norm_relu", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "cross_entropy", "mse_loss", "dropout", "manual_seed",
 ]
 
@@ -484,7 +484,7 @@ class Linear(Function):
     @staticmethod
     def forward(x, weight, bias=None):
         x2 = x.reshape(-1, x.shape[-1])
-        y = x2 @ weight.T
+        y = kernels.matmul(x2, weight, transpose_b=True)
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],)), (x2, weight, x.shape)
@@ -493,8 +493,8 @@ class Linear(Function):
     def backward(saved, g, inputs):
         x2, weight, x_shape = saved
         g2 = g.reshape(-1, weight.shape[0])
-        gx = (g2 @ weight).reshape(x_shape) if inputs[0].requires_grad else None
-        gw = g2.T @ x2 if inputs[1].requires_grad else None
+        gx = kernels.matmul(g2, weight).reshape(x_shape) if inputs[0].requires_grad else None
+        gw = kernels.matmul(g2, x2, transpose_a=True) if inputs[1].requires_grad else None
         gb = g2.sum(axis=0) if _needs(inputs, 2) else None
         return gx, gw, gb
 
@@ -514,17 +514,20 @@ def linear(input, weight, bias=None):
 
 
 class BatchNorm(Function):
+    """batch_norm, or with relu=True relu(batch_norm) fused (one pass fewer each way)."""
+
     @staticmethod
     def forward(x, weight=None, bias=None, *, running_mean, running_var, training,
-                momentum, eps):
+                momentum, eps, relu):
         y, mean, invstd = kernels.batch_norm_forward(
-            x, weight, bias, running_mean, running_var, training, momentum, eps)
-        return y, (x, weight, mean, invstd, training)
+            x, weight, bias, running_mean, running_var, training, momentum, eps, relu)
+        return y, (x, weight, bias if relu else None, mean, invstd, training, relu)
 
     @staticmethod
     def backward(saved, g, inputs):
-        x, weight, mean, invstd, training = saved
-        dx, dw, db = kernels.batch_norm_backward(g, x, weight, mean, invstd, training)
+        x, weight, bias, mean, invstd, training, relu = saved
+        dx, dw, db = kernels.batch_norm_backward(g, x, weight, mean, invstd, training, bias,
+                                                 relu)
         return (dx, dw, db)[:len(inputs)]
 
 
@@ -537,6 +540,20 @@ def _stat(s, name):
                     f"got {type(s).__name__}")
 
 
+def _batch_norm(op, input, running_mean, running_var, weight, bias, training, momentum, eps,
+                relu):
+    x = _float_tensor(input, op)
+    w = None if weight is None else _float_tensor(weight, op, "weight")
+    b = None if bias is None else _float_tensor(bias, op, "bias")
+    _same_dtype(op, ("input", x), ("weight", w), ("bias", b))
+    if w is None and b is not None:      # the kernels take a bias only with a weight
+        w = Tensor(np.ones(x.shape[1] if x.data.ndim > 1 else 0, dtype=x.data.dtype))
+    inputs = (x,) if w is None else (x, w) if b is None else (x, w, b)
+    return BatchNorm.apply(*inputs, running_mean=_stat(running_mean, "running_mean"),
+                           running_var=_stat(running_var, "running_var"),
+                           training=bool(training), momentum=momentum, eps=eps, relu=relu)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Batch Normalization over axis 1 (PyTorch's F.batch_norm).
@@ -545,16 +562,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     (NumPy arrays or Tensors, or None) are updated in place; otherwise the
     running statistics normalize and the backward treats them as constants.
     """
-    x = _float_tensor(input, "batch_norm")
-    w = None if weight is None else _float_tensor(weight, "batch_norm", "weight")
-    b = None if bias is None else _float_tensor(bias, "batch_norm", "bias")
-    _same_dtype("batch_norm", ("input", x), ("weight", w), ("bias", b))
-    if w is None and b is not None:      # the kernels take a bias only with a weight
-        w = Tensor(np.ones(x.shape[1] if x.data.ndim > 1 else 0, dtype=x.data.dtype))
-    inputs = (x,) if w is None else (x, w) if b is None else (x, w, b)
-    return BatchNorm.apply(*inputs, running_mean=_stat(running_mean, "running_mean"),
-                           running_var=_stat(running_var, "running_var"),
-                           training=bool(training), momentum=momentum, eps=eps)
+    return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training,
+                       momentum, eps, False)
+
+
+def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5):
+    """``relu(batch_norm(...))`` (same arguments as batch_norm) in one kernel: the
+    forward applies the ReLU as it writes, the backward finds the ReLU's mask
+    again from the input, so each direction makes one pass over memory fewer
+    than the two ops and nothing extra is stored."""
+    return _batch_norm("batch_norm_relu", input, running_mean, running_var, weight, bias,
+                       training, momentum, eps, True)
 
 
 class Conv2d(Function):

@@ -125,11 +125,12 @@ class SyncBatchNorm(_BatchNorm):
         out = _SyncBatchNorm.apply(*inputs, running_mean=self.running_mean,
                                    running_var=self.running_var, momentum=momentum,
                                    eps=self.eps, comm=comm)
-        return out
+        return F.relu(out) if self._relu else out
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
-        """module with every BatchNorm1d/2d replaced by a SyncBatchNorm that shares its
+        """module with every BatchNorm1d/2d (and BatchNormReLU1d/2d, the ReLU kept)
+        replaced by a SyncBatchNorm that shares its
         parameters and buffers (so an optimizer built before still works); returns the
         new root when module itself is one."""
         if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
@@ -142,6 +143,7 @@ class SyncBatchNorm(_BatchNorm):
                 sync.register_parameter(name, getattr(module, name))
             for name in ("running_mean", "running_var", "num_batches_tracked"):
                 sync.register_buffer(name, getattr(module, name))
+            sync._relu = module._relu  # BatchNormReLU: the ReLU stays
             sync.train(module.training)
             return sync
         for name, child in list(module.named_children()):
