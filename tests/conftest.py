@@ -7,6 +7,10 @@ import pytest
 
 import fastbn
 
+# Test helpers shared between files (bn_reference.py) import by name, also in
+# pytest's importlib mode (tools/test_wheel.sh), which adds no directory to sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 # The directory holding the fastbn these tests import (site-packages, or the
 # checkout during in-place development): child processes must import the same
 # one, and never an unbuilt source tree from their working directory.

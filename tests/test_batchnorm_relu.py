@@ -9,7 +9,7 @@ from fastbn import Tensor, nn
 from fastbn.gradcheck import gradcheck
 from fastbn.kernels import batch_norm_backward, batch_norm_forward
 
-from test_kernels import (DTYPES, SHAPES, THREAD_SHAPES, _axes, _bshape, assert_close,
+from bn_reference import (DTYPES, SHAPES, THREAD_SHAPES, _axes, _bshape, assert_close,
                           random_case, ref_backward_train, ref_forward_train, sum_scale)
 
 
