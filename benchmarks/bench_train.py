@@ -194,6 +194,9 @@ def main():
     ap = argparse.ArgumentParser(description="Training steps, fastbn vs PyTorch")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cache", choices=sorted(bc.CACHE_BLOCKS), default="warm",
+                    help="warm: turns of back-to-back steps, as in a training loop (default); "
+                         "cold: one step per turn")
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 
@@ -206,7 +209,8 @@ def main():
             if have_torch:
                 fns.update({("torch", bn): torch_step(model, bn) for bn in (True, False)})
             with threadpool_limits(threads, user_api="blas"), bc.thread_counts(threads):
-                t = {k: v[0] * 1e3 for k, v in bc.measure(fns, args.repeat).items()}
+                t = {k: v[0] * 1e3 for k, v in
+                     bc.measure(fns, args.repeat, block=bc.CACHE_BLOCKS[args.cache]).items()}
             f, share_f = t["fastbn", True], 1 - t["fastbn", False] / t["fastbn", True]
             if have_torch:
                 tt, share_t = t["torch", True], 1 - t["torch", False] / t["torch", True]

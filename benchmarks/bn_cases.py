@@ -26,6 +26,8 @@ OP_TITLES = {"train_fwd": "train fwd", "train_fwd_bwd": "train fwd+bwd", "eval_f
 # dx pass reads x, dy and writes dx; eval = one read, one write.
 PASSES = {"train_fwd": 3, "train_fwd_bwd": 8, "eval_fwd": 2}
 MOMENTUM, EPS = 0.1, 1e-5
+# calls per turn of measure(): warm = 5 back to back, the last 4 timed; cold = 1
+CACHE_BLOCKS = {"warm": 5, "cold": 1}
 
 
 class Inputs:
@@ -196,11 +198,17 @@ def thread_counts(n):
             torch.set_num_threads(previous)
 
 
-def measure(fns, repeat, warmup=3, threads=None):
+def measure(fns, repeat, warmup=3, threads=None, block=CACHE_BLOCKS["warm"]):
     """Time each callable of {key: fn} `repeat` times, alternating A B C A B C
     so machine drift hits all alike, after `warmup` untimed rounds; GC off.
     `threads` ({key: n}, optional) runs each fn on its own thread count, set
     outside the timed region, so thread counts alternate too.
+
+    ``block``: calls per turn.  1 times every call right after the others ran
+    (cold caches: each sees the last one's data in the L3).  B > 1 runs B calls
+    back to back and times the last B - 1 (warm: the steady state of a loop
+    that calls one kernel, as a training step calls a layer on data its
+    neighbours just wrote).
 
     Returns {key: (median seconds, minor page faults per call)}.
     """
@@ -209,12 +217,17 @@ def measure(fns, repeat, warmup=3, threads=None):
     faults = dict.fromkeys(keys, 0)
 
     def run(key):
+        """The times and page faults of the timed calls of one turn."""
+        out = []
         with thread_counts(threads[key]) if threads else contextlib.nullcontext():
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            fns[key]()
-            t1 = time.perf_counter()
-            return t1 - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            for i in range(block):
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                t0 = time.perf_counter()
+                fns[key]()
+                t1 = time.perf_counter()
+                if i or block == 1:
+                    out.append((t1 - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0))
+        return out
 
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -222,15 +235,15 @@ def measure(fns, repeat, warmup=3, threads=None):
         for _ in range(warmup):
             for key in keys:
                 run(key)
-        for _ in range(repeat):
+        while len(times[keys[0]]) < repeat:
             for key in keys:
-                dt, df = run(key)
-                times[key].append(dt)
-                faults[key] += df
+                for dt, df in run(key):
+                    times[key].append(dt)
+                    faults[key] += df
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {k: (float(np.median(times[k])), faults[k] / repeat) for k in keys}
+    return {k: (float(np.median(times[k])), faults[k] / len(times[k])) for k in keys}
 
 
 def bandwidth_efficiency(op, t_op, nbytes, t_copy):

@@ -9,6 +9,12 @@ medians of --repeat runs after a warm-up.  Bandwidth is the op's minimum
 traffic (passes x bytes) per second as a fraction of the same-run copy's rate
 at the same thread count.
 
+Caches: ``--cache warm`` (default) gives each implementation a turn of 5
+calls and times the last 4, the steady state of a training step, where a
+layer reads data its neighbours just wrote; ``--cache cold`` times every call
+right after the other implementations ran, which evicts the L3: the tensors
+come from DRAM, whose rate 2 cores hardly raise above 1's.
+
     python benchmarks/compare.py --out bench.md
     python benchmarks/compare.py --quick --threads 1 --shapes 64,16,32,32 256,1024
 """
@@ -63,7 +69,7 @@ def machine_description(use_torch):
     return "; ".join(parts)
 
 
-def run(shapes, threads_list, repeat, warmup, use_torch, log=sys.stderr):
+def run(shapes, threads_list, repeat, warmup, use_torch, cache="warm", log=sys.stderr):
     """List of result dicts, one per (threads, shape, op).  Implementations and
     thread counts alternate within each (shape, op) measurement."""
     rows = []
@@ -79,7 +85,8 @@ def run(shapes, threads_list, repeat, warmup, use_torch, log=sys.stderr):
             for op in bc.OPS:
                 fns = {(name, n): ops[op] for n in threads_list for name, ops in impls.items()}
                 fns.update({("copy", n): copies[n] for n in threads_list})
-                res = bc.measure(fns, repeat, warmup, threads={k: k[1] for k in fns})
+                res = bc.measure(fns, repeat, warmup, threads={k: k[1] for k in fns},
+                                 block=bc.CACHE_BLOCKS[cache])
                 rows += [{"threads": n, "shape": shape, "op": op, "nbytes": inp.nbytes,
                           **{name: res[name, n] for name in [*impls, "copy"]}}
                          for n in threads_list]
@@ -120,8 +127,11 @@ def format_report(rows, args, header):
              "for the cores above 0; 2-thread OpenMP timings suffer first). "
              f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}", "",
              f"Command: `{args.command_line}`", "",
-             f"float32, median of {args.repeat} runs after {args.warmup} warm-up runs, "
-             "implementations and thread counts alternated. `x numpy`/`x torch`: that "
+             f"float32, median of {args.repeat} runs after {args.warmup} warm-up turns, "
+             "implementations and thread counts alternated; caches "
+             + ("warm (turns of 5 calls, the last 4 timed). " if args.cache == "warm" else
+                "cold (every call timed right after the other implementations ran). ")
+             + "`x numpy`/`x torch`: that "
              "implementation's time over fastbn's (above 1: fastbn faster). `% copy`: "
              "fastbn's minimum traffic per second over a same-run np.copyto of the same "
              "size on as many threads. Faults: minor page faults per call (fastbn / torch).",
@@ -177,6 +187,8 @@ def build_parser():
     p.add_argument("--shapes", type=parse_shape, nargs="+", default=bc.SHAPES,
                    help="shapes as N,C[,H,W] (default: the issue's seven shapes)")
     p.add_argument("--quick", action="store_true", help="15 repeats, 2 warm-up runs")
+    p.add_argument("--cache", choices=sorted(bc.CACHE_BLOCKS), default="warm",
+                   help="warm: turns of back-to-back calls (default); cold: one call per turn")
     p.add_argument("--no-torch", action="store_true", help="do not import torch")
     p.add_argument("--out", help="also write the markdown report to this file")
     return p
@@ -197,7 +209,7 @@ def main(argv=None):
     header = machine_description(use_torch)
     print(f"{header}\n", file=sys.stderr)
     args.load_before = os.getloadavg()[0]
-    rows = run(args.shapes, args.threads, args.repeat, args.warmup, use_torch)
+    rows = run(args.shapes, args.threads, args.repeat, args.warmup, use_torch, args.cache)
     report = format_report(rows, args, header)
     print(report)
     if args.out:
