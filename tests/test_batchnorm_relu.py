@@ -123,15 +123,24 @@ def test_nan_stays_in_its_channel(rng):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("shape", [(6, 4), (3, 2, 4, 3)])
 def test_tape_gradients_match_finite_differences(rng, shape, training):
-    x, w, b = random_case(rng, shape, np.float64)
-    rm, rv = rng.standard_normal(shape[1]), rng.uniform(0.5, 2, shape[1])
-    inputs = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    # A draw qualifies when the ReLU both clips and passes and no pre-activation
+    # sits within finite differences' reach of the kink (there the derivative
+    # jumps).  The running mean is the batch's, so that in inference too about
+    # half the values are clipped.
+    for _ in range(100):
+        x, w, b = random_case(rng, shape, np.float64)
+        rm = x.mean(axis=_axes(x))
+        rv = rng.uniform(0.5, 2, shape[1])
+        inputs = [Tensor(a, requires_grad=True) for a in (x, w, b)]
 
-    def fn(x_, w_, b_):  # running stats copied: each call sees the same ones
-        return F.batch_norm_relu(x_, rm.copy(), rv.copy(), w_, b_, training)
+        def fn(x_, w_, b_):  # running stats copied: each call sees the same ones
+            return F.batch_norm_relu(x_, rm.copy(), rv.copy(), w_, b_, training)
 
-    pre = fn(*inputs).data
-    assert np.min(np.abs(pre[pre != 0])) > 1e-4 and np.any(pre == 0) and np.any(pre > 0)
+        pre = F.batch_norm(inputs[0], rm.copy(), rv.copy(), inputs[1], inputs[2], training).data
+        if np.any(pre < 0) and np.any(pre > 0) and np.min(np.abs(pre)) > 1e-4:
+            break
+    else:
+        pytest.fail("no qualifying random draw in 100")
     gradcheck(fn, inputs)
 
 
