@@ -50,10 +50,11 @@ cdef extern from "_simd.h" nogil:
                      int, float, float)
     void fastbn_dx_d(const double*, const double*, double*, Py_ssize_t, double, double, double,
                      double, int, double, double)
-    void fastbn_row_accumulate_f(const float*, const float*, const float*, Py_ssize_t,
-                                 float*, float*, const float*, const float*)
-    void fastbn_row_accumulate_d(const double*, const double*, const double*, Py_ssize_t,
-                                 double*, double*, const double*, const double*)
+    void fastbn_rows_accumulate_f(const float*, const float*, Py_ssize_t, int, const float*,
+                                  Py_ssize_t, float*, float*, const float*, const float*)
+    void fastbn_rows_accumulate_d(const double*, const double*, Py_ssize_t, int,
+                                  const double*, Py_ssize_t, double*, double*, const double*,
+                                  const double*)
     void fastbn_row_affine_f(const float*, float*, Py_ssize_t, const float*, const float*,
                              const float*, int)
     void fastbn_row_affine_d(const double*, double*, Py_ssize_t, const double*, const double*,
@@ -112,13 +113,14 @@ cdef inline void _row_dx(const floating* x, const floating* dy, floating* dx, Py
                     rb[0] if relu else 0)
 
 
-cdef inline void _wide_row_accumulate(const floating* x, const floating* dy, const floating* shift,
-                                      Py_ssize_t n, floating* f1, floating* f2,
-                                      const floating* rs, const floating* rb) noexcept nogil:
+cdef inline void _wide_rows_accumulate(const floating* x, const floating* dy,
+                                       Py_ssize_t stride, int rows, const floating* shift,
+                                       Py_ssize_t n, floating* f1, floating* f2,
+                                       const floating* rs, const floating* rb) noexcept nogil:
     if floating is float:
-        fastbn_row_accumulate_f(x, dy, shift, n, f1, f2, rs, rb)
+        fastbn_rows_accumulate_f(x, dy, stride, rows, shift, n, f1, f2, rs, rb)
     else:
-        fastbn_row_accumulate_d(x, dy, shift, n, f1, f2, rs, rb)
+        fastbn_rows_accumulate_d(x, dy, stride, rows, shift, n, f1, f2, rs, rb)
 
 
 cdef inline void _nc_row_affine(const floating* x, floating* y, Py_ssize_t n,
@@ -254,6 +256,7 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
     cdef Py_ssize_t R = _wide_rows(C)
     cdef Py_ssize_t n0 = b * R, n1 = min(n0 + R, N), c0 = t * TILE, nc = min(TILE, C - c0)
     cdef Py_ssize_t n, m, r, k
+    cdef int rows
     for k in range(nc):
         s1[k] = 0.0
         s2[k] = 0.0
@@ -263,10 +266,14 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
         for k in range(nc):
             f1[k] = 0
             f2[k] = 0
-        for r in range(n, m):
-            _wide_row_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
-                                 shift + c0, nc, f1, f2, NULL if rs == NULL else rs + c0,
-                                 NULL if rs == NULL else rb + c0)
+        r = n
+        while r < m:  # four rows per call while there are four
+            rows = 4 if r + 4 <= m else 1
+            _wide_rows_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
+                                  C, rows, shift + c0, nc, f1, f2,
+                                  NULL if rs == NULL else rs + c0,
+                                  NULL if rs == NULL else rb + c0)
+            r += rows
         for k in range(nc):
             s1[k] += f1[k]
             s2[k] += f2[k]

@@ -57,6 +57,33 @@
 /* relu(v) that keeps a NaN, as PyTorch's */
 #define FASTBN_RELU(v) ((v) < 0 ? 0 : (v))
 
+/* The wide path's row loop: TERM(T, o, a, b) sets the terms a, b of position c
+   in the row at offset o; four rows are added pairwise, then to f1, f2. */
+#define FASTBN_ROWS_LOOP(T, TERM)                                                   \
+    if (rows == 4) {                                                                \
+        for (ptrdiff_t c = 0; c < n; c++) {                                         \
+            T a0, b0, a1, b1, a2, b2, a3, b3;                                       \
+            TERM(T, 0, a0, b0)                                                      \
+            TERM(T, stride, a1, b1)                                                 \
+            TERM(T, 2 * stride, a2, b2)                                             \
+            TERM(T, 3 * stride, a3, b3)                                             \
+            f1[c] += (a0 + a1) + (a2 + a3);                                         \
+            f2[c] += (b0 + b1) + (b2 + b3);                                         \
+        }                                                                           \
+    } else {                                                                        \
+        for (ptrdiff_t c = 0; c < n; c++) {                                         \
+            T a0, b0;                                                               \
+            TERM(T, 0, a0, b0)                                                      \
+            f1[c] += a0;                                                            \
+            f2[c] += b0;                                                            \
+        }                                                                           \
+    }
+#define FASTBN_MOMENT_TERM(T, o, a, b) a = x[(o) + c] - shift[c]; b = a * a;
+#define FASTBN_GRAD_TERM(T, o, a, b) a = dy[(o) + c]; b = a * (x[(o) + c] - shift[c]);
+#define FASTBN_MASKED_TERM(T, o, a, b)                                              \
+    a = FASTBN_MASKED(T, x[(o) + c], dy[(o) + c], shift[c], scale[c], bias[c]);     \
+    b = a * (x[(o) + c] - shift[c]);
+
 #define FASTBN_LOOPS(T, S)                                                          \
 /* s1 += sum(p - shift), s2 += sum((p - shift)^2) */                               \
 FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
@@ -102,29 +129,22 @@ FASTBN_DISPATCH static void fastbn_dx_##S(const T *FASTBN_RESTRICT x, const T *F
             dx[i] = k_dy * dy[i] - k_x * (x[i] - mean) - k_0;                       \
     }                                                                               \
 }                                                                                   \
-/* One (N, C) row, per-channel accumulators: a = x - shift (moments) or g (dy, or  \
-   dy masked by the ReLU when scale is not NULL), f1 += a, f2 += a * (x - shift) */ \
-FASTBN_DISPATCH static void fastbn_row_accumulate_##S(const T *FASTBN_RESTRICT x,         \
-        const T *FASTBN_RESTRICT dy, const T *FASTBN_RESTRICT shift, ptrdiff_t n, T *FASTBN_RESTRICT f1, T *FASTBN_RESTRICT f2, \
-        const T *FASTBN_RESTRICT scale, const T *FASTBN_RESTRICT bias)               \
+/* Wide-path accumulators over `rows` (4 or 1) rows `stride` apart, per position c:
+   f1 += sum(a), f2 += sum(a * (x - shift)) over the rows, a = x - shift (moments,
+   dy NULL) or g (dy, or dy masked by the ReLU when scale is not NULL).  Four rows
+   per call load and store the accumulators a quarter as often. */                \
+FASTBN_DISPATCH static void fastbn_rows_accumulate_##S(const T *FASTBN_RESTRICT x,        \
+        const T *FASTBN_RESTRICT dy, ptrdiff_t stride, int rows,                    \
+        const T *FASTBN_RESTRICT shift, ptrdiff_t n, T *FASTBN_RESTRICT f1,          \
+        T *FASTBN_RESTRICT f2, const T *FASTBN_RESTRICT scale,                       \
+        const T *FASTBN_RESTRICT bias)                                               \
 {                                                                                   \
     if (dy == NULL) {                                                               \
-        for (ptrdiff_t c = 0; c < n; c++) {                                         \
-            T d = x[c] - shift[c];                                                  \
-            f1[c] += d;                                                             \
-            f2[c] += d * d;                                                         \
-        }                                                                           \
+        FASTBN_ROWS_LOOP(T, FASTBN_MOMENT_TERM)                                     \
     } else if (scale != NULL) {                                                     \
-        for (ptrdiff_t c = 0; c < n; c++) {                                         \
-            T g = FASTBN_MASKED(T, x[c], dy[c], shift[c], scale[c], bias[c]);       \
-            f1[c] += g;                                                             \
-            f2[c] += g * (x[c] - shift[c]);                                         \
-        }                                                                           \
+        FASTBN_ROWS_LOOP(T, FASTBN_MASKED_TERM)                                     \
     } else {                                                                        \
-        for (ptrdiff_t c = 0; c < n; c++) {                                         \
-            f1[c] += dy[c];                                                         \
-            f2[c] += dy[c] * (x[c] - shift[c]);                                     \
-        }                                                                           \
+        FASTBN_ROWS_LOOP(T, FASTBN_GRAD_TERM)                                       \
     }                                                                               \
 }                                                                                   \
 /* One (N, C) row: y = (x - center) * scale + shift, per-channel vectors, then the \
