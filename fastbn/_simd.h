@@ -34,14 +34,16 @@
 
 #define FASTBN_CHUNK 256
 
-/* *s1 += sum(A), *s2 += sum(B) over i in [0, n), A and B expressions in i: summed
-   in T over chunks of FASTBN_CHUNK values, each chunk flushed to double. */
-#define FASTBN_CHUNKED_SUMS(T, A, B)                                                \
+/* *s1 += sum(A), *s2 += sum(B) over i in [0, n), A and B expressions in i and
+   in what the statements LET (run first for each i) declare: summed in T over
+   chunks of FASTBN_CHUNK values, each chunk flushed to double. */
+#define FASTBN_CHUNKED_SUMS(T, LET, A, B)                                           \
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
         ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
         T a = 0, b = 0;                                                             \
         FASTBN_SIMD_SUM                                                             \
         for (ptrdiff_t i = i0; i < i1; i++) {                                       \
+            LET;                                                                    \
             a += (A);                                                               \
             b += (B);                                                               \
         }                                                                           \
@@ -89,17 +91,19 @@
 FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
                                                double *s1, double *s2)             \
 {                                                                                   \
-    FASTBN_CHUNKED_SUMS(T, p[i] - shift, (p[i] - shift) * (p[i] - shift))          \
+    FASTBN_CHUNKED_SUMS(T, T d = p[i] - shift, d, d * d)                            \
 }                                                                                   \
 /* s1 += sum(g), s2 += sum(g * (p - mean)), g = q, or q masked by the ReLU */      \
 FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n, \
         T mean, int relu, T scale, T shift, double *s1, double *s2)                 \
 {                                                                                   \
     if (relu) {                                                                     \
-        FASTBN_CHUNKED_SUMS(T, FASTBN_MASKED(T, p[i], q[i], mean, scale, shift),    \
-            FASTBN_MASKED(T, p[i], q[i], mean, scale, shift) * (p[i] - mean))       \
+        /* dy loaded before the test: loaded under the mask, gcc kept the sums \
+           in memory, not in registers, and ran this loop at half speed */          \
+        FASTBN_CHUNKED_SUMS(T, T dyi = q[i]; T g = FASTBN_MASKED(T, p[i], dyi, mean, scale, shift), \
+                            g, g * (p[i] - mean))                                   \
     } else {                                                                        \
-        FASTBN_CHUNKED_SUMS(T, q[i], q[i] * (p[i] - mean))                         \
+        FASTBN_CHUNKED_SUMS(T, (void)0, q[i], q[i] * (p[i] - mean))                 \
     }                                                                               \
 }                                                                                   \
 /* y = (x - center) * scale + shift, then the ReLU if relu */                      \
