@@ -84,6 +84,21 @@ def blas_thread_control():
     return ctypes.cast(fn, ctypes.c_void_p).value or 0
 
 
+def blas_core():
+    """The kernel set (core type) the OpenBLAS behind scipy.linalg.cython_blas,
+    which runs fastbn's GEMMs, picked at load time, or None for another BLAS."""
+    import ctypes
+
+    from scipy.linalg import cython_blas
+    lib = ctypes.CDLL(cython_blas.__file__)
+    for name in ("openblas_get_corename", "scipy_openblas_get_corename"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            return fn().decode()
+    return None
+
+
 def _blas_info(module):
     try:
         cfg = module.show_config(mode="dicts")
@@ -117,6 +132,7 @@ def show_config(as_dict=False):
         # GEMMs: single-threaded BLAS calls inside fastbn's threads, or else one
         # fastbn thread and the BLAS's own
         "gemm_threads": "fastbn" if blas_thread_control() else "blas",
+        "gemm_kernels": blas_core(),
     }
     if as_dict:
         return info

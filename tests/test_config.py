@@ -1,4 +1,5 @@
 """Build configuration, thread control and the `info` command."""
+import os
 import threading
 
 import pytest
@@ -20,6 +21,20 @@ def test_show_config_dict_and_print(capsys):
     assert fastbn.show_config() is None
     out = capsys.readouterr().out
     assert "openmp" in out and fastbn.__version__ in out
+
+
+def test_gemm_kernels_are_those_threadpoolctl_sees():
+    """show_config's gemm_kernels: the core type of the OpenBLAS behind
+    scipy.linalg.cython_blas, as threadpoolctl reads it (scipy's own library)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.cython_blas as cython_blas
+    libs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(cython_blas.__file__))),
+                        "scipy.libs")
+    seen = [i["architecture"] for i in threadpoolctl.threadpool_info()
+            if i.get("internal_api") == "openblas" and i["filepath"].startswith(libs)]
+    if not seen:
+        pytest.skip("scipy's BLAS is not a bundled OpenBLAS here")
+    assert fastbn.show_config(as_dict=True)["gemm_kernels"] == seen[0]
 
 
 @pytest.mark.skipif(not OPENMP, reason="serial build")
