@@ -69,5 +69,10 @@ def random_case(rng, shape, dtype):
     return x, w, b
 
 
+def random_running_stats(rng, C, dtype):
+    """Running mean and variance of C channels, as a trained layer might hold."""
+    return rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+
+
 # Shapes whose bits are compared at 1 and 2 threads (large enough to run parallel).
 THREAD_SHAPES = [(64, 16, 32, 32), (16, 3, 64, 64), (2, 1, 70000), (512, 200), (4, 64, 9000)]

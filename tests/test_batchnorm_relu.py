@@ -10,7 +10,8 @@ from fastbn.gradcheck import gradcheck
 from fastbn.kernels import batch_norm_backward, batch_norm_forward
 
 from bn_reference import (DTYPES, SHAPES, THREAD_SHAPES, _axes, _bshape, assert_close,
-                          random_case, ref_backward_train, ref_forward_train, sum_scale)
+                          random_case, random_running_stats, ref_backward_train,
+                          ref_forward_train, sum_scale)
 
 
 @pytest.fixture
@@ -63,8 +64,7 @@ def test_training_backward_is_bn_backward_of_masked_grad(rng, shape, dtype):
 def test_inference_forward_and_backward(rng, shape, dtype):
     x, w, b = random_case(rng, shape, dtype)
     C = shape[1]
-    rm = rng.standard_normal(C).astype(dtype)
-    rv = rng.uniform(0.5, 2, C).astype(dtype)
+    rm, rv = random_running_stats(rng, C, dtype)
     y, mean, invstd = batch_norm_forward(x, w, b, rm, rv, training=False, relu=True)
     bs = _bshape(x)
     scale = (w / np.sqrt(rv.astype(np.float64) + 1e-5)).reshape(bs)

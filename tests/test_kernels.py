@@ -11,7 +11,8 @@ import fastbn
 from fastbn.kernels import batch_norm_backward, batch_norm_forward
 
 from bn_reference import (DTYPES, SHAPES, THREAD_SHAPES, _axes, _bshape, assert_close,
-                          random_case, ref_backward_train, ref_forward_train, sum_scale)
+                          random_case, random_running_stats, ref_backward_train,
+                          ref_forward_train, sum_scale)
 
 
 @pytest.fixture
@@ -38,8 +39,7 @@ def test_training_forward_matches_reference(rng, shape, dtype):
 @pytest.mark.parametrize("shape", [(60, 100), (8, 3, 33, 17), (32, 16, 6, 6)])
 def test_running_stats_over_several_steps(rng, shape, dtype, momentum):
     C = shape[1]
-    rm = rng.standard_normal(C).astype(dtype)
-    rv = rng.uniform(0.5, 2, C).astype(dtype)
+    rm, rv = random_running_stats(rng, C, dtype)
     rm_ref, rv_ref = rm.astype(np.float64), rv.astype(np.float64)
     m = np.prod(shape) // C
     for _ in range(4):
@@ -57,8 +57,7 @@ def test_running_stats_over_several_steps(rng, shape, dtype, momentum):
 def test_inference_forward_matches_reference(rng, shape, dtype):
     x, w, b = random_case(rng, shape, dtype)
     C = shape[1]
-    rm = rng.standard_normal(C).astype(dtype)
-    rv = rng.uniform(0.5, 2, C).astype(dtype)
+    rm, rv = random_running_stats(rng, C, dtype)
     rm0, rv0 = rm.copy(), rv.copy()
     y, save_mean, save_invstd = batch_norm_forward(x, w, b, rm, rv, training=False, eps=1e-3)
     bs = _bshape(x)
