@@ -403,9 +403,12 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
 def max_pool_backward(const floating[:, :, ::1] dy, const int64_t[:, :, ::1] indices,
                       floating[:, :, ::1] dx, int nthreads):
     """dx[plane, indices] += dy: scatter-add within each plane (a thread owns
-    whole planes of dx, so overlapping windows do not race).  dx is overwritten."""
-    cdef Py_ssize_t P = dx.shape[0], u, i
+    whole planes of dx, so overlapping windows do not race).  dx is overwritten.
+    Returns the number of indices outside their plane, which are skipped: the
+    caller raises, and no extra pass over the indices checks them first."""
+    cdef Py_ssize_t P = dx.shape[0], u, i, j
     cdef Py_ssize_t plane = dx.shape[1] * dx.shape[2], L = dy.shape[1] * dy.shape[2]
+    cdef Py_ssize_t bad = 0
     cdef const floating* dyp = &dy[0, 0, 0]
     cdef const int64_t* ip = &indices[0, 0, 0]
     cdef floating* dxp = &dx[0, 0, 0]
@@ -415,7 +418,12 @@ def max_pool_backward(const floating[:, :, ::1] dy, const int64_t[:, :, ::1] ind
             for i in range(plane):
                 dxp[u * plane + i] = 0
             for i in range(L):
-                dxp[u * plane + ip[u * L + i]] += dyp[u * L + i]
+                j = ip[u * L + i]
+                if 0 <= j < plane:
+                    dxp[u * plane + j] += dyp[u * L + i]
+                else:
+                    bad += 1
+    return bad
 
 
 cdef inline Mode _avg_mode(int mode) noexcept nogil:

@@ -419,11 +419,12 @@ def max_pool2d_backward(dy, indices, input_shape):
                          f"got {indices.dtype} {indices.shape}")
     if dy.shape[:2] != shape[:2]:
         raise ValueError(f"{op}: grad_output {dy.shape} does not match input_shape {shape}")
-    if indices.size and (indices.min() < 0 or indices.max() >= shape[2] * shape[3]):
-        raise ValueError(f"{op}: indices out of range for input planes of {shape[2:]}")
     dx = np.empty(shape, dtype=dy.dtype)
-    if dx.size:
-        _conv.max_pool_backward(_planes(dy), _planes(indices), _planes(dx), get_num_threads())
+    # the kernel counts (and skips) indices outside their plane; an empty plane holds none
+    bad = (_conv.max_pool_backward(_planes(dy), _planes(indices), _planes(dx), get_num_threads())
+           if dx.size else indices.size)
+    if bad:
+        raise ValueError(f"{op}: indices out of range for input planes of {shape[2:]}")
     return dx
 
 

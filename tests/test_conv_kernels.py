@@ -431,6 +431,12 @@ def test_against_torch():
     (lambda x, w: K.max_pool2d_backward(np.zeros((2, 3, 3, 3)),
                                         np.full((2, 3, 3, 3), 99), x.shape), ValueError,
      "indices"),
+    (lambda x, w: K.max_pool2d_backward(np.zeros((2, 3, 3, 3)),
+                                        np.full((2, 3, 3, 3), 42), x.shape), ValueError,
+     "out of range"),  # one past the last of a 6x7 plane
+    (lambda x, w: K.max_pool2d_backward(np.zeros((2, 3, 3, 3)),
+                                        -np.ones((2, 3, 3, 3), np.int64), x.shape), ValueError,
+     "out of range"),
     (lambda x, w: K.avg_pool2d_forward(x, 3, stride=-1), ValueError, "stride"),
     (lambda x, w: K.avg_pool2d_backward(np.zeros((2, 3, 2, 2)), x.shape, 2), ValueError,
      "grad_output"),
