@@ -120,6 +120,7 @@ def speedups(rows, nthreads, op, other="torch"):
 
 
 def format_report(rows, args, header):
+    warm = bc.CACHE_BLOCKS["warm"]
     threads_list = sorted({r["threads"] for r in rows})
     lines = [f"Machine: {header}", "",
              "Load average (1 min) before / after: "
@@ -129,7 +130,8 @@ def format_report(rows, args, header):
              f"Command: `{args.command_line}`", "",
              f"float32, median of {args.repeat} runs after {args.warmup} warm-up turns, "
              "implementations and thread counts alternated; caches "
-             + ("warm (turns of 5 calls, the last 4 timed). " if args.cache == "warm" else
+             + (f"warm (turns of {warm} calls, the last {warm - 1} timed). "
+                if args.cache == "warm" else
                 "cold (every call timed right after the other implementations ran). ")
              + "`x numpy`/`x torch`: that "
              "implementation's time over fastbn's (above 1: fastbn faster). `% copy`: "

@@ -68,35 +68,43 @@ def _openmp_runtime():
     return None
 
 
-def blas_thread_control():
-    """Address of openblas_set_num_threads_local (OpenBLAS >= 0.3.27: sets the
-    thread count, returns the previous one) in the BLAS behind
-    scipy.linalg.cython_blas, which fastbn's GEMMs call, or 0 when that BLAS has
-    none.  A dlopen handle's symbol lookup also searches the library's
-    dependencies, where the BLAS is."""
+def _blas_symbol(*names):
+    """The first of names found in the BLAS behind scipy.linalg.cython_blas, which
+    fastbn's GEMMs call, as a ctypes function, or None.  A dlopen handle's symbol
+    lookup also searches the library's dependencies, where the BLAS is."""
     import ctypes
 
     from scipy.linalg import cython_blas
     try:
-        fn = ctypes.CDLL(cython_blas.__file__).openblas_set_num_threads_local
-    except (OSError, AttributeError):
-        return 0
-    return ctypes.cast(fn, ctypes.c_void_p).value or 0
+        lib = ctypes.CDLL(cython_blas.__file__)
+    except OSError:
+        return None
+    for name in names:
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            return fn
+    return None
+
+
+def blas_thread_control():
+    """Address of openblas_set_num_threads_local (OpenBLAS >= 0.3.27: sets the
+    thread count, returns the previous one), or 0 when that BLAS has none."""
+    import ctypes
+
+    fn = _blas_symbol("openblas_set_num_threads_local")
+    return 0 if fn is None else ctypes.cast(fn, ctypes.c_void_p).value or 0
 
 
 def blas_core():
-    """The kernel set (core type) the OpenBLAS behind scipy.linalg.cython_blas,
-    which runs fastbn's GEMMs, picked at load time, or None for another BLAS."""
+    """The kernel set (core type) that OpenBLAS picked at load time, or None for
+    another BLAS."""
     import ctypes
 
-    from scipy.linalg import cython_blas
-    lib = ctypes.CDLL(cython_blas.__file__)
-    for name in ("openblas_get_corename", "scipy_openblas_get_corename"):
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.restype = ctypes.c_char_p
-            return fn().decode()
-    return None
+    fn = _blas_symbol("openblas_get_corename", "scipy_openblas_get_corename")
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
 
 
 def _blas_info(module):
