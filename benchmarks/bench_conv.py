@@ -7,8 +7,9 @@ figures are medians over every repetition of every round.
 
     python benchmarks/bench_conv.py [--repeat 20] [--rounds 2] [--threads 1 2]
 
-fastbn runs its im2col/col2im kernels on ``fastbn.threads(n)`` and NumPy's BLAS
-on n threads (threadpoolctl); torch runs on ``torch.set_num_threads(n)``.
+fastbn runs its kernels on ``fastbn.threads(n)`` (the first layer by im2col,
+the second by Winograd F(2x2, 3x3)); torch runs on ``torch.set_num_threads(n)``.
+GFLOP/s count a direct convolution's multiply-adds, whatever the algorithm.
 """
 import argparse
 import json
@@ -25,7 +26,7 @@ BATCH = 64
 
 
 def _flops(cin, cout, hw):
-    return 2.0 * BATCH * cout * cin * 9 * hw * hw  # one GEMM's worth
+    return 2.0 * BATCH * cout * cin * 9 * hw * hw  # a direct convolution's (one pass)
 
 
 def _time(fn, repeat):
@@ -113,7 +114,7 @@ def main():
                             ["--repeat", str(args.repeat)])
     print(f"batch {BATCH}, float32, 3x3, padding 1; medians of {args.rounds} x {args.repeat} "
           "runs (backward: dx (not for the first layer), dweight, dbias)")
-    print("wall and CPU milliseconds; GFLOP/s of fastbn's wall time")
+    print("wall and CPU milliseconds; GFLOP/s of fastbn's wall time (direct-convolution count)")
     print(f"{'layer':<20}{'pass':<10}{'threads':>8}{'fastbn':>9}{'(cpu)':>8}{'GFLOP/s':>9}"
           f"{'torch':>9}{'(cpu)':>8}{'torch/fastbn':>14}")
     for name, cin, cout, hw in LAYERS:

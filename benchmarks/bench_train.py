@@ -190,6 +190,34 @@ class Conv2d:
         self.F.conv2d(self.x, self.w, self.b, padding=1).backward(self.grad)
 
 
+
+class Conv2dAlgorithm:
+    """The convnet's conv2d layers through fastbn.kernels by each algorithm:
+    forward, and backward (dx, dweight, dbias) from the forward's columns."""
+
+    params = [CONV_LAYERS, ["im2col", "winograd"]]
+    param_names = ["cin_cout_hw", "algorithm"]
+
+    def setup(self, layer, algorithm):
+        from fastbn import kernels
+
+        cin, cout, hw = layer
+        rng = np.random.default_rng(0)
+        self.K = kernels
+        self.x = rng.standard_normal((BATCH_CONV, cin, hw, hw)).astype(np.float32)
+        self.w = (rng.standard_normal((cout, cin, 3, 3)) * 0.1).astype(np.float32)
+        self.b = np.zeros(cout, np.float32)
+        y, self.cols = kernels.conv2d_forward(self.x, self.w, self.b, padding=1,
+                                              algorithm=algorithm)
+        self.dy = rng.standard_normal(y.shape).astype(np.float32)
+
+    def time_forward(self, layer, algorithm):
+        self.K.conv2d_forward(self.x, self.w, self.b, padding=1, algorithm=algorithm)
+
+    def time_backward(self, layer, algorithm):
+        self.K.conv2d_backward(self.dy, self.x, self.w, self.cols, padding=1,
+                               algorithm=algorithm)
+
 def main():
     ap = argparse.ArgumentParser(description="Training steps, fastbn vs PyTorch")
     ap.add_argument("--repeat", type=int, default=30)

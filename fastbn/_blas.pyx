@@ -18,6 +18,7 @@ import numpy as np
 
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
+from cython cimport floating
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -78,13 +79,8 @@ cdef void dgemm_rm(bint ta, bint tb, int m, int n, int k, double alpha, const do
     dgemm(&trb, &tra, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
-ctypedef fused real:
-    float
-    double
-
-
-def matmul(const real[:, ::1] a, const real[:, ::1] b, real[:, ::1] out, bint ta, bint tb,
-           int nthreads):
+def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out, bint ta,
+           bint tb, int nthreads):
     """out = op(a) @ op(b), op transposing when ta / tb (a, b stored C-contiguous).
     The output is cut into blocks of BLOCK rows, or of columns when it has more
     of those, fixed by the shape: each element's sum is the same at any thread
@@ -95,9 +91,9 @@ def matmul(const real[:, ::1] a, const real[:, ::1] b, real[:, ::1] out, bint ta
     cdef Py_ssize_t units = ((m if by_rows else n) + BLOCK - 1) // BLOCK, u
     cdef int nt = max(nthreads, 1) if <double>m * n * k >= SERIAL_BELOW else 1
     cdef int lo, w
-    cdef const real* ap = &a[0, 0]
-    cdef const real* bp = &b[0, 0]
-    cdef real* cp = &out[0, 0]
+    cdef const floating* ap = &a[0, 0]
+    cdef const floating* bp = &b[0, 0]
+    cdef floating* cp = &out[0, 0]
     if not blas_in_threads():
         nt = 1
     with nogil:
@@ -106,18 +102,11 @@ def matmul(const real[:, ::1] a, const real[:, ::1] b, real[:, ::1] out, bint ta
             lo = u * BLOCK
             if by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
                 w = min(BLOCK, m - lo)
-                _gemm(ta, tb, w, n, k, ap + (lo if ta else lo * lda), lda, bp, ldb,
-                      cp + lo * ldc, ldc)
+                gemm_rm(ta, tb, w, n, k, ap + (lo if ta else lo * lda), lda, bp, ldb, 0,
+                        cp + lo * ldc, ldc)
             else:        # columns lo.. of op(b)
                 w = min(BLOCK, n - lo)
-                _gemm(ta, tb, m, w, k, ap, lda, bp + (lo * ldb if tb else lo), ldb,
-                      cp + lo, ldc)
+                gemm_rm(ta, tb, m, w, k, ap, lda, bp + (lo * ldb if tb else lo), ldb, 0,
+                        cp + lo, ldc)
         blas_one_thread(False)
 
-
-cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, const real* a, int lda,
-                       const real* b, int ldb, real* c, int ldc) noexcept nogil:
-    if real is float:
-        sgemm_rm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
-    else:
-        dgemm_rm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)

@@ -20,7 +20,7 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t
 
-from ._blas cimport blas_in_threads, blas_one_thread, dgemm_rm, sgemm_rm
+from ._blas cimport blas_one_thread, gemm_rm, gemm_threads
 
 import numpy as np
 
@@ -121,19 +121,6 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kerne
 
 # ---------------------------------------------------------------- convolution GEMMs
 
-cdef inline int _gemm_threads(Py_ssize_t work, int nthreads) noexcept nogil:
-    return _threads(work, nthreads) if blas_in_threads() else 1
-
-
-cdef inline void _gemm(bint ta, bint tb, int m, int n, int k, const floating* a, int lda,
-                       const floating* b, int ldb, floating beta, floating* c,
-                       int ldc) noexcept nogil:
-    if floating is float:
-        sgemm_rm(ta, tb, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
-    else:
-        dgemm_rm(ta, tb, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
-
-
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight, bias,
                  const floating[:, :, ::1] cols, floating[:, :, ::1] y, tuple kernel, tuple stride,
                  tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW, bint identity,
@@ -154,7 +141,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weigh
     cdef const floating* bp = NULL
     cdef floating* yn
     cdef floating v
-    cdef int nt = _gemm_threads(N * G * Og * K * L, nthreads)
+    cdef int nt = gemm_threads(N * G * Og * K * L, nthreads)
     if bias is not None:
         b = bias
         bp = &b[0]
@@ -167,7 +154,7 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weigh
                                 cp + (n * C + c) * KK * L, &t, True)
             yn = yp + n * G * Og * L
             for g in range(G):
-                _gemm(False, False, Og, L, K, wp + g * Og * K, K,
+                gemm_rm(False, False, Og, L, K, wp + g * Og * K, K,
                       cp + (n * G + g) * K * L, L, 0, yn + g * Og * L, L)
             if bp != NULL:
                 for o in range(G * Og):
@@ -213,7 +200,7 @@ def conv_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] weight
     cdef Taps t = _taps(H, W, OH, OW, kernel, stride, padding, dilation)
     cdef Py_ssize_t KK = t.kh * t.kw, plane = H * W
     cdef Py_ssize_t units = P if P else N  # work units: weight parts, or images
-    cdef int nt = _gemm_threads(N * G * Og * K * L, nthreads)
+    cdef int nt = gemm_threads(N * G * Og * K * L, nthreads)
     # per thread, the input gradient's columns of one image: in L2 until col2im
     scratch = np.empty((nt, G * K * L if dxp != NULL and not identity else 1),
                        dtype=np.float32 if floating is float else np.float64)
@@ -226,12 +213,12 @@ def conv_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] weight
             for n in range(n0, n1):
                 if pp != NULL:
                     for g in range(G):
-                        _gemm(False, True, Og, K, L, dyp + (n * G + g) * Og * L, L,
+                        gemm_rm(False, True, Og, K, L, dyp + (n * G + g) * Og * L, L,
                               cp + (n * G + g) * K * L, L, 0 if n == n0 else 1,
                               pp + (p * G + g) * Og * K, K)
                 if dxp != NULL:
                     for g in range(G):
-                        _gemm(True, False, K, L, Og, wp + g * Og * K, K,
+                        gemm_rm(True, False, K, L, Og, wp + g * Og * K, K,
                               dyp + (n * G + g) * Og * L, L, 0,
                               (dxp + n * C * plane if identity else dcols) + g * K * L, L)
                     if not identity:

@@ -1,12 +1,7 @@
 /* Innermost loops of the kernels in _core.pyx (which owns blocking, threading
    and the reduction tree).  They are C for two things Cython cannot emit:
-   - `omp simd reduction`, the only way to vectorize a floating-point sum
-     without -ffast-math (setup.py adds -fopenmp-simd, which needs no OpenMP
-     runtime, so the serial build vectorizes too);
-   - runtime dispatch (target_clones): the wheel is built for baseline x86-64
-     (SSE2), and each loop also gets AVX2 and AVX-512 versions, picked once at
-     load time for the CPU it runs on.  Same CPU, same code: results do not
-     depend on the thread count.
+   `omp simd reduction`, the only way to vectorize a floating-point sum
+   without -ffast-math, and runtime dispatch per ISA (both in _dispatch.h).
 
    float sums run in float over chunks of FASTBN_CHUNK values (a vector lane
    holds at most FASTBN_CHUNK / 4 terms: 256 with SSE2, 64 with AVX-512) and
@@ -19,20 +14,11 @@
    Each loop is written once, for float and double, by FASTBN_LOOPS below. */
 #ifndef FASTBN_SIMD_H
 #define FASTBN_SIMD_H
-#include <stddef.h>
+#include "_dispatch.h"
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
-    !defined(FASTBN_NO_DISPATCH)
-#define FASTBN_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTBN_DISPATCH
-#endif
-
-#if defined(_MSC_VER)  /* MSVC's C has neither `restrict` nor (older) _Pragma */
-#define FASTBN_RESTRICT __restrict
+#if defined(_MSC_VER)
 #define FASTBN_SIMD_SUM __pragma(omp simd reduction(+:a, b))
 #else
-#define FASTBN_RESTRICT restrict
 #define FASTBN_SIMD_SUM _Pragma("omp simd reduction(+:a, b)")
 #endif
 

@@ -1,5 +1,6 @@
 """Validated NumPy entry points to the compiled kernels: Batch Normalization
-(``fastbn._core``), and conv2d and pooling (``fastbn._conv``).
+(``fastbn._core``), and conv2d (``fastbn._conv``, ``fastbn._winograd``) and
+pooling (``fastbn._conv``).
 
 Arrays in, arrays out.  This is the only module that calls the compiled
 modules; it checks types, shapes and values, makes inputs C-contiguous and
@@ -10,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from . import _blas, _conv, _core
+from . import _blas, _conv, _core, _winograd
 from ._config import blas_thread_control, get_num_threads
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "matmul",
@@ -246,12 +247,26 @@ def _input_shape(input_shape, op):
 # The weight gradient's partial sums, each over a run of images: a fixed number,
 # so the bits do not depend on the thread count, and enough to share out.
 _WEIGHT_PARTS = 16
+_ALGORITHMS = ("auto", "im2col", "winograd")
+# Winograd's transforms cost per channel what im2col's GEMM costs per channel
+# pair: with fewer channels than this (a first layer on RGB or grey images)
+# im2col is faster.
+_WINOGRAD_MIN_CHANNELS = 8
+# F(2x2, 3x3): U = G g G^T for a 3x3 filter g (fastbn/_winograd.pyx)
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def _winograd_filters(weight):
+    """(O, C, 3, 3) filters -> (16, O, C) transformed ones, computed in float64."""
+    u = _WINOGRAD_G @ weight.astype(np.float64) @ _WINOGRAD_G.T
+    O, C = weight.shape[:2]
+    return np.ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, O, C), dtype=weight.dtype)
 
 
 class _ConvArgs:
     """Validated arguments of a conv2d call, shared by forward and backward."""
 
-    def __init__(self, x, weight, stride, padding, dilation, groups, op):
+    def __init__(self, x, weight, stride, padding, dilation, groups, op, algorithm="auto"):
         x = _check_nchw(x, "input", op)
         weight = _check_nchw(weight, "weight", op)
         if weight.dtype != x.dtype:
@@ -274,6 +289,22 @@ class _ConvArgs:
         self.out = _out_sizes(x.shape, self.kernel, self.stride, self.padding, self.dilation, op)
         self.K = Cg * kh * kw   # rows of one group's columns
         self.L = self.out[0] * self.out[1]
+        self.winograd = self._pick_winograd(algorithm, op)
+
+    def _pick_winograd(self, algorithm, op):
+        """Whether to run Winograd F(2x2, 3x3): for 3x3, stride 1, dilation 1, one
+        group and padding <= 2 (then the input's gradient is one too); by
+        default only with enough input and output channels."""
+        if algorithm not in _ALGORITHMS:
+            raise ValueError(f"{op}: algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
+        fits = (self.kernel == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.groups == 1 and max(self.padding) <= 2)
+        if algorithm == "winograd" and not fits:
+            raise ValueError(f"{op}: algorithm='winograd' needs a 3x3 kernel, stride 1, "
+                             "dilation 1, groups 1 and padding <= 2")
+        if algorithm == "auto":
+            return fits and min(self.weight.shape[:2]) >= _WINOGRAD_MIN_CHANNELS
+        return algorithm == "winograd"
 
     @property
     def identity(self):
@@ -304,15 +335,19 @@ class _ConvArgs:
         return self.weight.reshape(self.groups, O // self.groups, self.K)
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                   algorithm="auto"):
     """2-D convolution (cross-correlation) as torch.nn.functional.conv2d.
 
-    Returns ``(y, cols)``: cols is the im2col matrix, to hand to conv2d_backward.
-    Per image: im2col writes cols[n], the GEMM reads it back from cache and
-    writes y[n].
+    Returns ``(y, cols)``: cols is the im2col matrix, to hand to conv2d_backward
+    (None after Winograd).  algorithm: "im2col" (per image: im2col writes
+    cols[n], the GEMM reads it back from cache and writes y[n]), "winograd"
+    (F(2x2, 3x3), 2.25x fewer multiply-adds; 3x3 kernels with stride 1,
+    dilation 1, groups 1, padding <= 2), or "auto": Winograd where it applies
+    and both sides have at least 8 channels, else im2col.
     """
     op = "conv2d"
-    a = _ConvArgs(x, weight, stride, padding, dilation, groups, op)
+    a = _ConvArgs(x, weight, stride, padding, dilation, groups, op, algorithm)
     N, O = a.x.shape[0], a.weight.shape[0]
     a.check_blas_sizes(O)
     if bias is not None:
@@ -323,6 +358,12 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
             raise TypeError(f"{op}: bias has dtype {bias.dtype}; supported dtypes are "
                             "float32 and float64")
         bias = np.ascontiguousarray(bias, dtype=a.x.dtype)
+    if a.winograd:
+        y = np.empty((N, O) + a.out, dtype=a.x.dtype)
+        if y.size:
+            _winograd.forward(a.x, _winograd_filters(a.weight), bias, y, *a.padding,
+                              get_num_threads())
+        return y, None
     cols = (a.x.reshape(N, a.x.shape[1], a.L) if a.identity else
             np.empty((N, a.K * a.groups, a.L), dtype=a.x.dtype))
     y = np.empty((N, O) + a.out, dtype=a.x.dtype)
@@ -334,26 +375,43 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
 
 
 def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups=1,
-                    need_input=True, need_weight=True, need_bias=True):
+                    need_input=True, need_weight=True, need_bias=True, algorithm="auto"):
     """Gradients of conv2d_forward: ``(dx, dweight, dbias)``, None where not needed.
 
-    cols is conv2d_forward's second result (None: recomputed from x).
-    dx = col2im(weight^T @ dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T,
-    accumulated over a fixed number of runs of images and added in float64 (the
-    same bits at any thread count); dbias = dy summed over N, H, W (in float64).
+    cols is conv2d_forward's second result (None: recomputed from x when im2col
+    needs it).  algorithm as in conv2d_forward.  im2col: dx = col2im(weight^T @
+    dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T.  Winograd: dx is the
+    Winograd convolution of dy with the flipped, transposed filters; dweight
+    = G^T (sum of the transformed dy tiles times the transformed input tiles) G.
+    dweight is accumulated over a fixed number of runs of images and added in
+    float64 (the same bits at any thread count); dbias = dy summed over N, H, W
+    (in float64).
     """
     op = "conv2d_backward"
-    a = _ConvArgs(x, weight, stride, padding, dilation, groups, op)
+    a = _ConvArgs(x, weight, stride, padding, dilation, groups, op, algorithm)
     N, O, G = a.x.shape[0], a.weight.shape[0], a.groups
     a.check_blas_sizes(O)
     dy = _check_grad(dy, (N, O) + a.out, op, a.x.dtype)
-    wg = a.grouped_weight()
-    dx = dweight = dbias = parts = None
+    dx = dweight = dbias = None
     if need_bias:
         dbias = np.zeros(O, dtype=np.float64)
         if dy.size:
             _conv.bias_grad(dy.reshape(N, O, a.L), dbias, get_num_threads())
         dbias = dbias.astype(dy.dtype)
+    if a.winograd:
+        if need_input:
+            dx = conv2d_forward(dy, a.weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1],
+                                padding=(2 - a.padding[0], 2 - a.padding[1]),
+                                algorithm="winograd")[0]
+        if need_weight:
+            parts = np.zeros((min(N, _WEIGHT_PARTS), 16, O, a.x.shape[1]), dtype=a.x.dtype)
+            if N and a.L:
+                _winograd.weight_grad(dy, a.x, parts, *a.padding, get_num_threads())
+            du = parts.sum(axis=0, dtype=np.float64).reshape((4, 4) + parts.shape[2:])
+            dweight = (_WINOGRAD_G.T @ du.transpose(2, 3, 0, 1) @ _WINOGRAD_G).astype(a.x.dtype)
+        return dx, dweight, dbias
+    wg = a.grouped_weight()
+    parts = None
     if need_weight:
         if cols is None:
             cols = a.im2col()

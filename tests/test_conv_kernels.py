@@ -1,6 +1,7 @@
 """conv2d and 2-D pooling kernels (fastbn.kernels) against plain NumPy loops,
 finite differences and, when installed, PyTorch."""
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -215,6 +216,80 @@ def test_conv_noncontiguous_input():
     np.testing.assert_allclose(y, ref_conv(x, w, None, 1, 1, 1, 1), rtol=1e-10, atol=1e-10)
 
 
+# ---------------------------------------------------------------- conv2d by Winograd F(2x2, 3x3)
+
+WINOGRAD_CASES = [
+    # (N, C, H, W, O, padding)
+    (2, 3, 7, 6, 4, 1),         # odd height: the last tile row is cut
+    (3, 8, 5, 8, 9, 0),
+    (1, 5, 6, 7, 3, (2, 1)),    # odd width, padding 2: the input gradient has none
+    (2, 9, 1, 1, 8, 1),         # one tile, mostly padding
+    (4, 2, 3, 3, 2, 2),
+    (5, 16, 14, 14, 12, 1),     # several images per chunk, chunks cut at N
+    (20, 2, 30, 29, 3, 1),      # weight parts of two chunks each
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_winograd_matches_loops(case, dtype):
+    N, C, H, W, O, p = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x, w, b = _rand(rng, (N, C, H, W), dtype), _rand(rng, (O, C, 3, 3), dtype), _rand(rng, O, dtype)
+    y, cols = K.conv2d_forward(x, w, b, 1, p, algorithm="winograd")
+    assert cols is None and y.dtype == dtype
+    np.testing.assert_allclose(y, ref_conv(x, w, b, 1, p, 1, 1), **_tol(dtype))
+    dy = _rand(rng, y.shape, dtype)
+    got = K.conv2d_backward(dy, x, w, None, 1, p, algorithm="winograd")
+    refs = ref_conv_backward(dy.astype(np.float64), x.astype(np.float64),
+                             w.astype(np.float64), 1, p, 1, 1)
+    for a, r in zip(got, refs):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, r, **_tol(dtype))
+    dx, dw, db = K.conv2d_backward(dy, x, w, None, 1, p, need_input=False, need_bias=False,
+                                   algorithm="winograd")
+    assert dx is None and db is None
+    np.testing.assert_array_equal(dw, got[1])
+    dx, dw, _ = K.conv2d_backward(dy, x, w, None, 1, p, need_weight=False, algorithm="winograd")
+    assert dw is None
+    np.testing.assert_array_equal(dx, got[0])
+
+
+def test_winograd_finite_differences():
+    rng = np.random.default_rng(10)
+    x, w, b = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
+
+    def conv(x, w, b):
+        return K.conv2d_forward(x, w, b, 1, 1, algorithm="winograd")[0]
+
+    dy = rng.standard_normal(conv(x, w, b).shape)
+    dx, dw, db = K.conv2d_backward(dy, x, w, None, 1, 1, algorithm="winograd")
+    tol = {"rtol": 1e-6, "atol": 1e-7}
+    np.testing.assert_allclose(dx, _fd_grad(lambda v: conv(v, w, b), x, dy), **tol)
+    np.testing.assert_allclose(dw, _fd_grad(lambda v: conv(x, v, b), w, dy), **tol)
+    np.testing.assert_allclose(db, _fd_grad(lambda v: conv(x, w, v), b, dy), **tol)
+
+
+def test_conv_algorithm_choice():
+    rng = np.random.default_rng(11)
+    x8, w8 = rng.standard_normal((2, 8, 6, 6)), rng.standard_normal((8, 8, 3, 3))
+    assert K.conv2d_forward(x8, w8, padding=1)[1] is None          # auto: Winograd
+    assert K.conv2d_forward(x8, w8, padding=1, algorithm="im2col")[1] is not None
+    assert K.conv2d_forward(x8[:, :3], w8[:, :3], padding=1)[1] is not None  # too few channels
+    assert K.conv2d_forward(x8, w8, stride=2, padding=1)[1] is not None     # does not apply
+    for kwargs in ({"stride": 2}, {"dilation": 2}, {"padding": 3}):
+        with pytest.raises(ValueError, match="winograd"):
+            K.conv2d_forward(x8, w8, algorithm="winograd", **kwargs)
+    with pytest.raises(ValueError, match="winograd"):
+        K.conv2d_forward(x8, w8[:, :, :2], algorithm="winograd")
+    with pytest.raises(ValueError, match="winograd"):
+        K.conv2d_forward(x8, w8[:, :4], groups=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        K.conv2d_forward(x8, w8, algorithm="fft")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        K.conv2d_backward(np.zeros((2, 8, 4, 4)), x8, w8, None, algorithm="direct")
+
+
 @settings(max_examples=25, deadline=None)
 @given(N=st.integers(1, 2), g=st.integers(1, 3), cg=st.integers(1, 2), og=st.integers(1, 2),
        H=st.integers(1, 7), W=st.integers(1, 7), kh=st.integers(1, 3), kw=st.integers(1, 3),
@@ -354,6 +429,9 @@ def test_same_bits_at_one_and_two_threads():
             y, cols = K.conv2d_forward(x, w, b, 1, 1, 1, 2)
             dy = np.cos(y)
             out = [y, *K.conv2d_backward(dy, x, w, cols, 1, 1, 1, 2)]
+            y, _ = K.conv2d_forward(x, w[:, :2].repeat(3, 1), b, padding=1, algorithm="winograd")
+            out += [y, *K.conv2d_backward(np.cos(y), x, w[:, :2].repeat(3, 1), None, padding=1,
+                                          algorithm="winograd")]
             ym, idx = K.max_pool2d_forward(x, 3, 2, 1)
             out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
             ya = K.avg_pool2d_forward(x, 3, 2, 1, False)
@@ -363,6 +441,35 @@ def test_same_bits_at_one_and_two_threads():
         results.append(out)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_python_threads_at_once():
+    """Each call holds its own scratch: several Python threads get the serial bits."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((6, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((6, 16, 12, 12)).astype(np.float32)
+
+    def run(algorithm):
+        y, cols = K.conv2d_forward(x, w, None, padding=1, algorithm=algorithm)
+        return [y, *K.conv2d_backward(dy, x, w, cols, padding=1, algorithm=algorithm)]
+
+    algorithms = ["winograd", "im2col", "winograd", "im2col"]
+    expected = {a: run(a) for a in set(algorithms)}
+    barrier, failures = threading.Barrier(len(algorithms)), []
+
+    def work(algorithm):
+        barrier.wait()
+        for _ in range(10):
+            if not all(np.array_equal(a, b) for a, b in zip(run(algorithm), expected[algorithm])):
+                failures.append(algorithm)
+
+    threads = [threading.Thread(target=work, args=(a,)) for a in algorithms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
 
 
 def test_empty_batch():

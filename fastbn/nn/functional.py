@@ -594,7 +594,8 @@ class Conv2d(Function):
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation) of NCHW input with weight
-    (out_channels, in_channels / groups, kh, kw): im2col kernels + BLAS GEMM."""
+    (out_channels, in_channels / groups, kh, kw): Winograd F(2x2, 3x3) or im2col,
+    with BLAS GEMMs (fastbn.kernels.conv2d_forward says which runs when)."""
     x = _float_tensor(input, "conv2d")
     w = _float_tensor(weight, "conv2d", "weight")
     b = None if bias is None else _float_tensor(bias, "conv2d", "bias")

@@ -1,0 +1,91 @@
+/* Winograd F(2x2, 3x3) tile transforms of _winograd.pyx, one row of tiles at
+   a time, vectorized across the row's tiles (C for `omp simd` and the
+   runtime dispatch of _dispatch.h).  Tile t of a row is column t of every one of
+   the 16 transformed rows: v[k * stride + t], k = 4 i + j.  Each loop is
+   written once, for float and double, by FASTBN_WINOGRAD_LOOPS. */
+#ifndef FASTBN_WINOGRAD_H
+#define FASTBN_WINOGRAD_H
+#include "_dispatch.h"
+
+#define FASTBN_WINOGRAD_LOOPS(T)                                                       \
+/* even[k] = src[2k], odd[k] = src[2k + 1] for k < n. */                            \
+static FASTBN_DISPATCH void fastbn_winograd_split_##T(                             \
+        const T* FASTBN_RESTRICT src, ptrdiff_t n, T* FASTBN_RESTRICT even,          \
+        T* FASTBN_RESTRICT odd) {                                                    \
+    FASTBN_SIMD                                                                     \
+    for (ptrdiff_t k = 0; k < n; k++) {                                             \
+        even[k] = src[2 * k];                                                       \
+        odd[k] = src[2 * k + 1];                                                    \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* v = B^T d B for the n tiles whose 4x4 inputs d are on padded rows r0..r3:    \
+   each row holds its even columns, then (from `half` on) its odd ones, so     \
+   tile t's columns are r[t], r[half + t], r[t + 1], r[half + t + 1]. */       \
+static FASTBN_DISPATCH void fastbn_winograd_in_##T(                                \
+        const T* r0, const T* r1, const T* r2, const T* r3, ptrdiff_t half,          \
+        ptrdiff_t n, T* FASTBN_RESTRICT v, ptrdiff_t stride) {                       \
+    FASTBN_SIMD                                                                     \
+    for (ptrdiff_t t = 0; t < n; t++) {                                             \
+        T a[4] = {r0[t], r0[half + t], r0[t + 1], r0[half + t + 1]};               \
+        T b[4] = {r1[t], r1[half + t], r1[t + 1], r1[half + t + 1]};               \
+        T c[4] = {r2[t], r2[half + t], r2[t + 1], r2[half + t + 1]};               \
+        T d[4] = {r3[t], r3[half + t], r3[t + 1], r3[half + t + 1]};               \
+        T e[4][4];                                                                  \
+        for (int j = 0; j < 4; j++) { /* B^T d: rows */                             \
+            e[0][j] = a[j] - c[j];                                                  \
+            e[1][j] = b[j] + c[j];                                                  \
+            e[2][j] = c[j] - b[j];                                                  \
+            e[3][j] = b[j] - d[j];                                                  \
+        }                                                                           \
+        for (int i = 0; i < 4; i++) { /* (B^T d) B: columns */                      \
+            v[(4 * i + 0) * stride + t] = e[i][0] - e[i][2];                        \
+            v[(4 * i + 1) * stride + t] = e[i][1] + e[i][2];                        \
+            v[(4 * i + 2) * stride + t] = e[i][2] - e[i][1];                        \
+            v[(4 * i + 3) * stride + t] = e[i][1] - e[i][3];                        \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* Rows y0, y1 (2 n values each) of the n output tiles A^T q A + bias. */          \
+static FASTBN_DISPATCH void fastbn_winograd_out_##T(                               \
+        const T* m, ptrdiff_t stride, ptrdiff_t n, T bias, T* FASTBN_RESTRICT y0,    \
+        T* FASTBN_RESTRICT y1) {                                                     \
+    FASTBN_SIMD                                                                     \
+    for (ptrdiff_t t = 0; t < n; t++) {                                             \
+        T q[4][4], e[2][4];                                                         \
+        for (int k = 0; k < 16; k++)                                                \
+            q[k / 4][k % 4] = m[k * stride + t];                                    \
+        for (int j = 0; j < 4; j++) { /* A^T q: rows */                             \
+            e[0][j] = q[0][j] + q[1][j] + q[2][j];                                  \
+            e[1][j] = q[1][j] - q[2][j] - q[3][j];                                  \
+        }                                                                           \
+        y0[2 * t] = e[0][0] + e[0][1] + e[0][2] + bias;                             \
+        y0[2 * t + 1] = e[0][1] - e[0][2] - e[0][3] + bias;                         \
+        y1[2 * t] = e[1][0] + e[1][1] + e[1][2] + bias;                             \
+        y1[2 * t + 1] = e[1][1] - e[1][2] - e[1][3] + bias;                         \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* v = A g A^T for the n 2x2 output-gradient tiles on rows s0, s1 (tile t:     \
+   columns 2t, 2t + 1): the adjoint of fastbn_winograd_out. */                     \
+static FASTBN_DISPATCH void fastbn_winograd_grad_##T(                              \
+        const T* s0, const T* s1, ptrdiff_t n, T* FASTBN_RESTRICT v,                 \
+        ptrdiff_t stride) {                                                          \
+    FASTBN_SIMD                                                                     \
+    for (ptrdiff_t t = 0; t < n; t++) {                                             \
+        T a = s0[2 * t], b = s0[2 * t + 1], c = s1[2 * t], d = s1[2 * t + 1];       \
+        T p[4][2] = {{a, b}, {a + c, b + d}, {a - c, b - d}, {-c, -d}}; /* A g */   \
+        for (int i = 0; i < 4; i++) { /* (A g) A^T */                               \
+            v[(4 * i + 0) * stride + t] = p[i][0];                                  \
+            v[(4 * i + 1) * stride + t] = p[i][0] + p[i][1];                        \
+            v[(4 * i + 2) * stride + t] = p[i][0] - p[i][1];                        \
+            v[(4 * i + 3) * stride + t] = -p[i][1];                                 \
+        }                                                                           \
+    }                                                                               \
+}
+
+FASTBN_WINOGRAD_LOOPS(float)
+FASTBN_WINOGRAD_LOOPS(double)
+
+#endif
