@@ -19,6 +19,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t
+from libc.string cimport memcpy
 
 from ._blas cimport blas_one_thread, gemm_rm, gemm_threads
 
@@ -314,40 +315,29 @@ cdef inline Win _window(const Pool* p, Py_ssize_t oh, Py_ssize_t ow) noexcept no
     return r
 
 
-cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx,
-                               const Pool* p) noexcept nogil:
-    """max_pool_forward of one plane for kernel 2, stride 2, no padding.  The
-    four taps are folded in the general path's order with its test, as a
-    select rather than a branch (a random branch mispredicts about half the
-    time); with uint32 positions gcc vectorizes the loop over ow (an int64
-    select beside a float compare it does not)."""
-    cdef Py_ssize_t oh, ow, OW = p.OW
-    cdef uint32_t W = <uint32_t>p.W, at, bi
-    cdef floating v, best
-    cdef bint take
-    cdef const floating* r0
-    cdef const floating* r1
+cdef extern from "_pool.h" nogil:
+    void fastbn_pool_pairs_float(const float* x, Py_ssize_t n, float* v, uint32_t* at)
+    void fastbn_pool_pairs_double(const double* x, Py_ssize_t n, double* v, uint32_t* at)
+    void fastbn_pool_rows_float(float* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
+    void fastbn_pool_rows_double(double* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
+
+
+cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, const Pool* p,
+                               floating* v, uint32_t* at) noexcept nogil:
+    """max_pool_forward of one plane of even width for kernel 2, stride 2, no
+    padding (_pool.h): pairs across the plane, each row against the next, then
+    the even rows out.  v, at: this thread's 2 OH x OW scratch."""
+    cdef Py_ssize_t oh, ow, OW = p.OW, n = 2 * p.OH * OW
+    if floating is float:
+        fastbn_pool_pairs_float(x, n, v, at)
+        fastbn_pool_rows_float(v, at, OW, n - OW)
+    else:
+        fastbn_pool_pairs_double(x, n, v, at)
+        fastbn_pool_rows_double(v, at, OW, n - OW)
     for oh in range(p.OH):
-        r0 = x + 2 * oh * p.W
-        r1 = r0 + p.W
-        at = <uint32_t>(2 * oh) * W
+        memcpy(y + oh * OW, v + 2 * oh * OW, OW * sizeof(floating))
         for ow in range(OW):
-            best = r0[2 * ow]
-            bi = at + 2 * <uint32_t>ow
-            v = r0[2 * ow + 1]
-            take = (v > best) | (v != v)  # the general path's test: a later NaN wins
-            best = v if take else best
-            bi = (at + 2 * <uint32_t>ow + 1) if take else bi
-            v = r1[2 * ow]
-            take = (v > best) | (v != v)
-            best = v if take else best
-            bi = (at + W + 2 * <uint32_t>ow) if take else bi
-            v = r1[2 * ow + 1]
-            take = (v > best) | (v != v)
-            best = v if take else best
-            bi = (at + W + 2 * <uint32_t>ow + 1) if take else bi
-            y[oh * OW + ow] = best
-            idx[oh * OW + ow] = bi
+            idx[oh * OW + ow] = at[2 * oh * OW + ow]
 
 
 def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
@@ -360,17 +350,22 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                          padding, MAX_WINDOW)
     cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
     cdef bint two = (pl.kh == 2 and pl.kw == 2 and pl.sh == 2 and pl.sw == 2 and pl.ph == 0
-                     and pl.pw == 0 and plane < 2**31)  # positions fit a uint32
+                     and pl.pw == 0 and pl.W % 2 == 0 and plane < 2**31)  # uint32 positions
     cdef Win win
     cdef floating v, best
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y[0, 0, 0]
     cdef int64_t* ip = &indices[0, 0, 0]
     cdef int nt = _threads(P * plane, nthreads)
+    cdef Py_ssize_t scratch = 2 * L if two else 1  # per thread, for _max_pool_2x2
+    cdef floating[:, ::1] vs = np.empty((nt, scratch),
+                                        np.float32 if floating is float else np.float64)
+    cdef uint32_t[:, ::1] ats = np.empty((nt, scratch), np.uint32)
     with nogil:
         for u in prange(P, schedule='static', num_threads=nt):
             if two:
-                _max_pool_2x2(xp + u * plane, yp + u * L, ip + u * L, &pl)
+                _max_pool_2x2(xp + u * plane, yp + u * L, ip + u * L, &pl, &vs[threadid(), 0],
+                              &ats[threadid(), 0])
             else:
                 for oh in range(pl.OH):
                     for ow in range(pl.OW):

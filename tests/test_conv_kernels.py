@@ -353,9 +353,11 @@ def test_max_pool_nan_propagates():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2)])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2), (2, 3, 15, 14),
+                                   (3, 2, 14, 28)])
 def test_max_pool_2x2_ties_nans_infs(shape, dtype):
-    """Kernel 2 stride 2 (its own vectorized path): rows of many widths; ties,
+    """Kernel 2 stride 2 (even widths: its own vectorized path; an odd last row
+    or column is left out): ties,
     -inf, +inf and NaNs (the last NaN of a window in row-major order wins, as
     in PyTorch), checked against a plain loop."""
     rng = np.random.default_rng(10)
