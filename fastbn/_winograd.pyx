@@ -23,7 +23,7 @@ from ._blas cimport blas_one_thread, gemm_rm, gemm_threads
 import numpy as np
 
 cdef enum:
-    CHUNK_BYTES = 1 << 19  # a chunk's transformed tiles (V and M), to stay in L2
+    CHUNK_BYTES = 1 << 20  # V and M of a chunk: about one L2 (best of 512K-2M here)
 
 
 ctypedef struct Tiles:  # an (H, W) plane padded by (ph, pw), in 2x2 output tiles

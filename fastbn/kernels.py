@@ -252,15 +252,17 @@ _ALGORITHMS = ("auto", "im2col", "winograd")
 # pair: with fewer channels than this (a first layer on RGB or grey images)
 # im2col is faster.
 _WINOGRAD_MIN_CHANNELS = 8
-# F(2x2, 3x3): U = G g G^T for a 3x3 filter g (fastbn/_winograd.pyx)
+# F(2x2, 3x3): U = G g G^T for a 3x3 filter g (fastbn/_winograd.pyx), as one
+# product over all filters: U.ravel() = kron(G, G) @ g.ravel()
 _WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_WINOGRAD_GG = np.kron(_WINOGRAD_G, _WINOGRAD_G)
 
 
 def _winograd_filters(weight):
     """(O, C, 3, 3) filters -> (16, O, C) transformed ones, computed in float64."""
-    u = _WINOGRAD_G @ weight.astype(np.float64) @ _WINOGRAD_G.T
     O, C = weight.shape[:2]
-    return np.ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, O, C), dtype=weight.dtype)
+    u = _WINOGRAD_GG @ weight.reshape(O * C, 9).T.astype(np.float64)
+    return np.ascontiguousarray(u.reshape(16, O, C), dtype=weight.dtype)
 
 
 class _ConvArgs:
@@ -407,8 +409,8 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
             parts = np.zeros((min(N, _WEIGHT_PARTS), 16, O, a.x.shape[1]), dtype=a.x.dtype)
             if N and a.L:
                 _winograd.weight_grad(dy, a.x, parts, *a.padding, get_num_threads())
-            du = parts.sum(axis=0, dtype=np.float64).reshape((4, 4) + parts.shape[2:])
-            dweight = (_WINOGRAD_G.T @ du.transpose(2, 3, 0, 1) @ _WINOGRAD_G).astype(a.x.dtype)
+            du = parts.sum(axis=0, dtype=np.float64).reshape(16, -1)
+            dweight = (_WINOGRAD_GG.T @ du).T.reshape(a.weight.shape).astype(a.x.dtype)
         return dx, dweight, dbias
     wg = a.grouped_weight()
     parts = None
