@@ -1,8 +1,10 @@
 /* Winograd F(2x2, 3x3) tile transforms of _winograd.pyx, one row of tiles at
-   a time, vectorized across the row's tiles (C for `omp simd` and the
-   runtime dispatch of _dispatch.h).  Tile t of a row is column t of every one of
-   the 16 transformed rows: v[k * stride + t], k = 4 i + j.  Each loop is
-   written once, for float and double, by FASTBN_WINOGRAD_LOOPS. */
+   a time (C for `omp simd` and the runtime dispatch of _dispatch.h).  Tile t
+   of a row is column t of every one of the 16 transformed rows:
+   v[k * stride + t], k = 4 i + j.  A row of 16 tiles or more (planes of 32
+   pixels) fills AVX-512 vectors; the 7 tiles of a 14x14 plane run scalar, at
+   about 10 cycles a tile.  Each loop is written once, for float and double,
+   by FASTBN_WINOGRAD_LOOPS. */
 #ifndef FASTBN_WINOGRAD_H
 #define FASTBN_WINOGRAD_H
 #include "_dispatch.h"

@@ -476,11 +476,13 @@ def test_python_threads_at_once():
 
 def test_empty_batch():
     x = np.zeros((0, 3, 5, 5))
-    for w, p in ((np.ones((4, 3, 1, 1)), 0), (np.ones((4, 3, 3, 3)), 1)):  # 1x1: no im2col
-        y, cols = K.conv2d_forward(x, w, np.ones(4), padding=p)
+    for w, p, algorithm in ((np.ones((4, 3, 1, 1)), 0, "auto"),  # 1x1: no im2col
+                            (np.ones((4, 3, 3, 3)), 1, "im2col"),
+                            (np.ones((4, 3, 3, 3)), 1, "winograd")):
+        y, cols = K.conv2d_forward(x, w, np.ones(4), padding=p, algorithm=algorithm)
         assert y.shape == (0, 4, 5, 5)
-        dx, dw, db = K.conv2d_backward(y, x, w, cols, padding=p)
-        assert dx.shape == x.shape and not dw.any() and not db.any()
+        dx, dw, db = K.conv2d_backward(y, x, w, cols, padding=p, algorithm=algorithm)
+        assert dx.shape == x.shape and dw.shape == w.shape and not dw.any() and not db.any()
     y, idx = K.max_pool2d_forward(x, 2)
     assert K.max_pool2d_backward(y, idx, x.shape).shape == x.shape
     assert K.avg_pool2d_backward(K.avg_pool2d_forward(x, 2), x.shape, 2).shape == x.shape
