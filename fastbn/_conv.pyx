@@ -231,34 +231,6 @@ def conv_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] weight
         blas_one_thread(False)
 
 
-def bias_grad(const floating[:, :, ::1] dy, double[::1] dbias, int nthreads):
-    """dbias[o] = sum over n, l of dy[n, o, l]: one read of dy.  Each (n, o)
-    plane is summed in double (several lanes, so gcc can vectorize), then the
-    planes are added in image order: the same bits at any thread count."""
-    cdef Py_ssize_t N = dy.shape[0], O = dy.shape[1], L = dy.shape[2], u, i, n
-    cdef const floating* dp = &dy[0, 0, 0]
-    cdef double[:, ::1] part = np.empty((N, O), dtype=np.float64)
-    cdef double* pp = &part[0, 0]
-    cdef double a0, a1, a2, a3
-    cdef int nt = _threads(N * O * L, nthreads)
-    with nogil:
-        for u in prange(N * O, schedule='static', num_threads=nt):
-            a0 = a1 = a2 = a3 = 0.0
-            for i in range(0, L - 3, 4):
-                a0 = a0 + dp[u * L + i]
-                a1 = a1 + dp[u * L + i + 1]
-                a2 = a2 + dp[u * L + i + 2]
-                a3 = a3 + dp[u * L + i + 3]
-            for i in range(L - L % 4, L):
-                a0 = a0 + dp[u * L + i]
-            pp[u] = (a0 + a1) + (a2 + a3)
-        for u in range(O):
-            a0 = 0.0
-            for n in range(N):
-                a0 = a0 + pp[n * O + u]
-            dbias[u] = a0
-
-
 # ---------------------------------------------------------------- pooling
 
 cdef enum Mode:

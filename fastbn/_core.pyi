@@ -25,6 +25,7 @@ def forward_train(
     nthreads: int,
     relu: bool = False,
 ) -> None: ...
+def channel_sums(x: npt.NDArray[_F], out: npt.NDArray[np.float64], nthreads: int) -> None: ...
 def forward_eval(
     x: npt.NDArray[_F],
     weight: npt.NDArray[_F] | None,

@@ -545,6 +545,26 @@ def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_m
                            N, C, L, momentum, eps, relu, nt, buf.p, <float*>fbuf.p)
 
 
+def channel_sums(cnp.ndarray x, double[::1] out, int nthreads):
+    """out[c] = the sum of x[:, c, :], by the statistics pass's reduction (no
+    shift; the same tree at any thread count): one streaming read of x.  The
+    bias gradient of a convolution."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef int nt = _threads(N * C * L, nthreads)
+    cdef _Scratch buf = _Scratch(C + 2 * _parts(N, C, L))  # sums of squares, partials
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, False))  # zero shifts first
+    cdef void* xp = _data(x)
+    with nogil:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
+            _reduce(<double*>xp, <const double*>NULL, <double*>fbuf.p, <const double*>NULL,
+                    <const double*>NULL, N, C, L, nt, buf.p + C, <double*>fbuf.p + C,
+                    &out[0], buf.p)
+        else:
+            _reduce(<float*>xp, <const float*>NULL, <float*>fbuf.p, <const float*>NULL,
+                    <const float*>NULL, N, C, L, nt, buf.p + C, <float*>fbuf.p + C,
+                    &out[0], buf.p)
+
+
 def forward_eval(cnp.ndarray x, weight, bias, cnp.ndarray running_mean,
                  cnp.ndarray running_var, cnp.ndarray y, cnp.ndarray save_invstd,
                  double eps, int nthreads, bint relu=False):

@@ -398,7 +398,7 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
     if need_bias:
         dbias = np.zeros(O, dtype=np.float64)
         if dy.size:
-            _conv.bias_grad(dy.reshape(N, O, a.L), dbias, get_num_threads())
+            _core.channel_sums(dy.reshape(N, O, a.L), dbias, get_num_threads())
         dbias = dbias.astype(dy.dtype)
     if a.winograd:
         if need_input:
