@@ -7,11 +7,20 @@
    by FASTBN_WINOGRAD_LOOPS. */
 #ifndef FASTBN_WINOGRAD_H
 #define FASTBN_WINOGRAD_H
+#include <string.h>
 #include "_dispatch.h"
+
+/* An (H, W) plane padded by (ph, pw) and its 2x2 output tiles. */
+typedef struct {
+    ptrdiff_t H, W, ph, pw;    /* input plane, and its padding */
+    ptrdiff_t OH, OW, TH, TW;  /* output plane, and its tiles */
+    ptrdiff_t T, PW;           /* tiles per plane; values in a padded row */
+    ptrdiff_t nb, cols;        /* images per chunk; tiles per chunk: a V or M row */
+} fastbn_tiles;
 
 #define FASTBN_WINOGRAD_LOOPS(T)                                                       \
 /* even[k] = src[2k], odd[k] = src[2k + 1] for k < n. */                            \
-static FASTBN_DISPATCH void fastbn_winograd_split_##T(                             \
+static inline void fastbn_winograd_split_##T(                             \
         const T* FASTBN_RESTRICT src, ptrdiff_t n, T* FASTBN_RESTRICT even,          \
         T* FASTBN_RESTRICT odd) {                                                    \
     FASTBN_SIMD                                                                     \
@@ -24,7 +33,7 @@ static FASTBN_DISPATCH void fastbn_winograd_split_##T(                          
 /* v = B^T d B for the n tiles whose 4x4 inputs d are on padded rows r0..r3:    \
    each row holds its even columns, then (from `half` on) its odd ones, so     \
    tile t's columns are r[t], r[half + t], r[t + 1], r[half + t + 1]. */       \
-static FASTBN_DISPATCH void fastbn_winograd_in_##T(                                \
+static inline void fastbn_winograd_in_##T(                                \
         const T* r0, const T* r1, const T* r2, const T* r3, ptrdiff_t half,          \
         ptrdiff_t n, T* FASTBN_RESTRICT v, ptrdiff_t stride) {                       \
     FASTBN_SIMD                                                                     \
@@ -50,7 +59,7 @@ static FASTBN_DISPATCH void fastbn_winograd_in_##T(                             
 }                                                                                   \
                                                                                     \
 /* Rows y0, y1 (2 n values each) of the n output tiles A^T q A + bias. */          \
-static FASTBN_DISPATCH void fastbn_winograd_out_##T(                               \
+static inline void fastbn_winograd_out_##T(                               \
         const T* m, ptrdiff_t stride, ptrdiff_t n, T bias, T* FASTBN_RESTRICT y0,    \
         T* FASTBN_RESTRICT y1) {                                                     \
     FASTBN_SIMD                                                                     \
@@ -71,7 +80,7 @@ static FASTBN_DISPATCH void fastbn_winograd_out_##T(                            
                                                                                     \
 /* v = A g A^T for the n 2x2 output-gradient tiles on rows s0, s1 (tile t:     \
    columns 2t, 2t + 1): the adjoint of fastbn_winograd_out. */                     \
-static FASTBN_DISPATCH void fastbn_winograd_grad_##T(                              \
+static inline void fastbn_winograd_grad_##T(                              \
         const T* s0, const T* s1, ptrdiff_t n, T* FASTBN_RESTRICT v,                 \
         ptrdiff_t stride) {                                                          \
     FASTBN_SIMD                                                                     \
@@ -84,6 +93,74 @@ static FASTBN_DISPATCH void fastbn_winograd_grad_##T(                           
             v[(4 * i + 2) * stride + t] = p[i][0] - p[i][1];                        \
             v[(4 * i + 3) * stride + t] = -p[i][1];                                 \
         }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* The row loops above over one image, in one call per image: the 7 tiles of a     \
+   14x14 plane's row run scalar, and a call per row cost as much again.            \
+   v[k][c][col + tile] = (B^T d B)[k], c < C.  pad: (2 TH + 3) x PW, zero           \
+   outside the plane's place; its last row stages one padded input row, and         \
+   each padded row is kept as its even columns, then its odd ones. */               \
+static FASTBN_DISPATCH void fastbn_winograd_input_##T(                             \
+        const T* x, ptrdiff_t C, const fastbn_tiles* t, ptrdiff_t col, T* pad,      \
+        T* v) {                                                                     \
+    ptrdiff_t half = t->TW + 1, stride = C * t->cols;                               \
+    T* stage = pad + (2 * t->TH + 2) * t->PW;                                       \
+    for (ptrdiff_t c = 0; c < C; c++) {                                             \
+        for (ptrdiff_t r = 0; r < t->H; r++) {                                      \
+            T* dst = pad + (r + t->ph) * t->PW;                                     \
+            memcpy(stage + t->pw, x + (c * t->H + r) * t->W, t->W * sizeof(T));     \
+            fastbn_winograd_split_##T(stage, half, dst, dst + half);                \
+        }                                                                           \
+        for (ptrdiff_t ty = 0; ty < t->TH; ty++) {                                  \
+            const T* row = pad + 2 * ty * t->PW;                                    \
+            fastbn_winograd_in_##T(row, row + t->PW, row + 2 * t->PW, row + 3 * t->PW, \
+                                   half, t->TW, v + c * t->cols + col + ty * t->TW, stride); \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* y[o] = A^T m[:, o, col + tile] A + bias[o] (bias NULL: 0), o < O; a tile row    \
+   cut at OH or OW goes through rows (2 x 2 TW) first. */                          \
+static FASTBN_DISPATCH void fastbn_winograd_output_##T(                            \
+        const T* m, ptrdiff_t O, const fastbn_tiles* t, ptrdiff_t col,              \
+        const T* bias, T* y, T* rows) {                                             \
+    ptrdiff_t W2 = 2 * t->TW;                                                       \
+    for (ptrdiff_t o = 0; o < O; o++) {                                             \
+        T b = bias != NULL ? bias[o] : (T)0;                                        \
+        for (ptrdiff_t ty = 0; ty < t->TH; ty++) {                                  \
+            T* y0 = y + (o * t->OH + 2 * ty) * t->OW;                               \
+            int cut = W2 != t->OW || 2 * ty + 1 == t->OH;                           \
+            fastbn_winograd_out_##T(m + o * t->cols + col + ty * t->TW, O * t->cols, \
+                                    t->TW, b, cut ? rows : y0,                      \
+                                    cut ? rows + W2 : y0 + t->OW);                  \
+            if (cut) {                                                              \
+                memcpy(y0, rows, t->OW * sizeof(T));                                \
+                if (2 * ty + 1 < t->OH)                                             \
+                    memcpy(y0 + t->OW, rows + W2, t->OW * sizeof(T));               \
+            }                                                                       \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* d[k][o][col + tile] = (A g A^T)[k] for every 2x2 tile g of image dy, o < O: the \
+   adjoint of fastbn_winograd_output.  Planes with an odd side go through pad      \
+   (2 TH x 2 TW, zero outside the plane's place). */                               \
+static FASTBN_DISPATCH void fastbn_winograd_grads_##T(                             \
+        const T* dy, ptrdiff_t O, const fastbn_tiles* t, ptrdiff_t col, T* pad,     \
+        T* d) {                                                                     \
+    ptrdiff_t W2 = 2 * t->TW;                                                       \
+    int even = W2 == t->OW && 2 * t->TH == t->OH;                                   \
+    for (ptrdiff_t o = 0; o < O; o++) {                                             \
+        const T* s = dy + o * t->OH * t->OW;                                        \
+        if (!even) {                                                                \
+            for (ptrdiff_t r = 0; r < t->OH; r++)                                   \
+                memcpy(pad + r * W2, s + r * t->OW, t->OW * sizeof(T));             \
+            s = pad;                                                                \
+        }                                                                           \
+        for (ptrdiff_t ty = 0; ty < t->TH; ty++)                                    \
+            fastbn_winograd_grad_##T(s + 2 * ty * W2, s + (2 * ty + 1) * W2, t->TW, \
+                                     d + o * t->cols + col + ty * t->TW, O * t->cols); \
     }                                                                               \
 }
 

@@ -16,7 +16,6 @@ results are the same bits at any thread count.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy
 
 from ._blas cimport blas_one_thread, gemm_rm, gemm_threads
 
@@ -26,8 +25,24 @@ cdef enum:
     CHUNK_BYTES = 1 << 20  # V and M of a chunk: about one L2 (best of 512K-2M here)
 
 
-ctypedef struct Tiles:  # an (H, W) plane padded by (ph, pw), in 2x2 output tiles
-    Py_ssize_t H, W, ph, pw, OH, OW, TH, TW, T, PW, nb, cols
+cdef extern from "_winograd.h" nogil:
+    ctypedef struct fastbn_tiles:
+        Py_ssize_t H, W, ph, pw, OH, OW, TH, TW, T, PW, nb, cols
+    void fastbn_winograd_input_float(const float* x, Py_ssize_t C, const fastbn_tiles* t,
+                                     Py_ssize_t col, float* pad, float* v)
+    void fastbn_winograd_input_double(const double* x, Py_ssize_t C, const fastbn_tiles* t,
+                                      Py_ssize_t col, double* pad, double* v)
+    void fastbn_winograd_output_float(const float* m, Py_ssize_t O, const fastbn_tiles* t,
+                                      Py_ssize_t col, const float* bias, float* y, float* rows)
+    void fastbn_winograd_output_double(const double* m, Py_ssize_t O, const fastbn_tiles* t,
+                                       Py_ssize_t col, const double* bias, double* y,
+                                       double* rows)
+    void fastbn_winograd_grads_float(const float* dy, Py_ssize_t O, const fastbn_tiles* t,
+                                     Py_ssize_t col, float* pad, float* d)
+    void fastbn_winograd_grads_double(const double* dy, Py_ssize_t O, const fastbn_tiles* t,
+                                      Py_ssize_t col, double* pad, double* d)
+
+ctypedef fastbn_tiles Tiles
 
 
 cdef Tiles _tiles(Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t N,
@@ -44,101 +59,34 @@ cdef Tiles _tiles(Py_ssize_t H, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw, Py_s
     return t
 
 
-cdef extern from "_winograd.h" nogil:
-    void fastbn_winograd_split_float(const float* src, Py_ssize_t n, float* even, float* odd)
-    void fastbn_winograd_split_double(const double* src, Py_ssize_t n, double* even,
-                                      double* odd)
-    void fastbn_winograd_in_float(const float* r0, const float* r1, const float* r2,
-                                  const float* r3, Py_ssize_t half, Py_ssize_t n, float* v,
-                                  Py_ssize_t stride)
-    void fastbn_winograd_in_double(const double* r0, const double* r1, const double* r2,
-                                   const double* r3, Py_ssize_t half, Py_ssize_t n, double* v,
-                                   Py_ssize_t stride)
-    void fastbn_winograd_out_float(const float* m, Py_ssize_t stride, Py_ssize_t n, float bias,
-                                   float* y0, float* y1)
-    void fastbn_winograd_out_double(const double* m, Py_ssize_t stride, Py_ssize_t n,
-                                    double bias, double* y0, double* y1)
-    void fastbn_winograd_grad_float(const float* s0, const float* s1, Py_ssize_t n, float* v,
-                                    Py_ssize_t stride)
-    void fastbn_winograd_grad_double(const double* s0, const double* s1, Py_ssize_t n,
-                                     double* v, Py_ssize_t stride)
+cdef inline void _input_tiles(const floating* x, Py_ssize_t C, const Tiles* t, Py_ssize_t col,
+                              floating* pad, floating* V) noexcept nogil:
+    """V[k, c, col + tile] = (B^T d B)[k] for every tile of image x (C planes);
+    pad: this thread's (2 TH + 3) x PW buffer, zeroed once (_winograd.h)."""
+    if floating is float:
+        fastbn_winograd_input_float(x, C, t, col, pad, V)
+    else:
+        fastbn_winograd_input_double(x, C, t, col, pad, V)
 
 
-cdef void _input_tiles(const floating* x, Py_ssize_t C, const Tiles* t, Py_ssize_t col,
-                       floating* pad, floating* V) noexcept nogil:
-    """V[k, c, col + tile] = (B^T d B)[k] for every tile of image x (C planes).
-    pad: this thread's (2 TH + 3) x PW buffer, zero outside the plane's place
-    (its last row stages one padded input row); each padded row is stored as
-    its even columns, then its odd ones."""
-    cdef Py_ssize_t c, r, ty, half = t.TW + 1, stride = C * t.cols
-    cdef floating* stage = pad + (2 * t.TH + 2) * t.PW
-    cdef floating* dst
-    cdef floating* row
-    for c in range(C):
-        for r in range(t.H):
-            memcpy(stage + t.pw, x + (c * t.H + r) * t.W, t.W * sizeof(floating))
-            dst = pad + (r + t.ph) * t.PW
-            if floating is float:
-                fastbn_winograd_split_float(stage, half, dst, dst + half)
-            else:
-                fastbn_winograd_split_double(stage, half, dst, dst + half)
-        for ty in range(t.TH):
-            row = pad + 2 * ty * t.PW
-            if floating is float:
-                fastbn_winograd_in_float(row, row + t.PW, row + 2 * t.PW, row + 3 * t.PW, half,
-                                         t.TW, V + c * t.cols + col + ty * t.TW, stride)
-            else:
-                fastbn_winograd_in_double(row, row + t.PW, row + 2 * t.PW, row + 3 * t.PW, half,
-                                          t.TW, V + c * t.cols + col + ty * t.TW, stride)
-
-
-cdef void _output_tiles(const floating* M, Py_ssize_t O, const Tiles* t, Py_ssize_t col,
-                        const floating* bias, floating* y, floating* rows) noexcept nogil:
+cdef inline void _output_tiles(const floating* M, Py_ssize_t O, const Tiles* t, Py_ssize_t col,
+                               const floating* bias, floating* y, floating* rows) noexcept nogil:
     """y[o] = A^T M[:, o, col + tile] A (+ bias[o]) for every tile of image y (O
-    planes).  A tile row cut at OH or OW goes through rows (2 x 2 TW) first."""
-    cdef Py_ssize_t o, ty, W2 = 2 * t.TW
-    cdef bint cut
-    cdef floating* y0
-    cdef floating* y1
-    cdef floating b
-    for o in range(O):
-        b = bias[o] if bias != NULL else 0
-        for ty in range(t.TH):
-            y0 = y + (o * t.OH + 2 * ty) * t.OW
-            cut = W2 != t.OW or 2 * ty + 1 == t.OH
-            if floating is float:
-                fastbn_winograd_out_float(M + o * t.cols + col + ty * t.TW, O * t.cols, t.TW, b,
-                                          rows if cut else y0, rows + W2 if cut else y0 + t.OW)
-            else:
-                fastbn_winograd_out_double(M + o * t.cols + col + ty * t.TW, O * t.cols, t.TW,
-                                           b, rows if cut else y0, rows + W2 if cut else y0 + t.OW)
-            if cut:
-                memcpy(y0, rows, t.OW * sizeof(floating))
-                if 2 * ty + 1 < t.OH:
-                    memcpy(y0 + t.OW, rows + W2, t.OW * sizeof(floating))
+    planes); rows: this thread's 2 x 2 TW buffer."""
+    if floating is float:
+        fastbn_winograd_output_float(M, O, t, col, bias, y, rows)
+    else:
+        fastbn_winograd_output_double(M, O, t, col, bias, y, rows)
 
 
-cdef void _grad_tiles(const floating* dy, Py_ssize_t O, const Tiles* t, Py_ssize_t col,
-                      floating* pad, floating* D) noexcept nogil:
+cdef inline void _grad_tiles(const floating* dy, Py_ssize_t O, const Tiles* t, Py_ssize_t col,
+                             floating* pad, floating* D) noexcept nogil:
     """D[k, o, col + tile] = (A dY A^T)[k] for every 2x2 tile dY of image dy (O planes):
-    the adjoint of _output_tiles.  Planes with an odd side go through pad, this
-    thread's 2 TH x 2 TW buffer, zero outside the plane's place."""
-    cdef Py_ssize_t o, r, ty, W2 = 2 * t.TW
-    cdef bint even = W2 == t.OW and 2 * t.TH == t.OH
-    cdef const floating* s
-    for o in range(O):
-        s = dy + o * t.OH * t.OW
-        if not even:
-            for r in range(t.OH):
-                memcpy(pad + r * W2, s + r * t.OW, t.OW * sizeof(floating))
-            s = pad
-        for ty in range(t.TH):
-            if floating is float:
-                fastbn_winograd_grad_float(s + 2 * ty * W2, s + (2 * ty + 1) * W2, t.TW,
-                                           D + o * t.cols + col + ty * t.TW, O * t.cols)
-            else:
-                fastbn_winograd_grad_double(s + 2 * ty * W2, s + (2 * ty + 1) * W2, t.TW,
-                                            D + o * t.cols + col + ty * t.TW, O * t.cols)
+    the adjoint of _output_tiles; pad: this thread's 2 TH x 2 TW buffer, zeroed once."""
+    if floating is float:
+        fastbn_winograd_grads_float(dy, O, t, col, pad, D)
+    else:
+        fastbn_winograd_grads_double(dy, O, t, col, pad, D)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U, bias,
