@@ -96,8 +96,9 @@ static inline void fastbn_winograd_grad_##T(                              \
     }                                                                               \
 }                                                                                   \
                                                                                     \
-/* The row loops above over one image, in one call per image: the 7 tiles of a     \
-   14x14 plane's row run scalar, and a call per row cost as much again.            \
+/* The row loops above over one image, one dispatched call per image: a 14x14    \
+   plane's rows of 7 tiles run scalar, and a dispatched call per row cost as much  \
+   again.  (Forcing the row loops inline into the AVX-512 clone was slower.)       \
    v[k][c][col + tile] = (B^T d B)[k], c < C.  pad: (2 TH + 3) x PW, zero           \
    outside the plane's place; its last row stages one padded input row, and         \
    each padded row is kept as its even columns, then its odd ones. */               \
