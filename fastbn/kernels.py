@@ -261,8 +261,8 @@ _WINOGRAD_GG = np.kron(_WINOGRAD_G, _WINOGRAD_G)
 def _winograd_filters(weight):
     """(O, C, 3, 3) filters -> (16, O, C) transformed ones, computed in float64."""
     O, C = weight.shape[:2]
-    u = _WINOGRAD_GG @ weight.reshape(O * C, 9).T.astype(np.float64)
-    return np.ascontiguousarray(u.reshape(16, O, C), dtype=weight.dtype)
+    u = matmul(_WINOGRAD_GG, weight.reshape(O * C, 9).astype(np.float64), transpose_b=True)
+    return u.reshape(16, O, C).astype(weight.dtype, copy=False)
 
 
 class _ConvArgs:
@@ -410,7 +410,8 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
             if N and a.L:
                 _winograd.weight_grad(dy, a.x, parts, *a.padding, get_num_threads())
             du = parts.sum(axis=0, dtype=np.float64).reshape(16, -1)
-            dweight = (_WINOGRAD_GG.T @ du).T.reshape(a.weight.shape).astype(a.x.dtype)
+            dweight = matmul(du, _WINOGRAD_GG, transpose_a=True)
+            dweight = dweight.reshape(a.weight.shape).astype(a.x.dtype, copy=False)
         return dx, dweight, dbias
     wg = a.grouped_weight()
     parts = None
