@@ -248,9 +248,10 @@ def _input_shape(input_shape, op):
 # so the bits do not depend on the thread count, and enough to share out.
 _WEIGHT_PARTS = 16
 _ALGORITHMS = ("auto", "im2col", "winograd")
-# Winograd's transforms cost per channel what im2col's GEMM costs per channel
-# pair: with fewer channels than this (a first layer on RGB or grey images)
-# im2col is faster.
+# Winograd's tile transforms cost per channel, its GEMMs save per channel pair:
+# measured here, 8 -> 16 channels on 28x28 is 16% faster by Winograd over a
+# forward and both gradients, 1 -> 32 (a first layer on grey images) 3-5x
+# slower.
 _WINOGRAD_MIN_CHANNELS = 8
 # F(2x2, 3x3): U = G g G^T for a 3x3 filter g (fastbn/_winograd.pyx), as one
 # product over all filters: U.ravel() = kron(G, G) @ g.ravel()
