@@ -1,6 +1,6 @@
 """Validated NumPy entry points to the compiled kernels: Batch Normalization
-(``fastbn._core``), and conv2d (``fastbn._conv``, ``fastbn._winograd``) and
-pooling (``fastbn._conv``).
+(``fastbn._core``), conv2d (``fastbn._conv``, ``fastbn._winograd``), pooling
+(``fastbn._conv``) and the optimizers' parameter updates (``fastbn._optim``).
 
 Arrays in, arrays out.  This is the only module that calls the compiled
 modules; it checks types, shapes and values, makes inputs C-contiguous and
@@ -11,14 +11,15 @@ import numbers
 
 import numpy as np
 
-from . import _blas, _conv, _core, _winograd
+from . import _blas, _conv, _core, _optim, _winograd
 from ._config import blas_thread_control, get_num_threads
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "matmul",
            "conv2d_forward", "conv2d_backward",
            "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
-           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
+           "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
+           "sgd_update", "adam_update"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _blas.set_thread_control(blas_thread_control())
@@ -560,3 +561,79 @@ def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
         _conv.avg_pool_backward(_planes(dy), _planes(dx), (1, 1), (1, 1), (0, 0), _ADAPTIVE,
                                 get_num_threads())
     return dx
+
+
+# ---------------------------------------------------------------- optimizer updates
+# Entry points to fastbn._optim for fastbn.optim: one pass updates a parameter
+# and its state in place (formulas: fastbn.optim's SGD and Adam).
+
+
+def _update_operands(op, param, grad, state):
+    """The gradient as a contiguous array of param's dtype, after checking that
+    param can be updated in place and that the state arrays match it."""
+    if type(param) is not np.ndarray or param.dtype not in _DTYPES:
+        raise TypeError(f"{op}: the parameter must be a float32 or float64 NumPy array, got "
+                        f"{type(param).__name__} of dtype {getattr(param, 'dtype', None)}")
+    if not param.flags.writeable:
+        raise ValueError(f"{op}: the parameter is read-only and cannot be updated in place")
+    if type(grad) is not np.ndarray or grad.dtype is not param.dtype:
+        grad = np.asarray(grad, dtype=param.dtype)
+    if grad.shape != param.shape:
+        raise ValueError(f"{op}: gradient of shape {grad.shape} for a parameter of shape "
+                         f"{param.shape}")
+    for s in state:
+        if not (type(s) is np.ndarray and s.dtype is param.dtype and s.shape == param.shape
+                and s.flags.c_contiguous and s.flags.writeable):
+            raise ValueError(f"{op}: optimizer state must be writable, contiguous arrays of "
+                             f"the parameter's shape {param.shape} and dtype {param.dtype}")
+    return np.ascontiguousarray(grad)
+
+
+def _update_in_place(update, param, *args):
+    """Run update(param, *args) on param, through a contiguous copy written back
+    when param is a strided view."""
+    if param.flags.c_contiguous:
+        update(param, *args)
+    else:
+        work = np.ascontiguousarray(param)
+        update(work, *args)
+        param[...] = work
+
+
+def sgd_update(param, grad, momentum_buffer, lr, weight_decay=0.0, momentum=0.0,
+               dampening=0.0, nesterov=False, first=False):
+    """One SGD step on param, in place, with PyTorch's rule::
+
+        d = grad + weight_decay * param
+        buf = d (first step), else momentum * buf + (1 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+        param -= lr * d
+
+    momentum_buffer: None (no momentum), else updated in place.
+    """
+    op = "sgd_update"
+    state = () if momentum_buffer is None else (momentum_buffer,)
+    grad = _update_operands(op, param, grad, state)
+    _update_in_place(_optim.sgd, param, grad, momentum_buffer, float(lr),
+                     float(weight_decay), float(momentum), float(dampening), bool(nesterov),
+                     bool(first), get_num_threads())
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                weight_decay=0.0):
+    """Adam's step number ``step`` (from 1) on param, in place, with PyTorch's
+    bias corrections::
+
+        d = grad + weight_decay * param
+        exp_avg = beta1 * exp_avg + (1 - beta1) * d
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * d * d
+        param -= lr / (1 - beta1**step) * exp_avg
+                 / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)
+    """
+    op = "adam_update"
+    grad = _update_operands(op, param, grad, (exp_avg, exp_avg_sq))
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+        raise ValueError(f"{op}: step must be a positive int, got {step!r}")
+    _update_in_place(_optim.adam, param, grad, exp_avg, exp_avg_sq, float(lr),
+                     float(weight_decay), float(beta1), float(beta2), float(eps), int(step),
+                     get_num_threads())

@@ -1,8 +1,11 @@
 import math
+import threading
 
 import numpy as np
 import pytest
 
+import fastbn
+from fastbn import kernels as K
 from fastbn import optim
 from fastbn.optim import lr_scheduler
 
@@ -10,8 +13,8 @@ from fastbn.optim import lr_scheduler
 class P:
     """A bare parameter: the optimizers need only .data and .grad."""
 
-    def __init__(self, data):
-        self.data = np.array(data, dtype=np.float64)
+    def __init__(self, data, dtype=np.float64):
+        self.data = np.array(data, dtype=dtype)
         self.grad = None
 
 
@@ -22,22 +25,25 @@ def _grads(rng, shapes, steps):
 def _run(opt, params, grads):
     for step in grads:
         for p, g in zip(params, step):
-            p.grad = g.copy()
+            p.grad = g.astype(p.data.dtype)
         opt.step()
     return [p.data.copy() for p in params]
 
 
 SHAPES = [(3, 4), (5,)]
+# with a parameter above the kernels' serial cut-off, cut into blocks for threads
+UPDATE_CASES = [(np.float64, SHAPES, 1e-12), (np.float32, SHAPES + [(70001,)], 2e-5)]
 
 
+@pytest.mark.parametrize("dtype,shapes,tol", UPDATE_CASES)
 @pytest.mark.parametrize("momentum,dampening,nesterov,wd", [
     (0.0, 0.0, False, 0.0), (0.9, 0.0, False, 0.0), (0.9, 0.3, False, 1e-2),
     (0.8, 0.0, True, 5e-3)])
-def test_sgd_matches_formula(momentum, dampening, nesterov, wd):
+def test_sgd_matches_formula(momentum, dampening, nesterov, wd, dtype, shapes, tol):
     rng = np.random.default_rng(1)
-    init = [rng.standard_normal(s) for s in SHAPES]
-    grads = _grads(rng, SHAPES, 5)
-    params = [P(x) for x in init]
+    init = [rng.standard_normal(s) for s in shapes]
+    grads = _grads(rng, shapes, 5)
+    params = [P(x, dtype) for x in init]
     opt = optim.SGD(params, lr=0.05, momentum=momentum, dampening=dampening,
                     weight_decay=wd, nesterov=nesterov)
     got = _run(opt, params, grads)
@@ -49,16 +55,18 @@ def test_sgd_matches_formula(momentum, dampening, nesterov, wd):
                 buf = d.copy() if buf is None else momentum * buf + (1 - dampening) * d
                 d = d + momentum * buf if nesterov else buf
             x = x - 0.05 * d
-        np.testing.assert_allclose(got[i], x, rtol=1e-12, atol=1e-12)
+        assert got[i].dtype == dtype
+        np.testing.assert_allclose(got[i], x, rtol=tol, atol=tol)
         assert not np.allclose(got[i], x0)
 
 
+@pytest.mark.parametrize("dtype,shapes,tol", UPDATE_CASES)
 @pytest.mark.parametrize("wd", [0.0, 0.1])
-def test_adam_matches_formula(wd):
+def test_adam_matches_formula(wd, dtype, shapes, tol):
     rng = np.random.default_rng(2)
-    init = [rng.standard_normal(s) for s in SHAPES]
-    grads = _grads(rng, SHAPES, 6)
-    params = [P(x) for x in init]
+    init = [rng.standard_normal(s) for s in shapes]
+    grads = _grads(rng, shapes, 6)
+    params = [P(x, dtype) for x in init]
     b1, b2, eps, lr = 0.8, 0.95, 1e-6, 0.01
     got = _run(optim.Adam(params, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd),
                params, grads)
@@ -70,7 +78,8 @@ def test_adam_matches_formula(wd):
             v = b2 * v + (1 - b2) * g * g
             mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
             x = x - lr * mhat / (np.sqrt(vhat) + eps)
-        np.testing.assert_allclose(got[i], x, rtol=1e-10, atol=1e-12)
+        assert got[i].dtype == dtype
+        np.testing.assert_allclose(got[i], x, rtol=tol * 100, atol=tol)
 
 
 def test_against_torch():
@@ -90,6 +99,80 @@ def test_against_torch():
             topt.step()
         for a, b in zip(got, tparams):
             np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _updates(threads, strided=False):
+    """Three SGD and three Adam steps on a large float32 parameter (and a small one):
+    the parameters and states after them."""
+    rng = np.random.default_rng(5)
+    shapes = [(300, 400), (7,)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = _grads(rng, shapes, 3)
+    out = []
+    with fastbn.threads(threads):
+        for cls, kw in [(optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-3)),
+                        (optim.Adam, dict(lr=0.01, weight_decay=1e-2))]:
+            params = [P(x, np.float32) for x in init]
+            if strided:  # a transposed view of a C-contiguous array: updated in place
+                params[0].data = np.ascontiguousarray(init[0].T).T
+            opt = cls(params, **kw)
+            out += _run(opt, params, grads)
+            out += [v for s in opt.state.values() for v in s.values()
+                    if isinstance(v, np.ndarray)]
+    return out
+
+
+def test_updates_same_bits_at_any_thread_count_and_layout():
+    one = _updates(1)
+    for got in (_updates(2), _updates(1, strided=True)):
+        assert len(got) == len(one)
+        for a, b in zip(one, got):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_updates_from_python_threads_at_once():
+    """Each update touches only its own arrays: four Python threads get the serial bits."""
+    expected = _updates(2)
+    barrier, failures = threading.Barrier(4), []
+
+    def work():
+        barrier.wait()
+        if not all(np.array_equal(a, b) for a, b in zip(_updates(2), expected)):
+            failures.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
+def test_update_errors_leave_parameter_and_state_alone():
+    p = P(np.ones(3))
+    opt = optim.SGD([p], lr=0.5, momentum=0.9)
+    p.grad = np.ones(4)
+    with pytest.raises(ValueError, match="gradient of shape"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, 1)
+    assert opt.state == {}
+    p.grad = np.full(3, 2.0)       # the first real step starts the buffer from this gradient
+    opt.step()
+    opt.step()
+    np.testing.assert_allclose(p.data, 1 - 0.5 * 2 - 0.5 * (0.9 * 2 + 2))
+    frozen = P(np.ones(2))
+    frozen.data.flags.writeable = False
+    frozen.grad = np.ones(2)
+    with pytest.raises(ValueError, match="read-only"):
+        optim.Adam([frozen]).step()
+    with pytest.raises(TypeError, match="float32 or float64"):
+        K.sgd_update(np.ones(2, np.int64), np.ones(2), None, 0.1)
+    with pytest.raises(ValueError, match="optimizer state"):
+        K.adam_update(np.ones(2), np.ones(2), np.zeros(2, np.float32), np.zeros(2), 1, 0.1,
+                      0.9, 0.99, 1e-8)
+    with pytest.raises(ValueError, match="step"):
+        K.adam_update(np.ones(2), np.ones(2), np.zeros(2), np.zeros(2), 0, 0.1, 0.9, 0.99,
+                      1e-8)
 
 
 def test_skips_params_without_grad_and_zero_grad():

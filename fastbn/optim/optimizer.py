@@ -2,12 +2,15 @@
 
 Parameters are anything with ``.data`` and ``.grad`` NumPy arrays (fastbn Parameters);
 updates are written into ``.data`` in place, so a model's arrays stay the same objects.
+Each parameter's update is one pass of a compiled kernel (fastbn.kernels.sgd_update,
+adam_update), not a handful of NumPy operations with their temporaries.
 """
 import copy
 import numbers
 
 import numpy as np
 
+from .. import kernels
 from ..tensor import zero_grads
 
 __all__ = ["Optimizer", "SGD", "Adam"]
@@ -74,13 +77,6 @@ class Optimizer:
             self._step_group(group)
         return loss
 
-    def _grad(self, p, group):
-        """The gradient with weight decay applied, to be read only (it may be p.grad)."""
-        g = np.asarray(p.grad, dtype=p.data.dtype)
-        if g.shape != p.data.shape:
-            raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {p.data.shape}")
-        return g + group["weight_decay"] * p.data if group["weight_decay"] else g
-
     def state_dict(self):
         """PyTorch's layout: ``{'state': {index: {...}}, 'param_groups': [{..., 'params': [index, ...]}]}``
         with parameters numbered in group order.  Arrays are copies."""
@@ -119,7 +115,7 @@ class Optimizer:
                     if v.shape != p.data.shape:
                         raise ValueError(f"optimizer state '{name}' of parameter {key} has shape "
                                          f"{v.shape}, the parameter has {p.data.shape}")
-                    s[name] = v.astype(p.data.dtype)
+                    s[name] = np.array(v, dtype=p.data.dtype, order="C")
             new_state[id(p)] = s
         for saved, group in zip(saved_groups, self.param_groups):
             options = {k: v for k, v in saved.items() if k != "params"}
@@ -158,21 +154,20 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _step_group(self, group):
-        momentum, dampening = group["momentum"], group["dampening"]
+        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        dampening, nesterov = group["dampening"], group["nesterov"]
         for p in group["params"]:
             if p.grad is None:
                 continue
-            g = self._grad(p, group)
-            if momentum:
-                state = self.state.setdefault(id(p), {})
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = g.copy()
-                else:
-                    buf *= momentum
-                    buf += (1 - dampening) * g if dampening else g
-                g = g + momentum * buf if group["nesterov"] else buf
-            p.data -= group["lr"] * g
+            state = self.state.get(id(p)) if momentum else None
+            buf = None if state is None else state.get("momentum_buffer")
+            first = bool(momentum) and buf is None
+            if first:
+                buf = np.empty(p.data.shape, p.data.dtype)
+            kernels.sgd_update(p.data, p.grad, buf, lr, wd, momentum, dampening, nesterov,
+                               first)
+            if first:  # kept only once the update has filled it
+                self.state.setdefault(id(p), {})["momentum_buffer"] = buf
 
 
 class Adam(Optimizer):
@@ -200,16 +195,11 @@ class Adam(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            g = self._grad(p, group)
             state = self.state.setdefault(id(p), {})
             if not state:
-                state.update(step=0, exp_avg=np.zeros_like(p.data),
-                             exp_avg_sq=np.zeros_like(p.data))
+                state.update(step=0, exp_avg=np.zeros(p.data.shape, p.data.dtype),
+                             exp_avg_sq=np.zeros(p.data.shape, p.data.dtype))
+            kernels.adam_update(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
+                                state["step"] + 1, group["lr"], b1, b2, group["eps"],
+                                group["weight_decay"])
             state["step"] += 1
-            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + group["eps"]
-            p.data -= (group["lr"] / (1 - b1 ** t)) * m / denom
