@@ -1,8 +1,9 @@
 """Type stubs for the compiled Batch Normalization kernels (fastbn/_core.pyx).
 
-Arrays are C-contiguous (N, C, L) views (x, y, dy, dx) or length-C vectors, all
-of one dtype: float32 or float64 (the compiled code dispatches on x's dtype).  Internal API: call
-fastbn.kernels, which validates inputs and reshapes to (N, C, L).
+Arrays are C-contiguous (N, C, *spatial) arrays (x, y, dy, dx), read as (N, C, L),
+or length-C vectors, all of one dtype: float32 or float64 (the compiled code
+dispatches on x's dtype).  Internal API: call fastbn.kernels, which validates
+inputs.
 """
 from typing import TypeVar
 

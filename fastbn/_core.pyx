@@ -1,7 +1,8 @@
 """Batch Normalization kernels: per-channel statistics, normalization, gradients.
 
-Inputs are C-contiguous (N, C, L) buffers (any spatial shape flattened to L) of
-float or double; the Python layer (fastbn/kernels.py) validates and reshapes.
+Inputs are C-contiguous (N, C, *spatial) buffers of float or double, read as
+(N, C, L) with L the product of the spatial sizes (1 for (N, C) input); the
+Python layer (fastbn/kernels.py) validates them.
 
 Every pass streams through memory in order.  The (N, C, L) buffer is cut into
 segments, each one row (n, c) or, for long rows, a piece of at most BLOCK
@@ -35,6 +36,8 @@ cdef enum:
     WIDE_ROWS = 128     # fewest rows per wide reduction block
     WIDE_CHUNK = 8      # wide rows summed in the data's precision before a double flush
     SERIAL_BELOW = 32768  # values; measured: 2 threads lose below it, tie at it, win above
+    # (one thread runs its loops outside any parallel region, whose start alone
+    # costs about 0.5 us: a tenth of a small layer's whole forward)
 
 
 cdef extern from "_simd.h" nogil:
@@ -156,9 +159,9 @@ cdef inline Segs _segs(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
     g.N = N
     g.C = C
     g.L = L
-    g.pieces = (L + BLOCK - 1) // BLOCK
+    g.pieces = max((L + BLOCK - 1) // BLOCK, 1)   # empty planes (L == 0): one empty segment
     g.width = (L + g.pieces - 1) // g.pieces
-    g.per_unit = max(BLOCK // g.width, 1)
+    g.per_unit = max(BLOCK // max(g.width, 1), 1)
     g.units = (N * C * g.pieces + g.per_unit - 1) // g.per_unit
     return g
 
@@ -239,16 +242,22 @@ cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, c
 
 cdef inline Py_ssize_t _wide_rows(Py_ssize_t P) noexcept nogil:
     """Rows per wide reduction block (a function of the shape only)."""
-    return max(<Py_ssize_t>WIDE_ROWS, BLOCK // P)
+    return max(<Py_ssize_t>WIDE_ROWS, BLOCK // max(P, 1))
 
 
-cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const floating* shift,
-                                 const floating* rs, const floating* rb, Py_ssize_t N,
-                                 Py_ssize_t C, Py_ssize_t b, Py_ssize_t t, double* out1,
-                                 double* out2) noexcept nogil:
+cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const floating* pos,
+                                 bint relu, Py_ssize_t N, Py_ssize_t C, Py_ssize_t b,
+                                 Py_ssize_t t, double* p1, double* p2) noexcept nogil:
     """Rows of block b, positions of tile t of rows of C positions: per-position
     sum(a), sum(a * (x - shift)) with a = x - shift (moments, dy NULL) or a = dy
-    (masked by the ReLU when rs, rb are not NULL), written to out1[j], out2[j]."""
+    (masked by the ReLU when relu), written to block b's partials p1[b * C + j],
+    p2[b * C + j].  pos: the shift of each position, then (relu) the ReLU's
+    scale and shift of each."""
+    cdef const floating* shift = pos
+    cdef const floating* rs = pos + C if relu else NULL
+    cdef const floating* rb = pos + 2 * C if relu else NULL
+    cdef double* out1 = p1 + b * C
+    cdef double* out2 = p2 + b * C
     cdef floating f1[TILE]
     cdef floating f2[TILE]
     cdef double s1[TILE]
@@ -281,6 +290,20 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
     for k in range(nc):
         out1[c0 + k] = s1[k]
         out2[c0 + k] = s2[k]
+
+
+cdef inline void _wide_channel_totals(Py_ssize_t c, Py_ssize_t L, Py_ssize_t P, Py_ssize_t nbr,
+                                      const double* p1, const double* p2, double* t1,
+                                      double* t2) noexcept nogil:
+    """Channel c's per-position partials added, block by block, in fixed order."""
+    cdef Py_ssize_t b, l
+    cdef double a = 0.0, z = 0.0
+    for b in range(nbr):
+        for l in range(c * L, c * L + L):
+            a = a + p1[b * P + l]
+            z = z + p2[b * P + l]
+    t1[c] = a
+    t2[c] = z
 
 
 cdef inline void _nc_rows_affine(const floating* x, floating* y, Py_ssize_t C, Py_ssize_t r0,
@@ -326,32 +349,32 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
     `part` holds 2 * _parts(N, C, L) doubles, `pos` C * L values (wide path;
     3 * C * L with a ReLU mask)."""
     cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, c, b, l, P = C * L, R = _wide_rows(C * L)
+    cdef Py_ssize_t u, c, P = C * L, R = _wide_rows(C * L)
     cdef Py_ssize_t nbr = (N + R - 1) // R, ntile = (P + TILE - 1) // TILE
     cdef Py_ssize_t nparts = _parts(N, C, L)
     cdef double* p1 = part
     cdef double* p2 = part + nparts
-    cdef double a, z
     if L < WIDE_BELOW:
         for u in range(P):  # per-channel values spread over the positions
             pos[u] = shift[u // L]
             if rs != NULL:
                 pos[P + u] = rs[u // L]
                 pos[2 * P + u] = rb[u // L]
-        for u in prange(nbr * ntile, schedule='static', num_threads=nt):
-            b = u // ntile
-            _wide_unit_sums(x, dy, pos, NULL if rs == NULL else pos + P,
-                            NULL if rs == NULL else pos + 2 * P, N, P, b, u % ntile,
-                            p1 + b * P, p2 + b * P)
-        for c in prange(C, schedule='static', num_threads=nt):
-            a = 0.0
-            z = 0.0
-            for b in range(nbr):
-                for l in range(c * L, c * L + L):
-                    a = a + p1[b * P + l]
-                    z = z + p2[b * P + l]
-            t1[c] = a
-            t2[c] = z
+        if nt == 1:  # no parallel region (see SERIAL_BELOW)
+            for u in range(nbr * ntile):
+                _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
+            for c in range(C):
+                _wide_channel_totals(c, L, P, nbr, p1, p2, t1, t2)
+        else:
+            for u in prange(nbr * ntile, schedule='static', num_threads=nt):
+                _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
+            for c in prange(C, schedule='static', num_threads=nt):
+                _wide_channel_totals(c, L, P, nbr, p1, p2, t1, t2)
+    elif nt == 1:
+        for u in range(g.units):
+            _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
+        for c in range(C):
+            _channel_totals(&g, c, p1, p2, &t1[c], &t2[c])
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
             _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
@@ -373,10 +396,15 @@ cdef void _affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py
     """y = (x - center[c]) * scale[c] + shift[c], then the ReLU if relu: one
     streaming read and write."""
     cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, AR = max(BLOCK // C, 1)
-    if L == 1:
+    cdef Py_ssize_t u, AR = max(BLOCK // max(C, 1), 1)
+    if L == 1 and nt == 1:
+        _nc_rows_affine(x, y, C, 0, N, center, scale, shift, relu)
+    elif L == 1:
         for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
             _nc_rows_affine(x, y, C, u * AR, min(u * AR + AR, N), center, scale, shift, relu)
+    elif nt == 1:
+        for u in range(g.units):
+            _unit_affine(x, y, &g, u, center, scale, shift, relu)
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
             _unit_affine(x, y, &g, u, center, scale, shift, relu)
@@ -389,11 +417,16 @@ cdef void _dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N,
     """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c], g = dy (masked by the
     ReLU when rs is not NULL): one streaming pass."""
     cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, AR = max(BLOCK // C, 1)
-    if L == 1:
+    cdef Py_ssize_t u, AR = max(BLOCK // max(C, 1), 1)
+    if L == 1 and nt == 1:
+        _nc_rows_dx(x, dy, dx, C, 0, N, mean, k_dy, k_x, k_0, rs, rb)
+    elif L == 1:
         for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
             _nc_rows_dx(x, dy, dx, C, u * AR, min(u * AR + AR, N), mean, k_dy, k_x, k_0, rs,
                         rb)
+    elif nt == 1:
+        for u in range(g.units):
+            _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0, rs, rb)
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
             _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0, rs, rb)
@@ -513,6 +546,15 @@ cdef inline void* _data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef inline Py_ssize_t _spatial(cnp.ndarray x):
+    """L of an (N, C, *spatial) array: the product of its spatial sizes."""
+    cdef Py_ssize_t L = 1
+    cdef int d
+    for d in range(2, x.ndim):
+        L *= x.shape[d]
+    return L
+
+
 cdef inline Py_ssize_t _fbuf_len(Py_ssize_t C, Py_ssize_t L, Py_ssize_t itemsize, bint relu):
     """Doubles that hold 5 * C + C * L (wide path; 3 * C * L with relu) values of
     the data's type."""
@@ -527,7 +569,7 @@ def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_m
     save_invstd; updates the running statistics in place when given (weight,
     bias, running_* may be None).  Passes: one streaming read of x for the
     statistics, one read of x and write of y to normalize."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
     cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L))
     cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, False))
@@ -549,7 +591,7 @@ def channel_sums(cnp.ndarray x, double[::1] out, int nthreads):
     """out[c] = the sum of x[:, c, :], by the statistics pass's reduction (no
     shift; the same tree at any thread count): one streaming read of x.  The
     bias gradient of a convolution."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
     cdef _Scratch buf = _Scratch(C + 2 * _parts(N, C, L))  # sums of squares, partials
     cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, False))  # zero shifts first
@@ -571,7 +613,7 @@ def forward_eval(cnp.ndarray x, weight, bias, cnp.ndarray running_mean,
     """Inference forward: y = (x - running_mean) / sqrt(running_var + eps) * weight
     + bias (relu: then the ReLU), one subtract and multiply-add per value; writes
     save_invstd.  Passes: one streaming read of x and write of y."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
     cdef _Scratch fbuf = _Scratch((2 * C * x.itemsize + 7) // 8)
     cdef void* p[7]
@@ -600,7 +642,7 @@ def backward(cnp.ndarray dy, cnp.ndarray x, weight, cnp.ndarray mean, cnp.ndarra
     Passes: one streaming read of x and dy for sum(g) and sum(g * (x - mean)),
     one read of x and dy (of dy alone in inference without relu) and write of dx.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
     cdef _Scratch buf = _Scratch(2 * C + 2 * _parts(N, C, L))
     cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, relu))

@@ -6,7 +6,6 @@ Arrays in, arrays out.  This is the only module that calls the compiled
 modules; it checks types, shapes and values, makes inputs C-contiguous and
 picks the thread count.  The autodiff tape calls these.
 """
-import math
 import numbers
 
 import numpy as np
@@ -76,11 +75,6 @@ def _check_scalar(value, name, lo, hi, lo_open):
     return value
 
 
-def _view3(x):
-    """(N, C, *spatial) -> (N, C, L), a view of a contiguous array."""
-    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
-
-
 def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
                        training=True, momentum=0.1, eps=1e-5, relu=False):
     """Batch Normalization forward over the channels (axis 1) of x; with
@@ -108,7 +102,7 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
             raise ValueError("running_mean and running_var are required when training=False")
         y = np.empty_like(x)
         save_invstd = np.empty(C, dtype=x.dtype)
-        _core.forward_eval(_view3(x), weight, bias, running_mean, running_var, _view3(y),
+        _core.forward_eval(x, weight, bias, running_mean, running_var, y,
                            save_invstd, eps, get_num_threads() if x.size else 1, bool(relu))
         return y, running_mean.copy(), save_invstd
 
@@ -120,7 +114,7 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
     y = np.empty_like(x)
     if per_channel == 0:  # empty batch: nothing to normalize, running stats untouched
         return y, save_mean, save_invstd
-    _core.forward_train(_view3(x), weight, bias, _view3(y), save_mean, save_invstd,
+    _core.forward_train(x, weight, bias, y, save_mean, save_invstd,
                         running_mean, running_var, momentum, eps, get_num_threads(),
                         bool(relu))
     return y, save_mean, save_invstd
@@ -155,7 +149,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bi
     dweight = None if weight is None else np.zeros(C, dtype=x.dtype)
     dbias = None if weight is None else np.zeros(C, dtype=x.dtype)
     if x.size:
-        _core.backward(_view3(dy), _view3(x), weight, save_mean, save_invstd, _view3(dx),
+        _core.backward(dy, x, weight, save_mean, save_invstd, dx,
                        dweight, dbias, bool(training), get_num_threads(), bias, bool(relu))
     return dx, dweight, dbias
 

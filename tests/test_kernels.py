@@ -270,14 +270,24 @@ def test_non_contiguous_input_is_accepted(rng):
                  np.float64)
 
 
-def test_zero_size_batch(rng):
-    x = np.zeros((0, 3, 4, 4), np.float32)
-    rm, rv = np.ones(3, np.float32), np.full(3, 2.0, np.float32)
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (0, 3), (2, 3, 0), (0, 3, 0, 5), (4, 0),
+                                   (0, 0, 3)])
+def test_zero_size_batch(shape):
+    """An empty batch (a rank's empty shard), empty planes or no channels: empty
+    outputs, running statistics untouched, zero parameter gradients, no crash."""
+    x = np.zeros(shape, np.float32)
+    C = shape[1]
+    rm, rv = np.ones(C, np.float32), np.full(C, 2.0, np.float32)
     y, _, _ = batch_norm_forward(x, None, None, rm, rv)
     assert y.shape == x.shape
     assert np.all(rm == 1) and np.all(rv == 2)
-    dx, dw, db = batch_norm_backward(x, x, np.ones(3, np.float32), rm, rv)
-    assert dx.shape == x.shape and np.all(dw == 0) and np.all(db == 0)
+    y, mean, invstd = batch_norm_forward(x, None, None, rm, rv, training=False, relu=True)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(2 + 1e-5), rtol=1e-6)
+    for training in (True, False):
+        dx, dw, db = batch_norm_backward(x, x, np.ones(C, np.float32), rm, rv, training)
+        assert dx.shape == x.shape and dw.shape == db.shape == (C,)
+        assert np.all(dw == 0) and np.all(db == 0)
 
 
 def test_one_value_per_channel_is_allowed_in_inference(rng):
