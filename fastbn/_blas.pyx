@@ -14,13 +14,14 @@ finds behind scipy.linalg.cython_blas: only scipy.linalg's BLAS, not NumPy's,
 and only during fastbn's calls.  Without it (another BLAS) products run on one
 fastbn thread and the BLAS threads itself.
 """
-import numpy as np
-
+cimport numpy as cnp
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cnp.import_array()
 
 cdef enum:
     SERIAL_BELOW = 1 << 18   # multiply-adds; smaller products run on one thread
@@ -79,34 +80,54 @@ cdef void dgemm_rm(bint ta, bint tb, int m, int n, int k, double alpha, const do
     dgemm(&trb, &tra, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
-def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out, bint ta,
-           bint tb, int nthreads):
-    """out = op(a) @ op(b), op transposing when ta / tb (a, b stored C-contiguous).
-    The output is cut into blocks of BLOCK rows, or of columns when it has more
-    of those, fixed by the shape: each element's sum is the same at any thread
-    count."""
-    cdef int m = out.shape[0], n = out.shape[1], k = a.shape[0] if ta else a.shape[1]
-    cdef int lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
+cdef inline void _matmul_block(bint ta, bint tb, int m, int n, int k, const floating* a,
+                               int lda, const floating* b, int ldb, floating* c, int ldc,
+                               bint by_rows, Py_ssize_t u) noexcept nogil:
+    """Block u of c = op(a) @ op(b): BLOCK rows, or columns when by_rows is false."""
+    cdef int lo = u * BLOCK, w
+    if by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
+        w = min(BLOCK, m - lo)
+        gemm_rm(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, 0, c + lo * ldc,
+                ldc)
+    else:        # columns lo.. of op(b)
+        w = min(BLOCK, n - lo)
+        gemm_rm(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, 0, c + lo, ldc)
+
+
+cdef void _matmul(bint ta, bint tb, int m, int n, int k, const floating* a, int lda,
+                  const floating* b, int ldb, floating* c, int ldc, int nt) noexcept nogil:
+    """c = op(a) @ op(b), cut into blocks of BLOCK rows, or of columns when it has
+    more of those: fixed by the shape, so each element's sum is the same at any
+    thread count.  One thread loops outside any parallel region, whose start
+    costs as much as a small product."""
     cdef bint by_rows = m >= n
     cdef Py_ssize_t units = ((m if by_rows else n) + BLOCK - 1) // BLOCK, u
+    if nt == 1:
+        for u in range(units):
+            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, u)
+    else:
+        for u in prange(units, schedule='static', num_threads=nt):
+            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, u)
+
+
+def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint ta, bint tb, int nthreads):
+    """out = op(a) @ op(b), op transposing when ta / tb: 2-D C-contiguous arrays
+    of one dtype, shapes checked by fastbn/kernels.py (data pointers only: a
+    fused memoryview signature costs a microsecond a call)."""
+    cdef int m = out.shape[0], n = out.shape[1], k = a.shape[0] if ta else a.shape[1]
+    cdef int lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
     cdef int nt = max(nthreads, 1) if <double>m * n * k >= SERIAL_BELOW else 1
-    cdef int lo, w
-    cdef const floating* ap = &a[0, 0]
-    cdef const floating* bp = &b[0, 0]
-    cdef floating* cp = &out[0, 0]
+    cdef void* ap = cnp.PyArray_DATA(a)
+    cdef void* bp = cnp.PyArray_DATA(b)
+    cdef void* cp = cnp.PyArray_DATA(out)
     if not blas_in_threads():
         nt = 1
     with nogil:
         blas_one_thread(True)
-        for u in prange(units, schedule='static', num_threads=nt):
-            lo = u * BLOCK
-            if by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
-                w = min(BLOCK, m - lo)
-                gemm_rm(ta, tb, w, n, k, ap + (lo if ta else lo * lda), lda, bp, ldb, 0,
-                        cp + lo * ldc, ldc)
-            else:        # columns lo.. of op(b)
-                w = min(BLOCK, n - lo)
-                gemm_rm(ta, tb, m, w, k, ap, lda, bp + (lo * ldb if tb else lo), ldb, 0,
-                        cp + lo, ldc)
+        if cnp.PyArray_TYPE(out) == cnp.NPY_DOUBLE:
+            _matmul(ta, tb, m, n, k, <const double*>ap, lda, <const double*>bp, ldb,
+                    <double*>cp, ldc, nt)
+        else:
+            _matmul(ta, tb, m, n, k, <const float*>ap, lda, <const float*>bp, ldb,
+                    <float*>cp, ldc, nt)
         blas_one_thread(False)
-
