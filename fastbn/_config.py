@@ -11,7 +11,13 @@ __all__ = ["get_num_threads", "set_num_threads", "threads", "show_config"]
 
 _OPENMP = _openmp_helpers.openmp_enabled()
 _global_threads = None          # set_num_threads(); None: follow the OpenMP runtime
-_local = threading.local()      # threads(n) overrides, per Python thread
+
+
+class _Local(threading.local):
+    threads = None              # class default: no override (a plain lookup, no getattr default)
+
+
+_local = _Local()               # threads(n) overrides, per Python thread
 
 
 def get_num_threads():
@@ -23,7 +29,7 @@ def get_num_threads():
     """
     if not _OPENMP:
         return 1
-    n = getattr(_local, "threads", None) or _global_threads
+    n = _local.threads or _global_threads
     return n if n is not None else _openmp_helpers.max_threads()
 
 
@@ -44,7 +50,7 @@ def set_num_threads(n):
 def threads(n):
     """``with fastbn.threads(n):`` run the kernels of this Python thread on n threads."""
     _check_threads(n)
-    previous = getattr(_local, "threads", None)
+    previous = _local.threads
     _local.threads = n
     try:
         yield

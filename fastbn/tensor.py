@@ -308,7 +308,8 @@ def _accumulate(t, g):
         _leaf_lock.acquire()    # leaves (parameters) may be shared by backwards on other threads
         try:
             if t.grad is None:
-                t.grad = np.array(g, dtype=d.dtype, order="C")
+                # g has t's dtype (_fit); ops on 0-d arrays give NumPy scalars
+                t.grad = g.copy() if type(g) is np.ndarray else np.array(g, dtype=d.dtype)
             else:
                 t.grad += g
         finally:

@@ -344,8 +344,13 @@ def test_bad_arguments_raise_clear_errors(rng):
         F.cross_entropy(x, np.array([0.0, 1, 2, 0]))
     with pytest.raises(ValueError, match=r"cross_entropy.*\(4,\)"):
         F.cross_entropy(x, np.array([0, 1]))
+    for bad in ([0, 1, 3, 0], [0, -1, 2, 0], [0, -2**62, 2, 0]):  # negatives, one pass
+        with pytest.raises(ValueError, match=r"cross_entropy.*\[0, 3\)"):
+            F.cross_entropy(x, np.array(bad))
     with pytest.raises(ValueError, match=r"cross_entropy.*\[0, 3\)"):
-        F.cross_entropy(x, np.array([0, 1, 3, 0]))
+        F.cross_entropy(x, np.array([0, 1, 2**63 + 1, 0], dtype=np.uint64))
+    np.testing.assert_allclose(F.cross_entropy(x, np.array([0, 1, 2, 0], np.uint8)).data,
+                               ce_ref(x.data, np.array([0, 1, 2, 0])).mean(), rtol=1e-12)
     with pytest.raises(ValueError, match="reduction"):
         F.cross_entropy(x, np.array([0, 1, 2, 0]), reduction="avg")
     with pytest.raises(ValueError, match=r"mse_loss.*\(4, 3\).*\(3,\)"):

@@ -11,10 +11,12 @@
 BatchNormReLU1d/2d are BatchNorm followed by ReLU in one fused kernel (no
 PyTorch counterpart): same arguments, parameters, buffers and state_dict keys.
 """
+import math
 import numbers
 
 import numpy as np
 
+from ..tensor import Tensor
 from . import functional as F
 from .module import Module, Parameter, _check_dtype
 
@@ -57,7 +59,7 @@ class _BatchNorm(Module):
             self.num_batches_tracked[...] = 0
 
     def _check_input(self, input):
-        shape = np.shape(input)
+        shape = input.shape if isinstance(input, Tensor) else np.shape(input)
         if len(shape) not in self._input_ndims:
             dims = " or ".join(f"{d}D" for d in self._input_ndims)
             raise ValueError(f"{self._layer_name()}: expected {dims} input, got "
@@ -70,7 +72,7 @@ class _BatchNorm(Module):
     def forward(self, input):
         shape = self._check_input(input)
         use_batch_stats = self.training or not self.track_running_stats
-        if use_batch_stats and np.prod(shape) // shape[1] == 1:
+        if use_batch_stats and math.prod(shape) // shape[1] == 1:
             why = ("the layer is in training mode" if self.training else
                    "it was built with track_running_stats=False")
             raise ValueError(
@@ -88,8 +90,10 @@ class _BatchNorm(Module):
     def _step_momentum(self):
         """Count a training step; return the weight of its statistics in the running
         ones: momentum, or 1 / num_batches_tracked (cumulative average) for None."""
-        self.num_batches_tracked += 1
-        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        count = self.num_batches_tracked
+        n = int(count) + 1
+        count.fill(n)  # in place; `+=` would re-register the buffer, 0-d NumPy math is slow
+        return 1.0 / n if self.momentum is None else self.momentum
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
