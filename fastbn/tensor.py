@@ -204,10 +204,11 @@ class Tensor:
             node._g = None
             inputs = node._inputs
             if g is not None:
-                grads = node._op.backward(node._saved, g, inputs)
+                op = node._op
+                grads = op.backward(node._saved, g, inputs)
                 for t, gi in zip(inputs, grads):
                     if gi is not None and t.requires_grad:
-                        _accumulate(t, gi)
+                        _accumulate(t, gi, op.fresh_grads)
             if not retain_graph:
                 node._inputs = node._saved = None
 
@@ -298,9 +299,11 @@ def _reachable(root):
 _seq_key = operator.attrgetter("_seq")
 
 
-def _accumulate(t, g):
+def _accumulate(t, g, fresh=False):
     """Add gradient g into tensor t: leaves keep it in .grad (the first write
-    stores a copy, later ones add in place), nodes in ._g until their turn."""
+    stores a copy, or g itself when it is fresh: made by the op's backward and
+    held by nobody else; later writes add in place), nodes in ._g until their
+    turn."""
     d = t.data
     if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
         g = _fit(g, d)
@@ -309,7 +312,11 @@ def _accumulate(t, g):
         try:
             if t.grad is None:
                 # g has t's dtype (_fit); ops on 0-d arrays give NumPy scalars
-                t.grad = g.copy() if type(g) is np.ndarray else np.array(g, dtype=d.dtype)
+                if type(g) is not np.ndarray:
+                    g = np.array(g, dtype=d.dtype)
+                elif not (fresh and g.flags.c_contiguous):
+                    g = g.copy()
+                t.grad = g
             else:
                 t.grad += g
         finally:
@@ -364,7 +371,14 @@ _new = object.__new__
 
 class Function:
     """Base of the ops.  Subclasses define ``forward`` and ``backward`` (see the
-    module docstring); ``apply(*tensors, **params)`` runs and records one."""
+    module docstring); ``apply(*tensors, **params)`` runs and records one.
+
+    ``fresh_grads = True`` promises that every array backward returns was made
+    by that call and is held by nothing else (no view of grad_out or of a saved
+    buffer, no array returned twice): a leaf then keeps its first gradient
+    without a copy (a layer's weight gradient: a copy per step).
+    """
+    fresh_grads = False
 
     @staticmethod
     def forward(*arrays, **params):

@@ -206,6 +206,34 @@ def test_first_gradient_is_a_copy(rng):
     assert np.all(a.grad != 0)
 
 
+def test_layer_gradients_kept_without_copy_own_their_memory(rng):
+    """Layers' backwards promise new arrays (fresh_grads), kept as the leaves' first
+    gradients without a copy: no two leaves, and not the caller's grad, share memory,
+    and the next backward adds into each on its own."""
+    import fastbn.nn.functional as F
+    x = leaf(rng, 4, 3, 5, 5)
+    params = [leaf(rng, 6, 3, 3, 3), leaf(rng, 6), leaf(rng, 6), leaf(rng, 6),
+              leaf(rng, 2, 150), leaf(rng, 2)]
+    cw, cb, bw, bb, lw, lb = params
+
+    def run(g):
+        h = F.batch_norm(F.conv2d(x, cw, cb, padding=1), None, None, bw, bb, training=True)
+        F.linear(F.relu(h).reshape(4, 150), lw, lb).backward(g)
+
+    g = rng.standard_normal((4, 2))
+    run(g)
+    grads = [t.grad for t in [x] + params]
+    for i, a in enumerate(grads):
+        assert not np.shares_memory(a, g)
+        for b in grads[i + 1:]:
+            assert not np.shares_memory(a, b)
+    first = [a.copy() for a in grads]
+    run(g)
+    for t, a, b in zip([x] + params, grads, first):
+        assert t.grad is a                      # added in place
+        np.testing.assert_allclose(a, 2 * b, rtol=1e-12, atol=1e-12)
+
+
 def test_shared_intermediate_sums_its_gradients(rng):
     a = leaf(rng, 4)
     h = a * a

@@ -485,6 +485,8 @@ def log_softmax(input, dim):
 # Layers
 # ---------------------------------------------------------------------------
 class Linear(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.tensor.Function)
+
     @staticmethod
     def forward(x, weight, bias=None):
         x2 = x.reshape(-1, x.shape[-1])
@@ -499,7 +501,8 @@ class Linear(Function):
         g2 = g.reshape(-1, weight.shape[0])
         gx = kernels.matmul(g2, weight).reshape(x_shape) if inputs[0].requires_grad else None
         gw = kernels.matmul(g2, x2, transpose_a=True) if inputs[1].requires_grad else None
-        gb = np.add.reduce(g2, axis=0) if _needs(inputs, 2) else None  # g2.sum's wrapper costs
+        # g2.sum(axis=0) without ndarray.sum's Python wrapper
+        gb = np.add.reduce(g2, axis=0) if _needs(inputs, 2) else None
         return gx, gw, gb
 
 
@@ -519,6 +522,7 @@ def linear(input, weight, bias=None):
 
 class BatchNorm(Function):
     """batch_norm, or with relu=True relu(batch_norm) fused (one pass fewer each way)."""
+    fresh_grads = True     # new arrays from the kernels (see fastbn.tensor.Function)
 
     @staticmethod
     def forward(x, weight=None, bias=None, *, running_mean, running_var, training,
@@ -581,6 +585,8 @@ def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, tr
 
 
 class Conv2d(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.tensor.Function)
+
     @staticmethod
     def forward(x, weight, bias=None, *, stride, padding, dilation, groups):
         y, cols = kernels.conv2d_forward(x, weight, bias, stride, padding, dilation, groups)
