@@ -239,9 +239,20 @@ def _input_shape(input_shape, op):
     return shape
 
 
-# The weight gradient's partial sums, each over a run of images: a fixed number,
-# so the bits do not depend on the thread count, and enough to share out.
+# The weight gradient's partial sums, each over a run of images: a number fixed
+# by the shape, so the bits do not depend on the thread count, and enough to
+# share out; but each with enough GEMM columns (output pixels, or Winograd
+# tiles): 16 runs of a 64-image batch of 4x4 planes summed 16 columns each,
+# and the weight gradient took twice the rest of the layer's backward.
 _WEIGHT_PARTS = 16
+_PART_COLUMNS = 128
+
+
+def _weight_parts(N, columns_per_image):
+    """How many runs of images the weight gradient is summed over."""
+    return max(1, min(N, _WEIGHT_PARTS, N * columns_per_image // _PART_COLUMNS))
+
+
 _ALGORITHMS = ("auto", "im2col", "winograd")
 # Winograd's tile transforms cost per channel, its GEMMs save per channel pair:
 # measured here, 8 -> 16 channels on 28x28 is 16% faster by Winograd over a
@@ -402,7 +413,8 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
                                 padding=(2 - a.padding[0], 2 - a.padding[1]),
                                 algorithm="winograd")[0]
         if need_weight:
-            parts = np.zeros((min(N, _WEIGHT_PARTS), 16, O, a.x.shape[1]), dtype=a.x.dtype)
+            tiles = ((a.out[0] + 1) // 2) * ((a.out[1] + 1) // 2)
+            parts = np.zeros((_weight_parts(N, tiles), 16, O, a.x.shape[1]), dtype=a.x.dtype)
             if N and a.L:
                 _winograd.weight_grad(dy, a.x, parts, *a.padding, get_num_threads())
             du = parts.sum(axis=0, dtype=np.float64).reshape(16, -1)
@@ -420,7 +432,7 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
                              f"expected {(N, a.K * G, a.L)} and {a.x.dtype} "
                              "(pass conv2d_forward's cols, or None)")
         cols = np.ascontiguousarray(cols)
-        parts = np.zeros((min(N, _WEIGHT_PARTS),) + wg.shape, dtype=a.x.dtype)
+        parts = np.zeros((_weight_parts(N, a.L),) + wg.shape, dtype=a.x.dtype)
     if need_input:
         dx = np.empty_like(a.x)
     if N and a.L and (dx is not None or parts is not None):
