@@ -27,6 +27,7 @@ import numpy as np
 
 cdef enum:
     SERIAL_BELOW = 16384  # elements; below this a parallel region costs more than it saves
+    POOL_VALUES = 4096    # input values per 2x2 max-pooling call at least (in L1)
 
 
 cdef inline int _threads(Py_ssize_t work, int nthreads) noexcept nogil:
@@ -294,50 +295,61 @@ cdef extern from "_pool.h" nogil:
     void fastbn_pool_rows_double(double* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
 
 
-cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, const Pool* p,
-                               floating* v, uint32_t* at) noexcept nogil:
-    """max_pool_forward of one plane of even width for kernel 2, stride 2, no
-    padding (_pool.h): pairs across the plane, each row against the next, then
-    the even rows out.  v, at: this thread's 2 OH x OW scratch."""
-    cdef Py_ssize_t oh, ow, OW = p.OW, n = 2 * p.OH * OW
+cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, Py_ssize_t planes,
+                               const Pool* p, floating* v, uint32_t* at) noexcept nogil:
+    """max_pool_forward of `planes` consecutive planes of even width for kernel 2,
+    stride 2, no padding (_pool.h): pairs across the planes, each row against
+    the next, then the even rows out, as one tall plane (more than one plane
+    only with an even height: then no pair of rows straddles two planes).
+    v, at: this thread's 2 OH x OW x planes scratch."""
+    cdef Py_ssize_t oh, ow, OW = p.OW, rows = planes * p.OH, n = 2 * rows * OW
+    cdef Py_ssize_t base
     if floating is float:
         fastbn_pool_pairs_float(x, n, v, at)
         fastbn_pool_rows_float(v, at, OW, n - OW)
     else:
         fastbn_pool_pairs_double(x, n, v, at)
         fastbn_pool_rows_double(v, at, OW, n - OW)
-    for oh in range(p.OH):
+    for oh in range(rows):
+        base = (oh // p.OH) * p.H * p.W  # positions in the tall plane -> in their own
         memcpy(y + oh * OW, v + 2 * oh * OW, OW * sizeof(floating))
         for ow in range(OW):
-            idx[oh * OW + ow] = at[2 * oh * OW + ow]
+            idx[oh * OW + ow] = at[2 * oh * OW + ow] - base
 
 
 def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                      int64_t[:, :, ::1] indices, tuple kernel, tuple stride, tuple padding,
                      int nthreads):
     """y = max over each window of each (N*C) plane; indices = the flat h * W + w
-    of the first maximum (a NaN wins and stays, as in PyTorch).  One read of x."""
-    cdef Py_ssize_t P = x.shape[0], u, oh, ow, h, w, best_i
+    of the first maximum (a NaN wins and stays, as in PyTorch).  One read of x.
+    2x2 / stride 2 over small planes of even size pools POOL_VALUES values'
+    worth of planes per call: one plane of 4x4 at a time cost 25 ns a plane in
+    call and loop overheads, 6x the work."""
+    cdef Py_ssize_t P = x.shape[0], u, oh, ow, h, w, best_i, p0
     cdef Pool pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride,
                          padding, MAX_WINDOW)
     cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
     cdef bint two = (pl.kh == 2 and pl.kw == 2 and pl.sh == 2 and pl.sw == 2 and pl.ph == 0
                      and pl.pw == 0 and pl.W % 2 == 0 and plane < 2**31)  # uint32 positions
+    cdef Py_ssize_t per = (max(POOL_VALUES // plane, 1) if two and pl.H % 2 == 0 and
+                           plane <= POOL_VALUES else 1)  # planes per unit
+    cdef Py_ssize_t units = (P + per - 1) // per
     cdef Win win
     cdef floating v, best
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y[0, 0, 0]
     cdef int64_t* ip = &indices[0, 0, 0]
     cdef int nt = _threads(P * plane, nthreads)
-    cdef Py_ssize_t scratch = 2 * L if two else 1  # per thread, for _max_pool_2x2
+    cdef Py_ssize_t scratch = 2 * L * per if two else 1  # per thread, for _max_pool_2x2
     cdef floating[:, ::1] vs = np.empty((nt, scratch),
                                         np.float32 if floating is float else np.float64)
     cdef uint32_t[:, ::1] ats = np.empty((nt, scratch), np.uint32)
     with nogil:
-        for u in prange(P, schedule='static', num_threads=nt):
+        for u in prange(units, schedule='static', num_threads=nt):
+            p0 = u * per
             if two:
-                _max_pool_2x2(xp + u * plane, yp + u * L, ip + u * L, &pl, &vs[threadid(), 0],
-                              &ats[threadid(), 0])
+                _max_pool_2x2(xp + p0 * plane, yp + p0 * L, ip + p0 * L, min(per, P - p0),
+                              &pl, &vs[threadid(), 0], &ats[threadid(), 0])
             else:
                 for oh in range(pl.OH):
                     for ow in range(pl.OW):
@@ -346,12 +358,12 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                         best_i = win.h0 * pl.W + win.w0
                         for h in range(win.h0, win.h1):
                             for w in range(win.w0, win.w1):
-                                v = xp[u * plane + h * pl.W + w]
+                                v = xp[p0 * plane + h * pl.W + w]
                                 if v > best or isnan(v):
                                     best = v
                                     best_i = h * pl.W + w
-                        yp[u * L + oh * pl.OW + ow] = best
-                        ip[u * L + oh * pl.OW + ow] = best_i
+                        yp[p0 * L + oh * pl.OW + ow] = best
+                        ip[p0 * L + oh * pl.OW + ow] = best_i
 
 
 def max_pool_backward(const floating[:, :, ::1] dy, const int64_t[:, :, ::1] indices,

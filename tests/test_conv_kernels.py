@@ -354,10 +354,11 @@ def test_max_pool_nan_propagates():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2), (2, 3, 15, 14),
-                                   (3, 2, 14, 28)])
+                                   (3, 2, 14, 28), (4, 9, 6, 4), (3, 100, 8, 8)])
 def test_max_pool_2x2_ties_nans_infs(shape, dtype):
-    """Kernel 2 stride 2 (even widths: its own vectorized path; an odd last row
-    or column is left out): ties,
+    """Kernel 2 stride 2 (even widths: its own vectorized path, over runs of small
+    planes of even height at once, (3, 100, 8, 8) in several runs over threads;
+    an odd last row or column is left out): ties,
     -inf, +inf and NaNs (the last NaN of a window in row-major order wins, as
     in PyTorch), checked against a plain loop."""
     rng = np.random.default_rng(10)
