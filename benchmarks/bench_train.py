@@ -218,6 +218,48 @@ class Conv2dAlgorithm:
         self.K.conv2d_backward(self.dy, self.x, self.w, self.cols, padding=1,
                                algorithm=algorithm)
 
+
+class DefaultTrainStep:
+    """One step of ``python -m fastbn train``'s default job: the convnet preset
+    (fused BatchNormReLU2d) on the embedded 8x8 digits, batch 64, SGD with
+    momentum.  Small planes: per-call costs count here."""
+
+    def setup(self):
+        nn, _, optim, Tensor = _fastbn_api()
+        from fastbn import train
+
+        x, y = train.load_data("digits")[:2]
+        model = train.convnet(x.shape[1:])
+        model.train()
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        self.step = _make_step(model, nn.CrossEntropyLoss(), opt,
+                               Tensor(np.ascontiguousarray(x[:BATCH_CONV])), y[:BATCH_CONV])
+        self.step()  # warm-up
+
+    def time_step(self):
+        self.step()
+
+
+class OptimizerStep:
+    """optimizer.step() over the MLP's 14 parameters (one compiled pass each)."""
+
+    params = [["sgd", "adam"]]
+    param_names = ["optimizer"]
+
+    def setup(self, optimizer):
+        nn, _, optim, _ = _fastbn_api()
+        rng = np.random.default_rng(0)
+        params = list(_mlp(nn).parameters())
+        for p in params:
+            p.grad = rng.standard_normal(p.data.shape).astype(p.data.dtype)
+        self.opt = (optim.SGD(params, lr=0.01, momentum=0.9) if optimizer == "sgd" else
+                    optim.Adam(params, lr=1e-3))
+        self.opt.step()  # warm-up: the state's buffers
+
+    def time_step(self, optimizer):
+        self.opt.step()
+
+
 def main():
     ap = argparse.ArgumentParser(description="Training steps, fastbn vs PyTorch")
     ap.add_argument("--repeat", type=int, default=30)
