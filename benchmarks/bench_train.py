@@ -49,11 +49,11 @@ def _mlp(nn, bn=True):
     return nn.Sequential(*layers, nn.Linear(100, 10))
 
 
-def _convnet(nn, bn=True):
-    """conv3x3(1->32)-BN-ReLU-maxpool-conv3x3(32->64)-BN-ReLU-maxpool-linear(3136->10).
-    fastbn fuses BN+ReLU (BatchNormReLU2d, as the trainer's preset); torch has no
-    fused op.  bn=False keeps the ReLU: BN's share is measured by swapping BN for
-    identity."""
+def _convnet(nn, bn=True, hw=28):
+    """conv3x3(1->32)-BN-ReLU-maxpool-conv3x3(32->64)-BN-ReLU-maxpool-linear(->10)
+    on hw x hw images.  fastbn fuses BN+ReLU (BatchNormReLU2d, as the trainer's
+    preset); torch has no fused op.  bn=False keeps the ReLU: BN's share is
+    measured by swapping BN for identity."""
     def block(cin, cout):
         if not bn:
             act = [nn.ReLU()]
@@ -63,14 +63,24 @@ def _convnet(nn, bn=True):
             act = [nn.BatchNorm2d(cout), nn.ReLU()]
         return [nn.Conv2d(cin, cout, 3, padding=1), *act, nn.MaxPool2d(2)]
 
-    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 7 * 7, 10))
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(),
+                         nn.Linear(64 * (hw // 4) ** 2, 10))
+
+
+# "digits": the convnet on 8x8 images (the trainer's default data), where the
+# per-call costs of small planes count
+_IMAGE = {"convnet": 28, "digits": 8}
+
+
+def _model(nn, kind, bn):
+    return _mlp(nn, bn) if kind == "mlp" else _convnet(nn, bn, _IMAGE[kind])
 
 
 def _batch(kind, rng):
     if kind == "mlp":
         x = rng.standard_normal((BATCH_MLP, 784)).astype(np.float32)
     else:
-        x = rng.standard_normal((BATCH_CONV, 1, 28, 28)).astype(np.float32)
+        x = rng.standard_normal((BATCH_CONV, 1, _IMAGE[kind], _IMAGE[kind])).astype(np.float32)
     return x, rng.integers(0, 10, len(x))
 
 
@@ -88,7 +98,7 @@ def _make_step(model, loss_fn, opt, x, y):
 def fastbn_step(kind, bn=True, seed=0):
     """One SGD step (zero_grad, forward, loss, backward, update) as a callable."""
     nn, _, optim, Tensor = _fastbn_api()
-    model = (_mlp if kind == "mlp" else _convnet)(nn, bn)
+    model = _model(nn, kind, bn)
     model.train()
     x, y = _batch(kind, np.random.default_rng(seed))
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -100,7 +110,7 @@ def torch_step(kind, bn=True, seed=0):
     import torch
 
     x, y = _batch(kind, np.random.default_rng(seed))
-    model = (_mlp if kind == "mlp" else _convnet)(torch.nn, bn)
+    model = _model(torch.nn, kind, bn)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     return _make_step(model, torch.nn.CrossEntropyLoss(), opt,
@@ -134,7 +144,7 @@ class TrainStepVsTorch:
     """fastbn step time over the PyTorch step time, alternated in one process
     (below 1 = fastbn faster), and BatchNorm's share of each step's time."""
 
-    params = [["mlp", "convnet"]]
+    params = [["mlp", "convnet", "digits"]]
     param_names = ["model"]
     unit = "ratio"
 
@@ -274,7 +284,7 @@ def main():
     print("| model | threads | fastbn ms | torch ms | fastbn / torch | BN share fastbn "
           "| BN share torch |\n|---|---|---:|---:|---:|---:|---:|")
     for threads in args.threads:
-        for model in ("mlp", "convnet"):
+        for model in ("mlp", "convnet", "digits"):
             fns = {("fastbn", bn): fastbn_step(model, bn) for bn in (True, False)}
             if have_torch:
                 fns.update({("torch", bn): torch_step(model, bn) for bn in (True, False)})

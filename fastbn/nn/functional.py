@@ -40,7 +40,7 @@ def _pair(a, b):
 
 def _float_tensor(x, op, name="input"):
     """x as a Tensor of float32/float64, or a TypeError naming the op."""
-    t = _const(x)
+    t = x if isinstance(x, Tensor) else _const(x)
     if t.data.dtype not in _FLOATS:
         raise TypeError(f"{op}: {name} must be float32 or float64, got {t.data.dtype}")
     return t
@@ -50,7 +50,7 @@ def _same_dtype(op, *named):
     """TypeError unless all given (name, Tensor or None) share one dtype."""
     ref_name, ref = named[0]
     for name, t in named[1:]:
-        if t is not None and t.data.dtype != ref.data.dtype:
+        if t is not None and t.data.dtype is not ref.data.dtype:  # builtin dtypes: singletons
             raise TypeError(f"{op}: {name} has dtype {t.data.dtype} but {ref_name} has "
                             f"{ref.data.dtype}")
 
@@ -511,10 +511,11 @@ def linear(input, weight, bias=None):
     x = _float_tensor(input, "linear")
     w = _float_tensor(weight, "linear", "weight")
     b = None if bias is None else _float_tensor(bias, "linear", "bias")
-    if w.data.ndim != 2 or x.data.ndim < 1 or x.shape[-1] != w.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} does not match weight of shape "
-                         f"{w.shape} (expected input (..., {w.shape[-1]}) and 2-D weight)")
-    if b is not None and b.shape != (w.shape[0],):
+    xs, ws = x.data.shape, w.data.shape
+    if len(ws) != 2 or not xs or xs[-1] != ws[1]:
+        raise ValueError(f"linear: input of shape {xs} does not match weight of shape "
+                         f"{ws} (expected input (..., {ws[-1]}) and 2-D weight)")
+    if b is not None and b.data.shape != (ws[0],):
         raise ValueError(f"linear: bias must have shape ({w.shape[0]},), got {b.shape}")
     _same_dtype("linear", ("input", x), ("weight", w), ("bias", b))
     return Linear.apply(x, w) if b is None else Linear.apply(x, w, b)
