@@ -95,6 +95,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U, bias,
     U = G g G^T, shape (16, O, C).  x (N, C, H, W), y (N, O, OH, OW)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = U.shape[1], k, u, n, n0, n1
     cdef Tiles t = _tiles(x.shape[2], x.shape[3], ph, pw, N, C + O, sizeof(floating))
+    # chunks of equal size, about (64 images in chunks of at most 42: 32 + 32, not
+    # 42 + 22, which left one of two threads idle a third of the time)
     cdef Py_ssize_t units = (N + t.nb - 1) // t.nb, plane = t.H * t.W
     cdef int nt = min(gemm_threads(<double>N * t.T * 16 * O * C, nthreads), units)
     dt = np.float32 if floating is float else np.float64
@@ -117,8 +119,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U, bias,
         for u in prange(units, schedule='static', num_threads=nt):
             V = &Vs[threadid(), 0]
             M = &Ms[threadid(), 0]
-            n0 = u * t.nb
-            n1 = min(n0 + t.nb, N)
+            n0 = u * N // units
+            n1 = (u + 1) * N // units
             for n in range(n0, n1):
                 _input_tiles(xp + n * C * plane, C, &t, (n - n0) * t.T, &pads[threadid(), 0], V)
             for k in range(16):
