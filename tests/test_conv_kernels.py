@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 import fastbn
 from fastbn import kernels as K
 
+from concurrency import run_threads
+
 
 def _pair(v):
     return tuple(v) if isinstance(v, tuple) else (v, v)
@@ -467,11 +469,7 @@ def test_python_threads_at_once():
             if not all(np.array_equal(a, b) for a, b in zip(run(algorithm), expected[algorithm])):
                 failures.append(algorithm)
 
-    threads = [threading.Thread(target=work, args=(a,)) for a in algorithms]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, algorithms)
     assert not failures
 
 

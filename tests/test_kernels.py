@@ -13,6 +13,7 @@ from fastbn.kernels import batch_norm_backward, batch_norm_forward
 from bn_reference import (DTYPES, SHAPES, THREAD_SHAPES, _axes, _bshape, assert_close,
                           random_case, random_running_stats, ref_backward_train,
                           ref_forward_train, sum_scale)
+from concurrency import run_threads
 
 
 @pytest.fixture
@@ -252,11 +253,7 @@ def test_four_python_threads_at_once(rng):
             if not (np.array_equal(y, expected[i][0]) and np.array_equal(dx, expected[i][1])):
                 failures.append(i)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, range(len(cases)))
     assert not failures
 
 

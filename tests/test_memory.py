@@ -9,6 +9,8 @@ import pytest
 import fastbn
 from fastbn import memory
 
+from concurrency import run_threads
+
 BIG = 1 << 20  # float64 values: 8 MiB, well above the cached block size
 
 
@@ -88,11 +90,7 @@ def test_threads_allocate_and_free_at_once():
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, range(4))
     assert not errors
 
 

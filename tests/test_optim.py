@@ -9,6 +9,8 @@ from fastbn import kernels as K
 from fastbn import optim
 from fastbn.optim import lr_scheduler
 
+from concurrency import run_threads
+
 
 class P:
     """A bare parameter: the optimizers need only .data and .grad."""
@@ -135,16 +137,12 @@ def test_updates_from_python_threads_at_once():
     expected = _updates(2)
     barrier, failures = threading.Barrier(4), []
 
-    def work():
+    def work(i):
         barrier.wait()
         if not all(np.array_equal(a, b) for a, b in zip(_updates(2), expected)):
-            failures.append(1)
+            failures.append(i)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, range(4))
     assert not failures
 
 

@@ -11,6 +11,8 @@ import fastbn
 from fastbn import Tensor
 from fastbn.tensor import Function
 
+from concurrency import run_threads
+
 
 @pytest.fixture
 def rng():
@@ -369,9 +371,5 @@ def test_concurrent_backwards_accumulate_into_a_shared_leaf(rng):
             for _ in range(10):
                 (w * x).sum().backward()
 
-        threads = [threading.Thread(target=work, args=(x,)) for x in xs]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        run_threads(work, xs)
         np.testing.assert_array_equal(w.grad, 10 * (xs[0] + xs[1]))   # integers: exact
