@@ -32,9 +32,8 @@ cnp.import_array()
 cdef enum:
     BLOCK = 8192        # values per segment / work unit (by data size, not thread count)
     WIDE_BELOW = 128    # rows shorter than this reduce on the wide path
-    TILE = 512          # positions per wide work unit: its accumulators stay in L1
+    TILE = 512          # positions per wide work unit: its double sums stay in L1
     WIDE_ROWS = 128     # fewest rows per wide reduction block
-    WIDE_CHUNK = 8      # wide rows summed in the data's precision before a double flush
     SERIAL_BELOW = 32768  # values; measured: 2 threads lose below it, tie at it, win above
     # (one thread runs its loops outside any parallel region, whose start alone
     # costs about 0.5 us: a tenth of a small layer's whole forward)
@@ -53,11 +52,13 @@ cdef extern from "_simd.h" nogil:
                      int, float, float)
     void fastbn_dx_d(const double*, const double*, double*, Py_ssize_t, double, double, double,
                      double, int, double, double)
-    void fastbn_rows_accumulate_f(const float*, const float*, Py_ssize_t, int, const float*,
-                                  Py_ssize_t, float*, float*, const float*, const float*)
-    void fastbn_rows_accumulate_d(const double*, const double*, Py_ssize_t, int,
-                                  const double*, Py_ssize_t, double*, double*, const double*,
-                                  const double*)
+    void fastbn_rows_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t, const float*,
+                            Py_ssize_t, double*, double*, const float*, const float*)
+    void fastbn_rows_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
+                            const double*, Py_ssize_t, double*, double*, const double*,
+                            const double*)
+    void fastbn_spread_f(const float*, Py_ssize_t, Py_ssize_t, float*)
+    void fastbn_spread_d(const double*, Py_ssize_t, Py_ssize_t, double*)
     void fastbn_row_affine_f(const float*, float*, Py_ssize_t, const float*, const float*,
                              const float*, int)
     void fastbn_row_affine_d(const double*, double*, Py_ssize_t, const double*, const double*,
@@ -116,14 +117,22 @@ cdef inline void _row_dx(const floating* x, const floating* dy, floating* dx, Py
                     rb[0] if relu else 0)
 
 
-cdef inline void _wide_rows_accumulate(const floating* x, const floating* dy,
-                                       Py_ssize_t stride, int rows, const floating* shift,
-                                       Py_ssize_t n, floating* f1, floating* f2,
-                                       const floating* rs, const floating* rb) noexcept nogil:
+cdef inline void _wide_rows_sums(const floating* x, const floating* dy, Py_ssize_t stride,
+                                 Py_ssize_t rows, const floating* shift, Py_ssize_t n,
+                                 double* s1, double* s2, const floating* rs,
+                                 const floating* rb) noexcept nogil:
     if floating is float:
-        fastbn_rows_accumulate_f(x, dy, stride, rows, shift, n, f1, f2, rs, rb)
+        fastbn_rows_sums_f(x, dy, stride, rows, shift, n, s1, s2, rs, rb)
     else:
-        fastbn_rows_accumulate_d(x, dy, stride, rows, shift, n, f1, f2, rs, rb)
+        fastbn_rows_sums_d(x, dy, stride, rows, shift, n, s1, s2, rs, rb)
+
+
+cdef inline void _spread(const floating* v, Py_ssize_t C, Py_ssize_t L,
+                         floating* out) noexcept nogil:
+    if floating is float:
+        fastbn_spread_f(v, C, L, out)
+    else:
+        fastbn_spread_d(v, C, L, out)
 
 
 cdef inline void _nc_row_affine(const floating* x, floating* y, Py_ssize_t n,
@@ -199,18 +208,21 @@ cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g
                   &p1[k], &p2[k])
 
 
-cdef inline void _channel_totals(const Segs* g, Py_ssize_t c, const double* p1,
-                                 const double* p2, double* t1, double* t2) noexcept nogil:
-    """Channel c's partials added in (n, piece) order: the fixed reduction tree."""
-    cdef Py_ssize_t n, j, k
-    cdef double a = 0.0, b = 0.0
+cdef inline void _channel_totals(const Segs* g, Py_ssize_t c0, Py_ssize_t c1,
+                                 const double* p1, const double* p2, double* t1,
+                                 double* t2) noexcept nogil:
+    """Channels c0 to c1 - 1: each one's partials added in (n, piece) order, the
+    fixed reduction tree; channels innermost, so that the loop vectorizes."""
+    cdef Py_ssize_t n, j, c, k
+    for c in range(c0, c1):
+        t1[c] = 0.0
+        t2[c] = 0.0
     for n in range(g.N):
-        k = (n * g.C + c) * g.pieces
         for j in range(g.pieces):
-            a += p1[k + j]
-            b += p2[k + j]
-    t1[0] = a
-    t2[0] = b
+            k = n * g.C * g.pieces + j
+            for c in range(c0, c1):
+                t1[c] += p1[k + c * g.pieces]
+                t2[c] += p2[k + c * g.pieces]
 
 
 cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u,
@@ -256,40 +268,17 @@ cdef inline void _wide_unit_sums(const floating* x, const floating* dy, const fl
     cdef const floating* shift = pos
     cdef const floating* rs = pos + C if relu else NULL
     cdef const floating* rb = pos + 2 * C if relu else NULL
-    cdef double* out1 = p1 + b * C
-    cdef double* out2 = p2 + b * C
-    cdef floating f1[TILE]
-    cdef floating f2[TILE]
-    cdef double s1[TILE]
-    cdef double s2[TILE]
     cdef Py_ssize_t R = _wide_rows(C)
     cdef Py_ssize_t n0 = b * R, n1 = min(n0 + R, N), c0 = t * TILE, nc = min(TILE, C - c0)
-    cdef Py_ssize_t n, m, r, k
-    cdef int rows
+    cdef double* out1 = p1 + b * C + c0
+    cdef double* out2 = p2 + b * C + c0
+    cdef Py_ssize_t k
     for k in range(nc):
-        s1[k] = 0.0
-        s2[k] = 0.0
-    n = n0
-    while n < n1:
-        m = min(n + WIDE_CHUNK, n1)
-        for k in range(nc):
-            f1[k] = 0
-            f2[k] = 0
-        r = n
-        while r < m:  # four rows per call while there are four
-            rows = 4 if r + 4 <= m else 1
-            _wide_rows_accumulate(x + r * C + c0, NULL if dy == NULL else dy + r * C + c0,
-                                  C, rows, shift + c0, nc, f1, f2,
-                                  NULL if rs == NULL else rs + c0,
-                                  NULL if rs == NULL else rb + c0)
-            r += rows
-        for k in range(nc):
-            s1[k] += f1[k]
-            s2[k] += f2[k]
-        n = m
-    for k in range(nc):
-        out1[c0 + k] = s1[k]
-        out2[c0 + k] = s2[k]
+        out1[k] = 0.0
+        out2[k] = 0.0
+    _wide_rows_sums(x + n0 * C + c0, NULL if dy == NULL else dy + n0 * C + c0, C, n1 - n0,
+                    shift + c0, nc, out1, out2, NULL if rs == NULL else rs + c0,
+                    NULL if rs == NULL else rb + c0)
 
 
 cdef inline void _wide_channel_totals(Py_ssize_t c, Py_ssize_t L, Py_ssize_t P, Py_ssize_t nbr,
@@ -355,11 +344,10 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
     cdef double* p1 = part
     cdef double* p2 = part + nparts
     if L < WIDE_BELOW:
-        for u in range(P):  # per-channel values spread over the positions
-            pos[u] = shift[u // L]
-            if rs != NULL:
-                pos[P + u] = rs[u // L]
-                pos[2 * P + u] = rb[u // L]
+        _spread(shift, C, L, pos)  # per-channel values over the positions
+        if rs != NULL:
+            _spread(rs, C, L, pos + P)
+            _spread(rb, C, L, pos + 2 * P)
         if nt == 1:  # no parallel region (see SERIAL_BELOW)
             for u in range(nbr * ntile):
                 _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
@@ -373,13 +361,12 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
     elif nt == 1:
         for u in range(g.units):
             _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
-        for c in range(C):
-            _channel_totals(&g, c, p1, p2, &t1[c], &t2[c])
+        _channel_totals(&g, 0, C, p1, p2, t1, t2)
     else:
         for u in prange(g.units, schedule='static', num_threads=nt):
             _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
-        for c in prange(C, schedule='static', num_threads=nt):
-            _channel_totals(&g, c, p1, p2, &t1[c], &t2[c])
+        for u in prange(nt, schedule='static', num_threads=nt):
+            _channel_totals(&g, u * C // nt, (u + 1) * C // nt, p1, p2, t1, t2)
 
 
 cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:

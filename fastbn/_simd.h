@@ -7,31 +7,49 @@
    holds at most FASTBN_CHUNK / 4 terms: 256 with SSE2, 64 with AVX-512) and
    are flushed to double, so the error stays far below a float32 pairwise
    sum's; double data sums in double.  Each chunk ends with a reduction across
-   the vector's lanes that costs about as much as summing 256 values: with
-   1024-value chunks the statistics pass reads about 100 GB/s on one core
-   here, with 256-value chunks 72.
+   the vector's lanes, which is why chunks are long and why that reduction is
+   a tree (FASTBN_SUMS below).
 
    Each loop is written once, for float and double, by FASTBN_LOOPS below. */
 #ifndef FASTBN_SIMD_H
 #define FASTBN_SIMD_H
 #include "_dispatch.h"
 
+/* Two ways to vectorize a sum.  `omp simd reduction` (FASTBN_SIMD_REDUCTION)
+   works everywhere, but gcc ends each chunk by adding the vector's lanes one
+   after another (16 dependent adds for AVX-512 floats), which bounded the
+   statistics pass on rows of a few hundred values.  So for plain sums gcc
+   instead gets leave to reassociate them, in those functions alone
+   (FASTBN_SUMS), and adds the lanes as a tree. */
 #if defined(_MSC_VER)
-#define FASTBN_SIMD_SUM __pragma(omp simd reduction(+:a, b))
+#define FASTBN_SIMD_REDUCTION __pragma(omp simd reduction(+:a, b))
 #else
-#define FASTBN_SIMD_SUM _Pragma("omp simd reduction(+:a, b)")
+#define FASTBN_SIMD_REDUCTION _Pragma("omp simd reduction(+:a, b)")
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define FASTBN_SUMS __attribute__((optimize("associative-math,no-signed-zeros,no-trapping-math")))
+#define FASTBN_SIMD_SUM
+#else
+#define FASTBN_SUMS
+#define FASTBN_SIMD_SUM FASTBN_SIMD_REDUCTION
 #endif
 
 #define FASTBN_CHUNK 1024
+/* wide-path rows summed in the data's precision before a double flush: 8 for
+   the moments, half as many for the gradient sums, which read two arrays
+   (with 16 row pointers gcc ran out of registers) */
+#define FASTBN_WIDE_CHUNK 8
 
 /* *s1 += sum(A), *s2 += sum(B) over i in [0, n), A and B expressions in i and
    in what the statements LET (run first for each i) declare: summed in T over
-   chunks of FASTBN_CHUNK values, each chunk flushed to double. */
-#define FASTBN_CHUNKED_SUMS(T, LET, A, B)                                           \
+   chunks of FASTBN_CHUNK values, each chunk flushed to double; SIMD: how the
+   loop vectorizes (FASTBN_SIMD_SUM in a FASTBN_SUMS function, or
+   FASTBN_SIMD_REDUCTION). */
+#define FASTBN_CHUNKED_SUMS(SIMD, T, LET, A, B)                                     \
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
         ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
         T a = 0, b = 0;                                                             \
-        FASTBN_SIMD_SUM                                                             \
+        SIMD                                                                        \
         for (ptrdiff_t i = i0; i < i1; i++) {                                       \
             LET;                                                                    \
             a += (A);                                                               \
@@ -49,26 +67,36 @@
 /* relu(v) that keeps a NaN, as PyTorch's */
 #define FASTBN_RELU(v) ((v) < 0 ? 0 : (v))
 
-/* The wide path's row loop: TERM(T, o, a, b) sets the terms a, b of position c
-   in the row at offset o; four rows are added pairwise, then to f1, f2. */
-#define FASTBN_ROWS_LOOP(T, TERM)                                                   \
-    if (rows == 4) {                                                                \
-        for (ptrdiff_t c = 0; c < n; c++) {                                         \
-            T a0, b0, a1, b1, a2, b2, a3, b3;                                       \
-            TERM(T, 0, a0, b0)                                                      \
-            TERM(T, stride, a1, b1)                                                 \
-            TERM(T, 2 * stride, a2, b2)                                             \
-            TERM(T, 3 * stride, a3, b3)                                             \
-            f1[c] += (a0 + a1) + (a2 + a3);                                         \
-            f2[c] += (b0 + b1) + (b2 + b3);                                         \
+/* The wide path's loop over ROWS rows `stride` apart (a constant, so that the row
+   loop unrolls and the position loop vectorizes): TERM(T, o, a, b) sets the terms
+   a, b of position c in the row at offset o.  Each position's terms are summed
+   in T in registers down the rows, then added to its double sums once: no
+   per-row accumulator loads and stores. */
+#define FASTBN_ROWS_LOOP(T, TERM, ROWS)                                             \
+    FASTBN_SIMD                                                                     \
+    for (ptrdiff_t c = 0; c < n; c++) {                                             \
+        T a = 0, b = 0;                                                             \
+        for (ptrdiff_t r = 0; r < (ROWS); r++) {                                    \
+            T ar, br;                                                               \
+            TERM(T, r * stride, ar, br)                                             \
+            a += ar;                                                                \
+            b += br;                                                                \
         }                                                                           \
-    } else {                                                                        \
-        for (ptrdiff_t c = 0; c < n; c++) {                                         \
-            T a0, b0;                                                               \
-            TERM(T, 0, a0, b0)                                                      \
-            f1[c] += a0;                                                            \
-            f2[c] += b0;                                                            \
+        s1[c] += a;                                                                 \
+        s2[c] += b;                                                                 \
+    }
+/* `rows` rows: K at a time, the rest one at a time */
+#define FASTBN_CHUNK_LOOP(T, TERM, K)                                               \
+    for (ptrdiff_t r0; rows > 0; rows -= r0) {                                      \
+        r0 = rows >= (K) ? (K) : 1;                                                 \
+        if (r0 == (K)) {                                                            \
+            FASTBN_ROWS_LOOP(T, TERM, K)                                            \
+        } else {                                                                    \
+            FASTBN_ROWS_LOOP(T, TERM, 1)                                            \
         }                                                                           \
+        x += r0 * stride;                                                           \
+        if (dy != NULL)                                                             \
+            dy += r0 * stride;                                                      \
     }
 #define FASTBN_MOMENT_TERM(T, o, a, b) a = x[(o) + c] - shift[c]; b = a * a;
 #define FASTBN_GRAD_TERM(T, o, a, b) a = dy[(o) + c]; b = a * (x[(o) + c] - shift[c]);
@@ -78,23 +106,36 @@
 
 #define FASTBN_LOOPS(T, S)                                                          \
 /* s1 += sum(p - shift), s2 += sum((p - shift)^2) */                               \
-FASTBN_DISPATCH static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
+FASTBN_DISPATCH FASTBN_SUMS static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
                                                double *s1, double *s2)             \
 {                                                                                   \
-    FASTBN_CHUNKED_SUMS(T, T d = p[i] - shift, d, d * d)                            \
+    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, T d = p[i] - shift, d, d * d)           \
+}                                                                                   \
+/* s1 += sum(q), s2 += sum(q * (p - mean)) */                                       \
+FASTBN_DISPATCH FASTBN_SUMS static void fastbn_plain_grad_sums_##S(const T *p, const T *q, \
+        ptrdiff_t n, T mean, double *s1, double *s2)                                \
+{                                                                                   \
+    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, (void)0, q[i], q[i] * (p[i] - mean))    \
+}                                                                                   \
+/* the same with g = q masked by the ReLU for q (not FASTBN_SUMS: gcc would
+   branch on the mask, value by value, in the loop's scalar remainder) */           \
+FASTBN_DISPATCH static void fastbn_masked_grad_sums_##S(const T *p, const T *q,    \
+        ptrdiff_t n, T mean, T scale, T shift, double *s1, double *s2)              \
+{                                                                                   \
+    /* dy loaded before the test: loaded under the mask, gcc kept the sums         \
+       in memory, not in registers, and ran this loop at half speed */              \
+    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                                   \
+                        T dyi = q[i]; T g = FASTBN_MASKED(T, p[i], dyi, mean, scale, shift), \
+                        g, g * (p[i] - mean))                                       \
 }                                                                                   \
 /* s1 += sum(g), s2 += sum(g * (p - mean)), g = q, or q masked by the ReLU */      \
-FASTBN_DISPATCH static void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n, \
+static inline void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n,      \
         T mean, int relu, T scale, T shift, double *s1, double *s2)                 \
 {                                                                                   \
-    if (relu) {                                                                     \
-        /* dy loaded before the test: loaded under the mask, gcc kept the sums \
-           in memory, not in registers, and ran this loop at half speed */          \
-        FASTBN_CHUNKED_SUMS(T, T dyi = q[i]; T g = FASTBN_MASKED(T, p[i], dyi, mean, scale, shift), \
-                            g, g * (p[i] - mean))                                   \
-    } else {                                                                        \
-        FASTBN_CHUNKED_SUMS(T, (void)0, q[i], q[i] * (p[i] - mean))                 \
-    }                                                                               \
+    if (relu)                                                                       \
+        fastbn_masked_grad_sums_##S(p, q, n, mean, scale, shift, s1, s2);           \
+    else                                                                            \
+        fastbn_plain_grad_sums_##S(p, q, n, mean, s1, s2);                          \
 }                                                                                   \
 /* y = (x - center) * scale + shift, then the ReLU if relu */                      \
 FASTBN_DISPATCH static void fastbn_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, \
@@ -123,23 +164,30 @@ FASTBN_DISPATCH static void fastbn_dx_##S(const T *FASTBN_RESTRICT x, const T *F
             dx[i] = k_dy * dy[i] - k_x * (x[i] - mean) - k_0;                       \
     }                                                                               \
 }                                                                                   \
-/* Wide-path accumulators over `rows` (4 or 1) rows `stride` apart, per position c:
-   f1 += sum(a), f2 += sum(a * (x - shift)) over the rows, a = x - shift (moments,
-   dy NULL) or g (dy, or dy masked by the ReLU when scale is not NULL).  Four rows
-   per call load and store the accumulators a quarter as often. */                \
-FASTBN_DISPATCH static void fastbn_rows_accumulate_##S(const T *FASTBN_RESTRICT x,        \
-        const T *FASTBN_RESTRICT dy, ptrdiff_t stride, int rows,                    \
-        const T *FASTBN_RESTRICT shift, ptrdiff_t n, T *FASTBN_RESTRICT f1,          \
-        T *FASTBN_RESTRICT f2, const T *FASTBN_RESTRICT scale,                       \
+/* Wide path, per position c of a chunk of `rows` rows `stride` apart:
+   s1 += sum(a), s2 += sum(a * (x - shift)) over the rows, a = x - shift (moments,
+   dy NULL) or g (dy, or dy masked by the ReLU when scale is not NULL). */        \
+FASTBN_DISPATCH static void fastbn_rows_sums_##S(const T *FASTBN_RESTRICT x,       \
+        const T *FASTBN_RESTRICT dy, ptrdiff_t stride, ptrdiff_t rows,              \
+        const T *FASTBN_RESTRICT shift, ptrdiff_t n, double *FASTBN_RESTRICT s1,     \
+        double *FASTBN_RESTRICT s2, const T *FASTBN_RESTRICT scale,                  \
         const T *FASTBN_RESTRICT bias)                                               \
 {                                                                                   \
     if (dy == NULL) {                                                               \
-        FASTBN_ROWS_LOOP(T, FASTBN_MOMENT_TERM)                                     \
+        FASTBN_CHUNK_LOOP(T, FASTBN_MOMENT_TERM, FASTBN_WIDE_CHUNK)                 \
     } else if (scale != NULL) {                                                     \
-        FASTBN_ROWS_LOOP(T, FASTBN_MASKED_TERM)                                     \
+        FASTBN_CHUNK_LOOP(T, FASTBN_MASKED_TERM, FASTBN_WIDE_CHUNK / 2)             \
     } else {                                                                        \
-        FASTBN_ROWS_LOOP(T, FASTBN_GRAD_TERM)                                       \
+        FASTBN_CHUNK_LOOP(T, FASTBN_GRAD_TERM, FASTBN_WIDE_CHUNK / 2)               \
     }                                                                               \
+}                                                                                   \
+/* out[c * L + l] = v[c]: per-channel values spread over a row's positions */      \
+FASTBN_DISPATCH static void fastbn_spread_##S(const T *FASTBN_RESTRICT v, ptrdiff_t C, \
+        ptrdiff_t L, T *FASTBN_RESTRICT out)                                        \
+{                                                                                   \
+    for (ptrdiff_t c = 0; c < C; c++)                                               \
+        for (ptrdiff_t l = 0; l < L; l++)                                           \
+            out[c * L + l] = v[c];                                                  \
 }                                                                                   \
 /* One (N, C) row: y = (x - center) * scale + shift, per-channel vectors, then the \
    ReLU if relu */                                                                  \

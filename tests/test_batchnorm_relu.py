@@ -83,8 +83,10 @@ def test_inference_forward_and_backward(rng, shape, dtype):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(60, 100), (16, 5, 9), (2, 3, 130, 131), (40, 24, 8, 8)])
-def test_fused_equals_batch_norm_then_relu_bit_for_bit(rng, shape, dtype, training):
-    """Same arithmetic as the two ops composed: only the passes over memory differ."""
+def test_fused_equals_batch_norm_then_relu(rng, shape, dtype, training):
+    """The two ops composed: the forward bit for bit, the backward with the same
+    mask.  The backward's sums may differ in the last bits: the plain sums add
+    their vector lanes in another order (fastbn/_simd.h, FASTBN_SUMS)."""
     x, w, b = random_case(rng, shape, dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     stats = [rng.standard_normal(shape[1]).astype(dtype), rng.uniform(0.5, 2, shape[1]).astype(dtype)]
@@ -92,9 +94,16 @@ def test_fused_equals_batch_norm_then_relu_bit_for_bit(rng, shape, dtype, traini
     y0, m0, s0 = batch_norm_forward(x, w, b, *[s.copy() for s in stats], training)
     np.testing.assert_array_equal(y1, np.maximum(y0, 0))
     fused = batch_norm_backward(dy, x, w, m1, s1, training, bias=b, relu=True)
-    plain = batch_norm_backward(np.where(y0 > 0, dy, 0).astype(dtype), x, w, m0, s0, training)
-    for a, e in zip(fused, plain):
-        np.testing.assert_array_equal(a, e)
+    g = np.where(y0 > 0, dy, 0).astype(dtype)
+    plain = batch_norm_backward(g, x, w, m0, s0, training)
+    # a wrong mask changes some dx by about |w * invstd * dy|, far above these
+    tol = 64 * np.finfo(dtype).eps
+    xhat = (x - m0.reshape(_bshape(x))) * s0.reshape(_bshape(x))
+    assert_close(fused[0], plain[0], dtype, tol=tol)
+    assert_close(fused[1], plain[1], dtype, scale=sum_scale(g * xhat, x) + 1, tol=tol)
+    assert_close(fused[2], plain[2], dtype, scale=sum_scale(g, x) + 1, tol=tol)
+    if not training:  # dx = g * w * invstd: no sums, the same bits
+        np.testing.assert_array_equal(fused[0], plain[0])
 
 
 @pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
