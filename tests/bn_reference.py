@@ -5,9 +5,10 @@ import numpy as np
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
-# (N, C), (N, C, L) and NCHW; C = 1 and 3 with large N*L exercise the block-parallel path.
+# (N, C), (N, C, L) and NCHW; C = 1 and 3 with large N*L exercise the block-parallel path;
+# (131, 7, 3, 3): short rows in two blocks (130 + 1 rows), neither a multiple of 4 or 8.
 SHAPES = [(60, 100), (7, 3), (16, 5, 9), (4, 6, 5, 7), (3, 1, 40000), (2, 3, 130, 131),
-          (40, 24, 8, 8), (9, 2, 3, 2, 4)]
+          (40, 24, 8, 8), (9, 2, 3, 2, 4), (131, 7, 3, 3)]
 
 
 # ---------------------------------------------------------------- reference
