@@ -40,18 +40,30 @@ cdef enum:
 
 
 cdef extern from "_simd.h" nogil:
-    void fastbn_moments_f(const float*, Py_ssize_t, float, double*, double*)
-    void fastbn_moments_d(const double*, Py_ssize_t, double, double*, double*)
-    void fastbn_grad_sums_f(const float*, const float*, Py_ssize_t, float, int, float, float,
-                            double*, double*)
-    void fastbn_grad_sums_d(const double*, const double*, Py_ssize_t, double, int, double,
-                            double, double*, double*)
-    void fastbn_affine_f(const float*, float*, Py_ssize_t, float, float, float, int)
-    void fastbn_affine_d(const double*, double*, Py_ssize_t, double, double, double, int)
-    void fastbn_dx_f(const float*, const float*, float*, Py_ssize_t, float, float, float, float,
-                     int, float, float)
-    void fastbn_dx_d(const double*, const double*, double*, Py_ssize_t, double, double, double,
-                     double, int, double, double)
+    void fastbn_seg_moments_f(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                              const float*, double*, double*)
+    void fastbn_seg_moments_d(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                              const double*, double*, double*)
+    void fastbn_seg_plain_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t, Py_ssize_t, const float*, double*, double*)
+    void fastbn_seg_plain_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t, Py_ssize_t, const double*, double*, double*)
+    void fastbn_seg_masked_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
+                                       Py_ssize_t, Py_ssize_t, const float*, const float*,
+                                       const float*, double*, double*)
+    void fastbn_seg_masked_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
+                                       Py_ssize_t, Py_ssize_t, const double*, const double*,
+                                       const double*, double*, double*)
+    void fastbn_seg_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             Py_ssize_t, const float*, const float*, const float*, int)
+    void fastbn_seg_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             Py_ssize_t, const double*, const double*, const double*, int)
+    void fastbn_seg_dx_f(const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
+                         Py_ssize_t, Py_ssize_t, const float*, const float*, const float*,
+                         const float*, const float*, const float*)
+    void fastbn_seg_dx_d(const double*, const double*, double*, Py_ssize_t, Py_ssize_t,
+                         Py_ssize_t, Py_ssize_t, const double*, const double*, const double*,
+                         const double*, const double*, const double*)
     void fastbn_rows_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t, const float*,
                             Py_ssize_t, double*, double*, const float*, const float*)
     void fastbn_rows_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
@@ -76,45 +88,48 @@ cdef extern from "_simd.h" nogil:
 # normalization; the backward recomputes the pre-activation (x - mean) * rs + rb
 # from x to mask dy (see _simd.h).
 
-cdef inline void _row_sums(const floating* p, const floating* q, Py_ssize_t w, floating shift,
-                           const floating* rs, const floating* rb, double* s1,
-                           double* s2) noexcept nogil:
-    """Add over w values: moments (q NULL) s1 += sum(p - shift), s2 += sum((p - shift)^2);
-    gradient sums (p = x, q = dy, shift = mean) s1 += sum(g), s2 += sum(g * (p - shift)),
-    g = q, masked by the ReLU when rs is not NULL (then rs, rb point at the channel's)."""
-    cdef bint relu = rs != NULL
+cdef inline void _seg_sums(const floating* p, const floating* q, Py_ssize_t rows,
+                           Py_ssize_t n, Py_ssize_t c, Py_ssize_t C, const floating* shift,
+                           const floating* rs, const floating* rb, double* out1,
+                           double* out2) noexcept nogil:
+    """Per row of `rows` rows of n values (channels c, c + 1, ... modulo C):
+    moments (q NULL) out1 = sum(p - shift[c]), out2 = sum((p - shift[c])^2);
+    gradient sums (p = x, q = dy, shift = the mean) out1 = sum(g), out2 =
+    sum(g * (p - shift[c])), g = q, masked by the ReLU when rs is not NULL."""
     if floating is float:
         if q == NULL:
-            fastbn_moments_f(p, w, shift, s1, s2)
+            fastbn_seg_moments_f(p, rows, n, c, C, shift, out1, out2)
+        elif rs == NULL:
+            fastbn_seg_plain_grad_sums_f(p, q, rows, n, c, C, shift, out1, out2)
         else:
-            fastbn_grad_sums_f(p, q, w, shift, relu, rs[0] if relu else 0,
-                               rb[0] if relu else 0, s1, s2)
+            fastbn_seg_masked_grad_sums_f(p, q, rows, n, c, C, shift, rs, rb, out1, out2)
     else:
         if q == NULL:
-            fastbn_moments_d(p, w, shift, s1, s2)
+            fastbn_seg_moments_d(p, rows, n, c, C, shift, out1, out2)
+        elif rs == NULL:
+            fastbn_seg_plain_grad_sums_d(p, q, rows, n, c, C, shift, out1, out2)
         else:
-            fastbn_grad_sums_d(p, q, w, shift, relu, rs[0] if relu else 0,
-                               rb[0] if relu else 0, s1, s2)
+            fastbn_seg_masked_grad_sums_d(p, q, rows, n, c, C, shift, rs, rb, out1, out2)
 
 
-cdef inline void _row_affine(const floating* x, floating* y, Py_ssize_t n, floating center,
-                             floating scale, floating shift, bint relu) noexcept nogil:
+cdef inline void _seg_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t n,
+                             Py_ssize_t c, Py_ssize_t C, const floating* center,
+                             const floating* scale, const floating* shift,
+                             bint relu) noexcept nogil:
     if floating is float:
-        fastbn_affine_f(x, y, n, center, scale, shift, relu)
+        fastbn_seg_affine_f(x, y, rows, n, c, C, center, scale, shift, relu)
     else:
-        fastbn_affine_d(x, y, n, center, scale, shift, relu)
+        fastbn_seg_affine_d(x, y, rows, n, c, C, center, scale, shift, relu)
 
 
-cdef inline void _row_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t n,
-                         floating mean, floating k_dy, floating k_x, floating k_0,
+cdef inline void _seg_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t rows,
+                         Py_ssize_t n, Py_ssize_t c, Py_ssize_t C, const floating* mean,
+                         const floating* k_dy, const floating* k_x, const floating* k_0,
                          const floating* rs, const floating* rb) noexcept nogil:
-    cdef bint relu = rs != NULL
     if floating is float:
-        fastbn_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0, relu, rs[0] if relu else 0,
-                    rb[0] if relu else 0)
+        fastbn_seg_dx_f(x, dy, dx, rows, n, c, C, mean, k_dy, k_x, k_0, rs, rb)
     else:
-        fastbn_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0, relu, rs[0] if relu else 0,
-                    rb[0] if relu else 0)
+        fastbn_seg_dx_d(x, dy, dx, rows, n, c, C, mean, k_dy, k_x, k_0, rs, rb)
 
 
 cdef inline void _wide_rows_sums(const floating* x, const floating* dy, Py_ssize_t stride,
@@ -198,14 +213,15 @@ cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g
     """Partials of the segments of unit u (one read of x, and of dy when not NULL):
     moments p1 = sum(x - shift[c]), p2 = sum((x - shift[c])^2), or gradient sums
     p1 = sum(dy), p2 = sum(dy * (x - shift[c])) with shift = the mean."""
-    cdef Py_ssize_t k, off, w, c
-    for k in range(u * g.per_unit, _unit_end(g, u)):
+    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+    if g.pieces == 1:  # whole rows: one call
+        _seg_sums(x + k0 * g.L, NULL if dy == NULL else dy + k0 * g.L, k1 - k0, g.L,
+                  k0 % g.C, g.C, shift, rs, rb, p1 + k0, p2 + k0)
+        return
+    for k in range(k0, k1):
         _segment(g, k, &off, &w, &c)
-        p1[k] = 0.0
-        p2[k] = 0.0
-        _row_sums(x + off, NULL if dy == NULL else dy + off, w, shift[c],
-                  NULL if rs == NULL else rs + c, NULL if rs == NULL else rb + c,
-                  &p1[k], &p2[k])
+        _seg_sums(x + off, NULL if dy == NULL else dy + off, 1, w, c, g.C, shift, rs, rb,
+                  p1 + k, p2 + k)
 
 
 cdef inline void _channel_totals(const Segs* g, Py_ssize_t c0, Py_ssize_t c1,
@@ -231,10 +247,14 @@ cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_
     """y = (x - center[c]) * scale[c] + shift[c] over unit u (one read, one write),
     then the ReLU if relu.  Subtracting the mean first makes a constant channel
     map to exactly `shift`."""
-    cdef Py_ssize_t k, off, w, c
-    for k in range(u * g.per_unit, _unit_end(g, u)):
+    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+    if g.pieces == 1:  # whole rows: one call
+        _seg_affine(x + k0 * g.L, y + k0 * g.L, k1 - k0, g.L, k0 % g.C, g.C, center, scale,
+                    shift, relu)
+        return
+    for k in range(k0, k1):
         _segment(g, k, &off, &w, &c)
-        _row_affine(x + off, y + off, w, center[c], scale[c], shift[c], relu)
+        _seg_affine(x + off, y + off, 1, w, c, g.C, center, scale, shift, relu)
 
 
 cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, const Segs* g,
@@ -243,11 +263,14 @@ cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, c
                           const floating* rb) noexcept nogil:
     """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c] over unit u, g = dy masked
     by the ReLU when rs is not NULL."""
-    cdef Py_ssize_t k, off, w, c
-    for k in range(u * g.per_unit, _unit_end(g, u)):
+    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+    if g.pieces == 1:  # whole rows: one call
+        _seg_dx(x + k0 * g.L, dy + k0 * g.L, dx + k0 * g.L, k1 - k0, g.L, k0 % g.C, g.C,
+                mean, k_dy, k_x, k_0, rs, rb)
+        return
+    for k in range(k0, k1):
         _segment(g, k, &off, &w, &c)
-        _row_dx(x + off, dy + off, dx + off, w, mean[c], k_dy[c], k_x[c], k_0[c],
-                NULL if rs == NULL else rs + c, NULL if rs == NULL else rb + c)
+        _seg_dx(x + off, dy + off, dx + off, 1, w, c, g.C, mean, k_dy, k_x, k_0, rs, rb)
 
 
 # ---------------------------------------------------------------- wide path

@@ -40,12 +40,12 @@
    (with 16 row pointers gcc ran out of registers) */
 #define FASTBN_WIDE_CHUNK 8
 
-/* *s1 += sum(A), *s2 += sum(B) over i in [0, n), A and B expressions in i and
+/* S1 += sum(A), S2 += sum(B) over i in [0, n), A and B expressions in i and
    in what the statements LET (run first for each i) declare: summed in T over
    chunks of FASTBN_CHUNK values, each chunk flushed to double; SIMD: how the
    loop vectorizes (FASTBN_SIMD_SUM in a FASTBN_SUMS function, or
    FASTBN_SIMD_REDUCTION). */
-#define FASTBN_CHUNKED_SUMS(SIMD, T, LET, A, B)                                     \
+#define FASTBN_CHUNKED_SUMS(SIMD, T, LET, A, B, S1, S2)                             \
     for (ptrdiff_t i0 = 0; i0 < n; i0 += FASTBN_CHUNK) {                            \
         ptrdiff_t i1 = i0 + FASTBN_CHUNK < n ? i0 + FASTBN_CHUNK : n;               \
         T a = 0, b = 0;                                                             \
@@ -55,9 +55,16 @@
             a += (A);                                                               \
             b += (B);                                                               \
         }                                                                           \
-        *s1 += a;                                                                   \
-        *s2 += b;                                                                   \
+        S1 += a;                                                                    \
+        S2 += b;                                                                    \
     }
+
+/* The segment loops below run over `rows` consecutive rows of n values: whole
+   rows of the (N, C, L) buffer, channels c, c + 1, ... modulo C, or one piece
+   of a long row (rows = 1).  One call per work unit, not per row: on rows of
+   64 values the calls had cost as much as the arithmetic. */
+#define FASTBN_ROWS(...)                                                            \
+    for (ptrdiff_t r = 0; r < rows; r++, c = c + 1 == C ? 0 : c + 1, __VA_ARGS__)
 
 /* BN followed by ReLU, fused: the backward masks dy with relu'(v), v the
    forward's pre-activation (x - mean) * scale + shift recomputed from x with
@@ -105,63 +112,86 @@
     b = a * (x[(o) + c] - shift[c]);
 
 #define FASTBN_LOOPS(T, S)                                                          \
-/* s1 += sum(p - shift), s2 += sum((p - shift)^2) */                               \
-FASTBN_DISPATCH FASTBN_SUMS static void fastbn_moments_##S(const T *p, ptrdiff_t n, T shift,   \
-                                               double *s1, double *s2)             \
+/* per row: out1 = sum(p - shift[c]), out2 = sum((p - shift[c])^2) */               \
+FASTBN_DISPATCH FASTBN_SUMS static void fastbn_seg_moments_##S(const T *p, ptrdiff_t rows, \
+        ptrdiff_t n, ptrdiff_t c, ptrdiff_t C, const T *shift, double *out1,         \
+        double *out2)                                                               \
 {                                                                                   \
-    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, T d = p[i] - shift, d, d * d)           \
-}                                                                                   \
-/* s1 += sum(q), s2 += sum(q * (p - mean)) */                                       \
-FASTBN_DISPATCH FASTBN_SUMS static void fastbn_plain_grad_sums_##S(const T *p, const T *q, \
-        ptrdiff_t n, T mean, double *s1, double *s2)                                \
-{                                                                                   \
-    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, (void)0, q[i], q[i] * (p[i] - mean))    \
-}                                                                                   \
-/* the same with g = q masked by the ReLU for q (not FASTBN_SUMS: gcc would
-   branch on the mask, value by value, in the loop's scalar remainder) */           \
-FASTBN_DISPATCH static void fastbn_masked_grad_sums_##S(const T *p, const T *q,    \
-        ptrdiff_t n, T mean, T scale, T shift, double *s1, double *s2)              \
-{                                                                                   \
-    /* dy loaded before the test: loaded under the mask, gcc kept the sums         \
-       in memory, not in registers, and ran this loop at half speed */              \
-    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                                   \
-                        T dyi = q[i]; T g = FASTBN_MASKED(T, p[i], dyi, mean, scale, shift), \
-                        g, g * (p[i] - mean))                                       \
-}                                                                                   \
-/* s1 += sum(g), s2 += sum(g * (p - mean)), g = q, or q masked by the ReLU */      \
-static inline void fastbn_grad_sums_##S(const T *p, const T *q, ptrdiff_t n,      \
-        T mean, int relu, T scale, T shift, double *s1, double *s2)                 \
-{                                                                                   \
-    if (relu)                                                                       \
-        fastbn_masked_grad_sums_##S(p, q, n, mean, scale, shift, s1, s2);           \
-    else                                                                            \
-        fastbn_plain_grad_sums_##S(p, q, n, mean, s1, s2);                          \
-}                                                                                   \
-/* y = (x - center) * scale + shift, then the ReLU if relu */                      \
-FASTBN_DISPATCH static void fastbn_affine_##S(const T *FASTBN_RESTRICT x, T *FASTBN_RESTRICT y, ptrdiff_t n, \
-        T center, T scale, T shift, int relu)                                       \
-{                                                                                   \
-    if (relu) {                                                                     \
-        for (ptrdiff_t i = 0; i < n; i++) {                                         \
-            T v = (x[i] - center) * scale + shift;                                  \
-            y[i] = FASTBN_RELU(v);                                                  \
-        }                                                                           \
-    } else {                                                                        \
-        for (ptrdiff_t i = 0; i < n; i++)                                           \
-            y[i] = (x[i] - center) * scale + shift;                                 \
+    FASTBN_ROWS(p += n) {                                                           \
+        const T m = shift[c];                                                       \
+        double s1 = 0, s2 = 0;                                                      \
+        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, T d = p[i] - m, d, d * d, s1, s2)   \
+        out1[r] = s1;                                                               \
+        out2[r] = s2;                                                               \
     }                                                                               \
 }                                                                                   \
-/* dx = k_dy * g - k_x * (x - mean) - k_0, g = dy, or dy masked by the ReLU */     \
-FASTBN_DISPATCH static void fastbn_dx_##S(const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t n, \
-        T mean, T k_dy, T k_x, T k_0, int relu, T scale, T shift)                   \
+/* per row: out1 = sum(q), out2 = sum(q * (p - mean[c])) */                         \
+FASTBN_DISPATCH FASTBN_SUMS static void fastbn_seg_plain_grad_sums_##S(const T *p,  \
+        const T *q, ptrdiff_t rows, ptrdiff_t n, ptrdiff_t c, ptrdiff_t C,          \
+        const T *mean, double *out1, double *out2)                                  \
 {                                                                                   \
-    if (relu) {                                                                     \
-        for (ptrdiff_t i = 0; i < n; i++)                                           \
-            dx[i] = k_dy * FASTBN_MASKED(T, x[i], dy[i], mean, scale, shift)        \
-                    - k_x * (x[i] - mean) - k_0;                                    \
-    } else {                                                                        \
-        for (ptrdiff_t i = 0; i < n; i++)                                           \
-            dx[i] = k_dy * dy[i] - k_x * (x[i] - mean) - k_0;                       \
+    FASTBN_ROWS(p += n, q += n) {                                                   \
+        const T m = mean[c];                                                        \
+        double s1 = 0, s2 = 0;                                                      \
+        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, (void)0, q[i], q[i] * (p[i] - m), s1, s2) \
+        out1[r] = s1;                                                               \
+        out2[r] = s2;                                                               \
+    }                                                                               \
+}                                                                                   \
+/* the same with g = q masked by the ReLU for q (not FASTBN_SUMS: gcc would         \
+   branch on the mask, value by value, in the loop's scalar remainder) */           \
+FASTBN_DISPATCH static void fastbn_seg_masked_grad_sums_##S(const T *p, const T *q, \
+        ptrdiff_t rows, ptrdiff_t n, ptrdiff_t c, ptrdiff_t C, const T *mean,       \
+        const T *scale, const T *shift, double *out1, double *out2)                 \
+{                                                                                   \
+    FASTBN_ROWS(p += n, q += n) {                                                   \
+        /* (not a and b: FASTBN_CHUNKED_SUMS's sums have those names) */         \
+        const T m = mean[c], rs = scale[c], rb = shift[c];                          \
+        double s1 = 0, s2 = 0;                                                      \
+        /* dy loaded before the test: loaded under the mask, gcc kept the sums     \
+           in memory, not in registers, and ran this loop at half speed */          \
+        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                               \
+                            T dyi = q[i]; T g = FASTBN_MASKED(T, p[i], dyi, m, rs, rb), \
+                            g, g * (p[i] - m), s1, s2)                              \
+        out1[r] = s1;                                                               \
+        out2[r] = s2;                                                               \
+    }                                                                               \
+}                                                                                   \
+/* y = (x - center[c]) * scale[c] + shift[c], then the ReLU if relu */              \
+FASTBN_DISPATCH static void fastbn_seg_affine_##S(const T *FASTBN_RESTRICT x,      \
+        T *FASTBN_RESTRICT y, ptrdiff_t rows, ptrdiff_t n, ptrdiff_t c, ptrdiff_t C, \
+        const T *center, const T *scale, const T *shift, int relu)                  \
+{                                                                                   \
+    FASTBN_ROWS(x += n, y += n) {                                                   \
+        const T m = center[c], a = scale[c], b = shift[c];                          \
+        if (relu) {                                                                 \
+            for (ptrdiff_t i = 0; i < n; i++) {                                     \
+                T v = (x[i] - m) * a + b;                                           \
+                y[i] = FASTBN_RELU(v);                                              \
+            }                                                                       \
+        } else {                                                                    \
+            for (ptrdiff_t i = 0; i < n; i++)                                       \
+                y[i] = (x[i] - m) * a + b;                                          \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+/* dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c], g = dy, or dy masked by the  \
+   ReLU when scale is not NULL */                                                   \
+FASTBN_DISPATCH static void fastbn_seg_dx_##S(const T *FASTBN_RESTRICT x,          \
+        const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t rows, ptrdiff_t n, \
+        ptrdiff_t c, ptrdiff_t C, const T *mean, const T *k_dy, const T *k_x,       \
+        const T *k_0, const T *scale, const T *shift)                               \
+{                                                                                   \
+    FASTBN_ROWS(x += n, dy += n, dx += n) {                                         \
+        const T m = mean[c], kd = k_dy[c], kx = k_x[c], k0 = k_0[c];                \
+        if (scale != NULL) {                                                        \
+            const T a = scale[c], b = shift[c];                                     \
+            for (ptrdiff_t i = 0; i < n; i++)                                       \
+                dx[i] = kd * FASTBN_MASKED(T, x[i], dy[i], m, a, b) - kx * (x[i] - m) - k0; \
+        } else {                                                                    \
+            for (ptrdiff_t i = 0; i < n; i++)                                       \
+                dx[i] = kd * dy[i] - kx * (x[i] - m) - k0;                          \
+        }                                                                           \
     }                                                                               \
 }                                                                                   \
 /* Wide path, per position c of a chunk of `rows` rows `stride` apart:
