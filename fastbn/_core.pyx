@@ -71,15 +71,16 @@ cdef extern from "_simd.h" nogil:
                             const double*)
     void fastbn_spread_f(const float*, Py_ssize_t, Py_ssize_t, float*)
     void fastbn_spread_d(const double*, Py_ssize_t, Py_ssize_t, double*)
-    void fastbn_row_affine_f(const float*, float*, Py_ssize_t, const float*, const float*,
-                             const float*, int)
-    void fastbn_row_affine_d(const double*, double*, Py_ssize_t, const double*, const double*,
-                             const double*, int)
-    void fastbn_row_dx_f(const float*, const float*, float*, Py_ssize_t, const float*,
-                         const float*, const float*, const float*, const float*, const float*)
-    void fastbn_row_dx_d(const double*, const double*, double*, Py_ssize_t, const double*,
-                         const double*, const double*, const double*, const double*,
-                         const double*)
+    void fastbn_nc_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
+                            const float*, const float*, int)
+    void fastbn_nc_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, const double*,
+                            const double*, const double*, int)
+    void fastbn_nc_dx_f(const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
+                        const float*, const float*, const float*, const float*, const float*,
+                        const float*)
+    void fastbn_nc_dx_d(const double*, const double*, double*, Py_ssize_t, Py_ssize_t,
+                        const double*, const double*, const double*, const double*,
+                        const double*, const double*)
 
 
 # Fused front ends of the _simd.h loops (the C names carry the type).
@@ -148,26 +149,6 @@ cdef inline void _spread(const floating* v, Py_ssize_t C, Py_ssize_t L,
         fastbn_spread_f(v, C, L, out)
     else:
         fastbn_spread_d(v, C, L, out)
-
-
-cdef inline void _nc_row_affine(const floating* x, floating* y, Py_ssize_t n,
-                                const floating* center, const floating* scale,
-                                const floating* shift, bint relu) noexcept nogil:
-    if floating is float:
-        fastbn_row_affine_f(x, y, n, center, scale, shift, relu)
-    else:
-        fastbn_row_affine_d(x, y, n, center, scale, shift, relu)
-
-
-cdef inline void _nc_row_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t n,
-                            const floating* mean, const floating* k_dy, const floating* k_x,
-                            const floating* k_0, const floating* rs,
-                            const floating* rb) noexcept nogil:
-    if floating is float:
-        fastbn_row_dx_f(x, dy, dx, n, mean, k_dy, k_x, k_0, rs, rb)
-    else:
-        fastbn_row_dx_d(x, dy, dx, n, mean, k_dy, k_x, k_0, rs, rb)
-
 
 
 ctypedef struct Segs:
@@ -321,9 +302,11 @@ cdef inline void _wide_channel_totals(Py_ssize_t c, Py_ssize_t L, Py_ssize_t P, 
 cdef inline void _nc_rows_affine(const floating* x, floating* y, Py_ssize_t C, Py_ssize_t r0,
                                  Py_ssize_t r1, const floating* center, const floating* scale,
                                  const floating* shift, bint relu) noexcept nogil:
-    cdef Py_ssize_t n
-    for n in range(r0, r1):
-        _nc_row_affine(x + n * C, y + n * C, C, center, scale, shift, relu)
+    """(N, C) rows r0 to r1 - 1: y = (x - center) * scale + shift, then the ReLU."""
+    if floating is float:
+        fastbn_nc_affine_f(x + r0 * C, y + r0 * C, r1 - r0, C, center, scale, shift, relu)
+    else:
+        fastbn_nc_affine_d(x + r0 * C, y + r0 * C, r1 - r0, C, center, scale, shift, relu)
 
 
 cdef inline void _nc_rows_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t C,
@@ -331,9 +314,13 @@ cdef inline void _nc_rows_dx(const floating* x, const floating* dy, floating* dx
                              const floating* k_dy, const floating* k_x,
                              const floating* k_0, const floating* rs,
                              const floating* rb) noexcept nogil:
-    cdef Py_ssize_t n
-    for n in range(r0, r1):
-        _nc_row_dx(x + n * C, dy + n * C, dx + n * C, C, mean, k_dy, k_x, k_0, rs, rb)
+    """(N, C) rows r0 to r1 - 1: dx as in _dx."""
+    if floating is float:
+        fastbn_nc_dx_f(x + r0 * C, dy + r0 * C, dx + r0 * C, r1 - r0, C, mean, k_dy, k_x,
+                       k_0, rs, rb)
+    else:
+        fastbn_nc_dx_d(x + r0 * C, dy + r0 * C, dx + r0 * C, r1 - r0, C, mean, k_dy, k_x,
+                       k_0, rs, rb)
 
 
 # ---------------------------------------------------------------- shared phases
