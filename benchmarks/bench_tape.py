@@ -52,7 +52,7 @@ def _time(fn, repeat, warmup=2, clock=time.perf_counter):
 
 def _time_step(res, step, repeat):
     """Times of the training step, and its minor page faults per step (fresh
-    large arrays fault their pages in: see docs/PERFORMANCE.md)."""
+    large arrays fault their pages in: see shared/docs/PERFORMANCE.md)."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     res["training step"] = _time(step, repeat)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before

@@ -185,7 +185,7 @@ class StreamingCopy:
 @contextlib.contextmanager
 def thread_counts(n):
     """Run fastbn and (if imported) torch on exactly n threads.  They share one
-    libgomp here, so both are set explicitly (see docs/PERFORMANCE.md)."""
+    libgomp here, so both are set explicitly (see shared/docs/PERFORMANCE.md)."""
     torch = sys.modules.get("torch")
     previous = torch.get_num_threads() if torch is not None else None
     if torch is not None:
