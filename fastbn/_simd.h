@@ -68,7 +68,7 @@
 
 /* BN followed by ReLU, fused: the backward masks dy with relu'(v), v the
    forward's pre-activation (x - mean) * scale + shift recomputed from x with
-   the very expression of fastbn_affine, so the mask has the forward's bits. */
+   the very expression of fastbn_seg_affine, so the mask has the forward's bits. */
 #define FASTBN_MASKED(T, x, g, mean, scale, shift) \
     (((x) - (mean)) * (scale) + (shift) > 0 ? (g) : (T)0)
 /* relu(v) that keeps a NaN, as PyTorch's */
