@@ -11,14 +11,13 @@ memory touched as forward+backward), and prints the passes' rate against each.
     python benchmarks/bn_footprint.py [--repeat N] [--shapes N,C,H,W ...]
 """
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import bn_cases as bc  # noqa: E402
+if __package__:  # imported by asv's benchmark discovery as benchmarks.bn_footprint
+    from . import bn_cases as bc
+else:  # run as a script
+    import bn_cases as bc
 
 SHAPES = [s for s in bc.SHAPES if len(s) == 4]
 
