@@ -5,6 +5,7 @@ fastbn (fastbn.kernels), a float32 NumPy version written the way a user would
 write it, and torch.nn.functional.batch_norm with autograd.  Plus a streaming
 copy of the same size (the bandwidth roof) and an alternating timer.
 """
+import argparse
 import contextlib
 import gc
 import resource
@@ -28,6 +29,17 @@ PASSES = {"train_fwd": 3, "train_fwd_bwd": 8, "eval_fwd": 2}
 MOMENTUM, EPS = 0.1, 1e-5
 # calls per turn of measure(): warm = 5 back to back, the last 4 timed; cold = 1
 CACHE_BLOCKS = {"warm": 5, "cold": 1}
+
+
+def parse_shape(text):
+    """An N,C[,spatial...] command-line shape (argparse type)."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: use e.g. 64,16,32,32") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: need N,C[,spatial...] >= 1")
+    return shape
 
 
 class Inputs:

@@ -42,9 +42,10 @@ def run(shapes, repeat):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=60)
-    parser.add_argument("--shapes", nargs="+", type=lambda s: tuple(int(v) for v in s.split(",")),
-                        default=SHAPES)
+    parser.add_argument("--shapes", nargs="+", type=bc.parse_shape, default=SHAPES)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be positive")
     run(args.shapes, args.repeat)
 
 

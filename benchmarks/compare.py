@@ -38,16 +38,6 @@ from fastbn._io import atomic_write
 IMPLS = ("fastbn", "numpy", "torch")
 
 
-def parse_shape(text):
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: use e.g. 64,16,32,32") from None
-    if len(shape) < 2 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: need N,C[,spatial...] >= 1")
-    return shape
-
-
 def cpu_model():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -186,7 +176,7 @@ def build_parser():
                    help="untimed runs first (default: repeat // 10, at least 3)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                    help="thread counts, each set explicitly for fastbn and torch (1 2)")
-    p.add_argument("--shapes", type=parse_shape, nargs="+", default=bc.SHAPES,
+    p.add_argument("--shapes", type=bc.parse_shape, nargs="+", default=bc.SHAPES,
                    help="shapes as N,C[,H,W] (default: the issue's seven shapes)")
     p.add_argument("--quick", action="store_true", help="15 repeats, 2 warm-up runs")
     p.add_argument("--cache", choices=sorted(bc.CACHE_BLOCKS), default="warm",
