@@ -24,8 +24,14 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 cnp.import_array()
 
 cdef enum:
-    SERIAL_BELOW = 1 << 18   # multiply-adds; smaller products run on one thread
-    BLOCK = 64               # rows (or columns) of the output per parallel unit
+    SERIAL_BELOW = 1 << 20   # multiply-adds; smaller products are one call on the calling
+                             # thread, which reads their output next (split over 2 threads,
+                             # the MLP's 60x100x100 ones saved 3 us alone, none in its step)
+    GRAIN = 1 << 21          # multiply-adds per unit: each call repacks the shared operand
+                             # (13 units of 64 made the MLP's 100x784x60 weight gradient
+                             # 1.15x slower than 2 units)
+    MIN_WIDTH = 64           # rows (or columns) of the output per unit, at least
+    ALIGN = 16               # unit widths are multiples of it (the kernels' tiles)
 
 ctypedef int (*_set_threads_t)(int) noexcept nogil
 cdef _set_threads_t _set_threads = NULL  # sets the BLAS's thread count, returns the old one
@@ -82,32 +88,47 @@ cdef void dgemm_rm(bint ta, bint tb, int m, int n, int k, double alpha, const do
 
 cdef inline void _matmul_block(bint ta, bint tb, int m, int n, int k, const floating* a,
                                int lda, const floating* b, int ldb, floating* c, int ldc,
-                               bint by_rows, Py_ssize_t u) noexcept nogil:
-    """Block u of c = op(a) @ op(b): BLOCK rows, or columns when by_rows is false."""
-    cdef int lo = u * BLOCK, w
+                               bint by_rows, int width, Py_ssize_t u) noexcept nogil:
+    """Unit u of c = op(a) @ op(b): width rows, or columns when by_rows is false."""
+    cdef int lo = u * width, w
     if by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
-        w = min(BLOCK, m - lo)
+        w = min(width, m - lo)
         gemm_rm(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, 0, c + lo * ldc,
                 ldc)
     else:        # columns lo.. of op(b)
-        w = min(BLOCK, n - lo)
+        w = min(width, n - lo)
         gemm_rm(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, 0, c + lo, ldc)
+
+
+cdef int _unit_width(int m, int n, int k) noexcept nogil:
+    """Rows (or columns, the longer side) of c per unit, from the shape alone, so
+    each element's sum is the same at any thread count: the whole side below
+    SERIAL_BELOW, else an even number of units (two threads stay balanced), as
+    many as hold GRAIN multiply-adds each (two at least), MIN_WIDTH wide or more."""
+    cdef double macs = <double>m * n * k
+    cdef Py_ssize_t side = max(m, n), units, width
+    if macs < SERIAL_BELOW:
+        return side
+    units = 2 * <Py_ssize_t>min(max(macs / (2.0 * GRAIN), 1.0), <double>side)
+    width = (side + units - 1) // units
+    width = (width + ALIGN - 1) // ALIGN * ALIGN
+    return min(max(width, MIN_WIDTH), side)
 
 
 cdef void _matmul(bint ta, bint tb, int m, int n, int k, const floating* a, int lda,
                   const floating* b, int ldb, floating* c, int ldc, int nt) noexcept nogil:
-    """c = op(a) @ op(b), cut into blocks of BLOCK rows, or of columns when it has
-    more of those: fixed by the shape, so each element's sum is the same at any
-    thread count.  One thread loops outside any parallel region, whose start
-    costs as much as a small product."""
+    """c = op(a) @ op(b), cut into units of whole rows, or of columns when it has
+    more of those (_unit_width).  One thread loops outside any parallel region,
+    whose start costs as much as a small product."""
     cdef bint by_rows = m >= n
-    cdef Py_ssize_t units = ((m if by_rows else n) + BLOCK - 1) // BLOCK, u
-    if nt == 1:
+    cdef int width = _unit_width(m, n, k)
+    cdef Py_ssize_t units = ((m if by_rows else n) + width - 1) // width, u
+    if nt == 1 or units == 1:
         for u in range(units):
-            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, u)
+            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, width, u)
     else:
         for u in prange(units, schedule='static', num_threads=nt):
-            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, u)
+            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, width, u)
 
 
 def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint ta, bint tb, int nthreads):
@@ -116,7 +137,7 @@ def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint ta, bint tb, int 
     fused memoryview signature costs a microsecond a call)."""
     cdef int m = out.shape[0], n = out.shape[1], k = a.shape[0] if ta else a.shape[1]
     cdef int lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
-    cdef int nt = max(nthreads, 1) if <double>m * n * k >= SERIAL_BELOW else 1
+    cdef int nt = max(nthreads, 1)
     cdef void* ap = cnp.PyArray_DATA(a)
     cdef void* bp = cnp.PyArray_DATA(b)
     cdef void* cp = cnp.PyArray_DATA(out)
