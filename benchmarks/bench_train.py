@@ -251,7 +251,7 @@ class DefaultTrainStep:
 
 
 class OptimizerStep:
-    """optimizer.step() over the MLP's 14 parameters (one compiled pass each)."""
+    """optimizer.step() over the MLP's 14 parameters (one compiled call for all)."""
 
     params = [["sgd", "adam"]]
     param_names = ["optimizer"]

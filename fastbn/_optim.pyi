@@ -1,7 +1,8 @@
 """Type stub of fastbn._optim (compiled): SGD and Adam parameter updates, in
-place.  Internal API: call fastbn.kernels.sgd_update / adam_update, which check
-that the arrays share one dtype (float32 or float64), one shape and are
-C-contiguous."""
+place, a list of parameters per call.  Internal API: call
+fastbn.kernels.sgd_updates / adam_updates, which check the arrays when these
+return False (an operand not a plain, aligned, C-contiguous array of its
+parameter's dtype and shape)."""
 from typing import TypeVar
 
 import numpy as np
@@ -9,9 +10,10 @@ import numpy.typing as npt
 
 _F = TypeVar("_F", np.float32, np.float64)
 
-def sgd(p: npt.NDArray[_F], g: npt.NDArray[_F], buf: npt.NDArray[_F] | None, lr: float,
-        weight_decay: float, momentum: float, dampening: float, nesterov: bool, first: bool,
-        nthreads: int) -> None: ...
-def adam(p: npt.NDArray[_F], g: npt.NDArray[_F], m: npt.NDArray[_F], v: npt.NDArray[_F],
-         lr: float, weight_decay: float, beta1: float, beta2: float, eps: float, step: int,
-         nthreads: int) -> None: ...
+def sgd_many(ps: list[npt.NDArray[_F]], gs: list[npt.NDArray[_F]],
+             bufs: list[npt.NDArray[_F] | None], firsts: list[bool], lr: float,
+             weight_decay: float, momentum: float, dampening: float, nesterov: bool,
+             nthreads: int) -> bool: ...
+def adam_many(ps: list[npt.NDArray[_F]], gs: list[npt.NDArray[_F]], ms: list[npt.NDArray[_F]],
+              vs: list[npt.NDArray[_F]], steps: list[int], lr: float, weight_decay: float,
+              beta1: float, beta2: float, eps: float, nthreads: int) -> bool: ...

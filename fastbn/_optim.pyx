@@ -1,16 +1,23 @@
 """Parameter updates of fastbn.optim's SGD and Adam: one pass over a parameter,
-its gradient and its state, in place (the loops: _optim.h).
+its gradient and its state, in place (the loops: _optim.h), for a list of
+parameters in one call (PyTorch's foreach): SGD's step over the MLP's 14
+parameters took 27 us one call each, 17 us in one.
 
 Before these, each update was a handful of NumPy operations per parameter,
 each a pass with its own temporary: the MLP's 14 parameters took 58 us a
 step, a tenth of the whole step.
 
-Arrays arrive checked by fastbn/kernels.py: one dtype, one shape, C-contiguous.
+sgd_many and adam_many check the arrays themselves, cheaply, and return False,
+touching nothing, unless each is a plain (exactly ndarray), aligned,
+C-contiguous array of its parameter's dtype (float32 or float64) and shape,
+the parameter and its state writable; fastbn/kernels.py then checks them with
+clear errors and passes plain ones.
 """
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
 
 cnp.import_array()
 
@@ -58,27 +65,6 @@ cdef void _sgd(floating* p, const floating* g, floating* buf, Py_ssize_t n, floa
                  wd, momentum, damp1, nesterov, first)
 
 
-def sgd(cnp.ndarray p, cnp.ndarray g, buf, double lr, double weight_decay, double momentum,
-        double dampening, bint nesterov, bint first, int nthreads):
-    """p -= lr * d, d = g + weight_decay * p, then with a momentum buffer (buf
-    not None) buf = d on the first step, else momentum * buf + (1 - dampening)
-    * d, and d = buf, or d + momentum * buf (nesterov)."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
-    cdef void* pp = cnp.PyArray_DATA(p)
-    cdef void* gp = cnp.PyArray_DATA(g)
-    cdef void* bp = NULL if buf is None else cnp.PyArray_DATA(<cnp.ndarray>buf)
-    cdef int nt = _threads(n, nthreads)
-    with nogil:
-        if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-            _sgd(<double*>pp, <double*>gp, <double*>bp, n, lr, weight_decay, momentum,
-                 1 - dampening, nesterov, first, nt)
-        else:
-            # each hyperparameter rounded once, from the double (NumPy scales by the
-            # Python float the same way)
-            _sgd(<float*>pp, <float*>gp, <float*>bp, n, <float>lr, <float>weight_decay,
-                 <float>momentum, <float>(1 - dampening), nesterov, first, nt)
-
-
 cdef inline void _adam_run(floating* p, const floating* g, floating* m, floating* v,
                            Py_ssize_t n, floating wd, floating b1, floating c1, floating b2,
                            floating c2, floating step_size, double bc2_sqrt,
@@ -102,24 +88,115 @@ cdef void _adam(floating* p, const floating* g, floating* m, floating* v, Py_ssi
                   step_size, bc2_sqrt, eps)
 
 
-def adam(cnp.ndarray p, cnp.ndarray g, cnp.ndarray m, cnp.ndarray v, double lr,
-         double weight_decay, double beta1, double beta2, double eps, long step,
-         int nthreads):
-    """Adam's step number `step` (from 1): d = g + weight_decay * p,
+cdef struct _Param:
+    void* p
+    void* g
+    void* s1          # momentum buffer (NULL: none) or exp_avg
+    void* s2          # exp_avg_sq
+    Py_ssize_t n
+    bint is_double
+    bint first        # SGD: the momentum buffer's first step
+    double step_size  # Adam: lr / (1 - beta1**step)
+    double bc2_sqrt   # Adam: sqrt(1 - beta2**step)
+
+
+cdef bint _like(object a, cnp.ndarray p, bint writable):
+    """a is an aligned C-contiguous ndarray (writable if asked) of p's dtype and shape."""
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == cnp.PyArray_TYPE(p) and cnp.PyArray_SAMESHAPE(arr, p)
+            and (cnp.PyArray_ISCARRAY(arr) if writable else cnp.PyArray_ISCARRAY_RO(arr)))
+
+
+cdef _Param* _gather(list ps, list gs, list s1, list s2) except? NULL:
+    """Each parameter's pointers, to be freed; NULL unless every ps[i] is a plain,
+    writable C-contiguous float32/float64 array and gs[i], s1[i] (None allowed
+    when s2 is None: SGD without momentum), s2[i] are arrays like it."""
+    cdef Py_ssize_t k = len(ps), i
+    cdef cnp.ndarray p
+    for i in range(k):
+        if type(ps[i]) is not cnp.ndarray:
+            return NULL
+        p = <cnp.ndarray>ps[i]
+        if not (cnp.PyArray_TYPE(p) in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
+                and _like(p, p, True) and _like(gs[i], p, False)
+                and (_like(s1[i], p, True) or (s2 is None and s1[i] is None))
+                and (s2 is None or _like(s2[i], p, True))):
+            return NULL
+    cdef _Param* out = <_Param*>malloc(max(k, 1) * sizeof(_Param))
+    if out == NULL:
+        raise MemoryError()
+    for i in range(k):
+        p = <cnp.ndarray>ps[i]
+        out[i].p = cnp.PyArray_DATA(p)
+        out[i].g = cnp.PyArray_DATA(<cnp.ndarray>gs[i])
+        out[i].s1 = NULL if s1[i] is None else cnp.PyArray_DATA(<cnp.ndarray>s1[i])
+        out[i].s2 = NULL if s2 is None else cnp.PyArray_DATA(<cnp.ndarray>s2[i])
+        out[i].n = cnp.PyArray_SIZE(p)
+        out[i].is_double = cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE
+    return out
+
+
+def sgd_many(list ps, list gs, list bufs, list firsts, double lr, double weight_decay,
+             double momentum, double dampening, bint nesterov, int nthreads):
+    """For each parameter p = ps[i] in turn (g = gs[i], buf = bufs[i] or None):
+    p -= lr * d, d = g + weight_decay * p, then with a momentum buffer
+    buf = d on its first step (firsts[i]), else momentum * buf + (1 - dampening)
+    * d, and d = buf, or d + momentum * buf (nesterov).  False, touching
+    nothing, unless every array is plain (module docstring)."""
+    cdef Py_ssize_t k = len(ps), i
+    cdef _Param* a = _gather(ps, gs, bufs, None)
+    if a == NULL:
+        return False
+    try:
+        for i in range(k):
+            a[i].first = firsts[i]
+        with nogil:
+            for i in range(k):
+                if a[i].is_double:
+                    _sgd(<double*>a[i].p, <double*>a[i].g, <double*>a[i].s1, a[i].n, lr,
+                         weight_decay, momentum, 1 - dampening, nesterov, a[i].first,
+                         _threads(a[i].n, nthreads))
+                else:  # each hyperparameter rounded once, from the double (NumPy
+                       # scales by the Python float the same way)
+                    _sgd(<float*>a[i].p, <float*>a[i].g, <float*>a[i].s1, a[i].n, <float>lr,
+                         <float>weight_decay, <float>momentum, <float>(1 - dampening),
+                         nesterov, a[i].first, _threads(a[i].n, nthreads))
+    finally:
+        free(a)
+    return True
+
+
+def adam_many(list ps, list gs, list ms, list vs, list steps, double lr, double weight_decay,
+              double beta1, double beta2, double eps, int nthreads):
+    """For each parameter p = ps[i] in turn, Adam's step number steps[i] (from 1)
+    with g = gs[i], m = ms[i], v = vs[i]: d = g + weight_decay * p,
     m = beta1 * m + (1 - beta1) * d, v = beta2 * v + (1 - beta2) * d * d,
-    p -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
-    cdef void* pp = cnp.PyArray_DATA(p)
-    cdef void* gp = cnp.PyArray_DATA(g)
-    cdef void* mp = cnp.PyArray_DATA(m)
-    cdef void* vp = cnp.PyArray_DATA(v)
-    cdef double step_size = lr / (1 - beta1 ** step), bc2_sqrt = sqrt(1 - beta2 ** step)
-    cdef int nt = _threads(n, nthreads)
-    with nogil:
-        if cnp.PyArray_TYPE(p) == cnp.NPY_DOUBLE:
-            _adam(<double*>pp, <double*>gp, <double*>mp, <double*>vp, n, weight_decay,
-                  beta1, 1 - beta1, beta2, 1 - beta2, step_size, bc2_sqrt, eps, nt)
-        else:
-            _adam(<float*>pp, <float*>gp, <float*>mp, <float*>vp, n, <float>weight_decay,
-                  <float>beta1, <float>(1 - beta1), <float>beta2, <float>(1 - beta2),
-                  <float>step_size, bc2_sqrt, eps, nt)
+    p -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps).
+    False, touching nothing, unless every array is plain (module docstring)."""
+    cdef Py_ssize_t k = len(ps), i
+    cdef _Param* a = _gather(ps, gs, ms, vs)
+    cdef long step
+    if a == NULL:
+        return False
+    try:
+        for i in range(k):
+            step = steps[i]
+            a[i].step_size = lr / (1 - beta1 ** step)
+            a[i].bc2_sqrt = sqrt(1 - beta2 ** step)
+        with nogil:
+            for i in range(k):
+                if a[i].is_double:
+                    _adam(<double*>a[i].p, <double*>a[i].g, <double*>a[i].s1,
+                          <double*>a[i].s2, a[i].n, weight_decay, beta1, 1 - beta1, beta2,
+                          1 - beta2, a[i].step_size, a[i].bc2_sqrt, eps,
+                          _threads(a[i].n, nthreads))
+                else:
+                    _adam(<float*>a[i].p, <float*>a[i].g, <float*>a[i].s1, <float*>a[i].s2,
+                          a[i].n, <float>weight_decay, <float>beta1, <float>(1 - beta1),
+                          <float>beta2, <float>(1 - beta2), <float>a[i].step_size,
+                          a[i].bc2_sqrt, eps, _threads(a[i].n, nthreads))
+    finally:
+        free(a)
+    return True

@@ -18,7 +18,7 @@ __all__ = ["batch_norm_forward", "batch_norm_backward", "matmul",
            "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
-           "sgd_update", "adam_update"]
+           "sgd_update", "sgd_updates", "adam_update", "adam_updates"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _blas.set_thread_control(blas_thread_control())
@@ -571,12 +571,15 @@ def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
 
 # ---------------------------------------------------------------- optimizer updates
 # Entry points to fastbn._optim for fastbn.optim: one pass updates a parameter
-# and its state in place (formulas: fastbn.optim's SGD and Adam).
+# and its state in place (formulas: fastbn.optim's SGD and Adam), a list of
+# parameters in one compiled call.  Every operand is checked before any
+# parameter changes: a bad one raises and leaves all of them as they were.
 
 
 def _update_operands(op, param, grad, state):
-    """The gradient as a contiguous array of param's dtype, after checking that
-    param can be updated in place and that the state arrays match it."""
+    """The gradient as an aligned, contiguous array of param's dtype, after
+    checking that param can be updated in place and that the state arrays
+    match it."""
     if type(param) is not np.ndarray or param.dtype not in _DTYPES:
         raise TypeError(f"{op}: the parameter must be a float32 or float64 NumPy array, got "
                         f"{type(param).__name__} of dtype {getattr(param, 'dtype', None)}")
@@ -589,21 +592,49 @@ def _update_operands(op, param, grad, state):
                          f"{param.shape}")
     for s in state:
         if not (type(s) is np.ndarray and s.dtype is param.dtype and s.shape == param.shape
-                and s.flags.c_contiguous and s.flags.writeable):
-            raise ValueError(f"{op}: optimizer state must be writable, contiguous arrays of "
-                             f"the parameter's shape {param.shape} and dtype {param.dtype}")
-    return np.ascontiguousarray(grad)
+                and s.flags.carray):
+            raise ValueError(f"{op}: optimizer state must be writable, aligned, contiguous "
+                             f"arrays of the parameter's shape {param.shape} and dtype "
+                             f"{param.dtype}")
+    return np.require(grad, requirements="CA")
 
 
-def _update_in_place(update, param, *args):
-    """Run update(param, *args) on param, through a contiguous copy written back
-    when param is a strided view."""
-    if param.flags.c_contiguous:
-        update(param, *args)
-    else:
-        work = np.ascontiguousarray(param)
-        update(work, *args)
-        param[...] = work
+def _run_updates(op, update, params, grads, states, flags, hyper, no_state_ok=False):
+    """update(params, grads, *states, flags, *hyper), the compiled many-parameter
+    call (states: lists of arrays, or None where no_state_ok; flags: a list of
+    per-parameter values), which returns False when an operand is not a plain
+    contiguous array: then check every operand (clear errors before anything
+    changes), run it on contiguous copies of strided parameters and write
+    those back."""
+    lengths = [len(x) for x in (grads, *states, flags)]
+    if any(n != len(params) for n in lengths):
+        raise ValueError(f"{op}: {len(params)} parameters, but lists of {lengths} gradients, "
+                         "states and per-parameter flags")
+    if update(params, grads, *states, flags, *hyper):
+        return
+    grads = [_update_operands(op, p, g, [s[i] for s in states
+                                         if not (no_state_ok and s[i] is None)])
+             for i, (p, g) in enumerate(zip(params, grads))]
+    work = [p if p.flags.carray else np.array(p, order="C") for p in params]
+    if not update(work, grads, *states, flags, *hyper):
+        raise RuntimeError(f"{op}: operands still not plain after checking")
+    for p, w in zip(params, work):
+        if w is not p:
+            p[...] = w
+
+
+def sgd_updates(params, grads, momentum_buffers, lr, weight_decay=0.0, momentum=0.0,
+                dampening=0.0, nesterov=False, firsts=None):
+    """sgd_update on each parameter in turn (lists of params, grads and
+    momentum buffers or None, and of ``first`` flags, default all False), in
+    one compiled call."""
+    params = list(params)
+    firsts = [False] * len(params) if firsts is None else list(firsts)
+    hyper = (float(lr), float(weight_decay), float(momentum), float(dampening), bool(nesterov),
+             get_num_threads())
+    # a None buffer: no momentum
+    _run_updates("sgd_update", _optim.sgd_many, params, list(grads), [list(momentum_buffers)],
+                 firsts, hyper, no_state_ok=True)
 
 
 def sgd_update(param, grad, momentum_buffer, lr, weight_decay=0.0, momentum=0.0,
@@ -617,12 +648,22 @@ def sgd_update(param, grad, momentum_buffer, lr, weight_decay=0.0, momentum=0.0,
 
     momentum_buffer: None (no momentum), else updated in place.
     """
-    op = "sgd_update"
-    state = () if momentum_buffer is None else (momentum_buffer,)
-    grad = _update_operands(op, param, grad, state)
-    _update_in_place(_optim.sgd, param, grad, momentum_buffer, float(lr),
-                     float(weight_decay), float(momentum), float(dampening), bool(nesterov),
-                     bool(first), get_num_threads())
+    sgd_updates([param], [grad], [momentum_buffer], lr, weight_decay, momentum, dampening,
+                nesterov, [first])
+
+
+def adam_updates(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
+                 weight_decay=0.0):
+    """adam_update on each parameter in turn (lists of params, grads, exp_avgs,
+    exp_avg_sqs and step numbers), in one compiled call."""
+    steps = list(steps)
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+            raise ValueError(f"adam_update: step must be a positive int, got {step!r}")
+    hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
+             get_num_threads())
+    _run_updates("adam_update", _optim.adam_many, list(params), list(grads),
+                 [list(exp_avgs), list(exp_avg_sqs)], steps, hyper)
 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
@@ -633,13 +674,8 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
         d = grad + weight_decay * param
         exp_avg = beta1 * exp_avg + (1 - beta1) * d
         exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * d * d
-        param -= lr / (1 - beta1**step) * exp_avg
-                 / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)
+        param -= lr / (1 - beta1**step)
+                 * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)
     """
-    op = "adam_update"
-    grad = _update_operands(op, param, grad, (exp_avg, exp_avg_sq))
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-        raise ValueError(f"{op}: step must be a positive int, got {step!r}")
-    _update_in_place(_optim.adam, param, grad, exp_avg, exp_avg_sq, float(lr),
-                     float(weight_decay), float(beta1), float(beta2), float(eps), int(step),
-                     get_num_threads())
+    adam_updates([param], [grad], [exp_avg], [exp_avg_sq], [step], lr, beta1, beta2, eps,
+                 weight_decay)

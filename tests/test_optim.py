@@ -173,6 +173,51 @@ def test_update_errors_leave_parameter_and_state_alone():
                       1e-8)
 
 
+@pytest.mark.parametrize("cls,kwargs", [(optim.SGD, dict(lr=0.1, momentum=0.9)),
+                                        (optim.Adam, dict(lr=0.01))])
+def test_bad_gradient_in_a_group_leaves_every_parameter_alone(cls, kwargs):
+    """A group's parameters are updated in one call: the last one's bad gradient
+    raises before the first one changes."""
+    a, b = P(np.ones(3)), P(np.ones(2))
+    opt = cls([a, b], **kwargs)
+    a.grad, b.grad = np.ones(3), np.ones(5)
+    with pytest.raises(ValueError, match="gradient of shape"):
+        opt.step()
+    np.testing.assert_array_equal(a.data, 1)
+    np.testing.assert_array_equal(b.data, 1)
+    assert all(s.get("step", 0) == 0 and "momentum_buffer" not in s for s in opt.state.values())
+
+
+def test_group_of_mixed_dtypes_layouts_and_gradients():
+    """One group holding float32 and float64 parameters, a strided view and
+    gradients given as lists or Fortran-ordered arrays (the checked path, not the
+    one-call one) follows the formula, each parameter on its own."""
+    rng = np.random.default_rng(7)
+    x32 = rng.standard_normal((4, 6)).astype(np.float32)
+    x64 = rng.standard_normal(5)
+    base = rng.standard_normal((6, 4))
+    params = [P(x32, np.float32), P(x64), P(base)]
+    params[2].data = np.ascontiguousarray(base.T).T          # strided, updated in place
+    view = params[2].data
+    grads = [np.asfortranarray(rng.standard_normal((4, 6))).astype(np.float32),
+             list(rng.standard_normal(5)), rng.standard_normal((6, 4))]
+    for p, g in zip(params, grads):
+        p.grad = g
+    optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01).step()
+    for p, x0, g, tol in zip(params, (x32, x64, base), grads, (1e-6, 1e-15, 1e-15)):
+        np.testing.assert_allclose(p.data, x0 - 0.1 * (np.asarray(g) + 0.01 * x0), rtol=tol,
+                                   atol=tol)
+    assert params[2].data is view and params[0].data.dtype == np.float32
+
+
+def test_update_lists_must_match():
+    with pytest.raises(ValueError, match="2 parameters"):
+        K.sgd_updates([np.ones(2), np.ones(2)], [np.ones(2)], [None, None], 0.1)
+    with pytest.raises(ValueError, match="1 parameters"):
+        K.adam_updates([np.ones(2)], [np.ones(2)], [np.zeros(2)], [np.zeros(2)], [1, 1], 0.1,
+                       0.9, 0.99, 1e-8)
+
+
 def test_skips_params_without_grad_and_zero_grad():
     a, b = P(np.ones(3)), P(np.ones(2))
     opt = optim.SGD([a, b], lr=1.0, momentum=0.5)

@@ -2,8 +2,10 @@
 
 Parameters are anything with ``.data`` and ``.grad`` NumPy arrays (fastbn Parameters);
 updates are written into ``.data`` in place, so a model's arrays stay the same objects.
-Each parameter's update is one pass of a compiled kernel (fastbn.kernels.sgd_update,
-adam_update), not a handful of NumPy operations with their temporaries.
+Each parameter's update is one pass of a compiled kernel, not a handful of NumPy
+operations with their temporaries, and a group's parameters are updated in one call
+(fastbn.kernels.sgd_updates, adam_updates): a bad gradient raises before any
+parameter changes.
 """
 import copy
 import numbers
@@ -154,8 +156,8 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _step_group(self, group):
-        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
-        dampening, nesterov = group["dampening"], group["nesterov"]
+        momentum = group["momentum"]
+        params, grads, bufs, firsts = [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -164,8 +166,14 @@ class SGD(Optimizer):
             first = bool(momentum) and buf is None
             if first:
                 buf = np.empty(p.data.shape, p.data.dtype)
-            kernels.sgd_update(p.data, p.grad, buf, lr, wd, momentum, dampening, nesterov,
-                               first)
+            params.append(p)
+            grads.append(p.grad)
+            bufs.append(buf)
+            firsts.append(first)
+        kernels.sgd_updates([p.data for p in params], grads, bufs, group["lr"],
+                            group["weight_decay"], momentum, group["dampening"],
+                            group["nesterov"], firsts)
+        for p, buf, first in zip(params, bufs, firsts):
             if first:  # kept only once the update has filled it
                 self.state.setdefault(id(p), {})["momentum_buffer"] = buf
 
@@ -191,15 +199,18 @@ class Adam(Optimizer):
         _check_hyper("eps", group["eps"])
 
     def _step_group(self, group):
-        b1, b2 = group["betas"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        states = []
+        for p in params:
             state = self.state.setdefault(id(p), {})
             if not state:
                 state.update(step=0, exp_avg=np.zeros(p.data.shape, p.data.dtype),
                              exp_avg_sq=np.zeros(p.data.shape, p.data.dtype))
-            kernels.adam_update(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"],
-                                state["step"] + 1, group["lr"], b1, b2, group["eps"],
-                                group["weight_decay"])
-            state["step"] += 1
+            states.append(state)
+        b1, b2 = group["betas"]
+        kernels.adam_updates([p.data for p in params], [p.grad for p in params],
+                             [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                             [s["step"] + 1 for s in states], group["lr"], b1, b2, group["eps"],
+                             group["weight_decay"])
+        for s in states:
+            s["step"] += 1
