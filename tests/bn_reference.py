@@ -76,4 +76,5 @@ def random_running_stats(rng, C, dtype):
 
 
 # Shapes whose bits are compared at 1 and 2 threads (large enough to run parallel).
-THREAD_SHAPES = [(64, 16, 32, 32), (16, 3, 64, 64), (2, 1, 70000), (512, 200), (4, 64, 9000)]
+THREAD_SHAPES = [(64, 16, 32, 32), (16, 3, 64, 64), (2, 1, 70000), (512, 200), (4, 64, 9000),
+                 (48, 20, 8, 8)]
