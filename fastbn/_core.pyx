@@ -351,15 +351,16 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
     """Per-channel totals t1[c], t2[c] of the sums of _unit_sums / _wide_unit_sums
     (moments when dy is NULL, gradient sums otherwise), shift[c] per channel: one
     streaming read, then each channel's partials added in a fixed order.
-    `part` holds 2 * _parts(N, C, L) doubles, `pos` C * L values (wide path;
+    `part` holds 2 * _parts(N, C, L, wide) doubles, `pos` C * L values (wide path;
     3 * C * L with a ReLU mask)."""
     cdef Segs g = _segs(N, C, L)
     cdef Py_ssize_t u, c, P = C * L, R = _wide_rows(C * L)
     cdef Py_ssize_t nbr = (N + R - 1) // R, ntile = (P + TILE - 1) // TILE
-    cdef Py_ssize_t nparts = _parts(N, C, L)
+    cdef bint wide = _wide(L, dy != NULL, rs != NULL)
+    cdef Py_ssize_t nparts = _parts(N, C, L, wide)
     cdef double* p1 = part
     cdef double* p2 = part + nparts
-    if L < (WIDE_GRAD_BELOW if dy != NULL and rs == NULL else WIDE_BELOW):
+    if wide:
         _spread(shift, C, L, pos)  # per-channel values over the positions
         if rs != NULL:
             _spread(rs, C, L, pos + P)
@@ -385,13 +386,18 @@ cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
             _channel_totals(&g, u * C // nt, (u + 1) * C // nt, p1, p2, t1, t2)
 
 
-cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L) noexcept nogil:
-    """Partials per reduction: one per segment, or per (wide block, position) on
-    the wide path; enough for either (the backward's gradient sums may take the
-    row path where the moments took the wide one)."""
+cdef inline bint _wide(Py_ssize_t L, bint grads, bint masked) noexcept nogil:
+    """Whether a reduction over rows of L values takes the wide path: the moments
+    and the ReLU-masked gradient sums below WIDE_BELOW, the plain gradient sums
+    below WIDE_GRAD_BELOW."""
+    return L < (WIDE_GRAD_BELOW if grads and not masked else WIDE_BELOW)
+
+
+cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, bint wide) noexcept nogil:
+    """Partials per reduction: one per (wide block, position) on the wide path,
+    else one per segment."""
     cdef Py_ssize_t R = _wide_rows(C * L)
-    cdef Py_ssize_t rows = N * C * _segs(N, C, L).pieces
-    return max(((N + R - 1) // R) * C * L, rows) if L < WIDE_BELOW else rows
+    return ((N + R - 1) // R) * C * L if wide else N * C * _segs(N, C, L).pieces
 
 
 cdef void _affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
@@ -463,7 +469,8 @@ cdef void _forward_train(const floating* x, const floating* weight, const floati
                          floating* running_mean, floating* running_var, Py_ssize_t N,
                          Py_ssize_t C, Py_ssize_t L, double momentum, double eps, bint relu,
                          int nt, double* buf, floating* fbuf) noexcept nogil:
-    """buf: 4 * C + 2 * _parts() doubles; fbuf: 2 * C + C * L (wide path) floating."""
+    """buf: 4 * C + 2 * _parts(.., wide) doubles; fbuf: 2 * C + C * L (wide path)
+    floating."""
     cdef Py_ssize_t c
     cdef double m = <double>(N * L)
     cdef double* mean = buf
@@ -507,9 +514,10 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
                     floating* dx, floating* dweight, floating* dbias, bint training,
                     bint relu, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt, double* buf,
                     floating* fbuf) noexcept nogil:
-    """buf: 2 * C + 2 * _parts() doubles; fbuf: 5 * C + C * L (wide path; 3 * C * L
-    with relu) floating, zeroed.  relu: the gradient of relu(batch_norm(x)), dy
-    masked where the recomputed pre-activation is not positive."""
+    """buf: 2 * C + 2 * _parts(.., wide) doubles; fbuf: 5 * C + C * L (wide path;
+    3 * C * L with relu) floating, zeroed.  relu: the gradient of
+    relu(batch_norm(x)), dy masked where the recomputed pre-activation is not
+    positive."""
     cdef Py_ssize_t c
     cdef double m = <double>(N * L), inv, a
     cdef double* sdy = buf
@@ -559,11 +567,12 @@ cdef inline Py_ssize_t _spatial(cnp.ndarray x):
     return L
 
 
-cdef inline Py_ssize_t _fbuf_len(Py_ssize_t C, Py_ssize_t L, Py_ssize_t itemsize, bint relu):
+cdef inline Py_ssize_t _fbuf_len(Py_ssize_t C, Py_ssize_t L, Py_ssize_t itemsize, bint wide,
+                                 bint relu):
     """Doubles that hold 5 * C + C * L (wide path; 3 * C * L with relu) values of
     the data's type."""
-    cdef Py_ssize_t wide = (3 if relu else 1) * C * L if L < WIDE_BELOW else 0
-    return ((5 * C + wide) * itemsize + 7) // 8
+    cdef Py_ssize_t pos = (3 if relu else 1) * C * L if wide else 0
+    return ((5 * C + pos) * itemsize + 7) // 8
 
 
 def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_mean,
@@ -575,8 +584,9 @@ def forward_train(cnp.ndarray x, weight, bias, cnp.ndarray y, cnp.ndarray save_m
     statistics, one read of x and write of y to normalize."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
-    cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L))
-    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, False))
+    cdef bint wide = _wide(L, False, False)
+    cdef _Scratch buf = _Scratch(4 * C + 2 * _parts(N, C, L, wide))
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, wide, False))
     cdef void* p[8]
     p[:] = [_data(x), _data(weight), _data(bias), _data(y), _data(save_mean),
             _data(save_invstd), _data(running_mean), _data(running_var)]
@@ -597,8 +607,9 @@ def channel_sums(cnp.ndarray x, double[::1] out, int nthreads):
     bias gradient of a convolution."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
-    cdef _Scratch buf = _Scratch(C + 2 * _parts(N, C, L))  # sums of squares, partials
-    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, False))  # zero shifts first
+    cdef bint wide = _wide(L, False, False)
+    cdef _Scratch buf = _Scratch(C + 2 * _parts(N, C, L, wide))  # sums of squares, partials
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, wide, False))  # zero shifts first
     cdef void* xp = _data(x)
     with nogil:
         if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
@@ -648,8 +659,9 @@ def backward(cnp.ndarray dy, cnp.ndarray x, weight, cnp.ndarray mean, cnp.ndarra
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)
-    cdef _Scratch buf = _Scratch(2 * C + 2 * _parts(N, C, L))
-    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, relu))
+    cdef bint wide = _wide(L, True, relu)
+    cdef _Scratch buf = _Scratch(2 * C + 2 * _parts(N, C, L, wide))
+    cdef _Scratch fbuf = _Scratch(_fbuf_len(C, L, x.itemsize, wide, relu))
     cdef void* p[9]
     p[:] = [_data(dy), _data(x), _data(weight), _data(bias), _data(mean), _data(invstd),
             _data(dx), _data(dweight), _data(dbias)]
