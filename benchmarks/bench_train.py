@@ -229,6 +229,32 @@ class Conv2dAlgorithm:
                                algorithm=algorithm)
 
 
+class Matmul:
+    """fastbn.kernels.matmul on the MLP's products (its linear layers): a
+    forward x @ W^T and a weight gradient g^T @ x of the 784->100 layer, and a
+    100->100 forward."""
+
+    # name: (op(a) rows, inner, op(b) columns, transpose_a, transpose_b)
+    PRODUCTS = {"fwd 60x784x100": (60, 784, 100, False, True),
+                "wgrad 100x60x784": (100, 60, 784, True, False),
+                "fwd 60x100x100": (60, 100, 100, False, True)}
+    params = [list(PRODUCTS)]
+    param_names = ["product"]
+
+    def setup(self, product):
+        from fastbn import kernels
+
+        m, k, n, ta, tb = self.PRODUCTS[product]
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+        self.b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        self.call = lambda: kernels.matmul(self.a, self.b, transpose_a=ta, transpose_b=tb)
+        self.call()
+
+    def time_matmul(self, product):
+        self.call()
+
+
 class DefaultTrainStep:
     """One step of ``python -m fastbn train``'s default job: the convnet preset
     (fused BatchNormReLU2d) on the embedded 8x8 digits, batch 64, SGD with
