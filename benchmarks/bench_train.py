@@ -4,7 +4,9 @@ tape, modules and optimizers (PyTorch-like API).
     python benchmarks/bench_train.py [--repeat 30] [--threads 1 2]
 
 prints the steps head-to-head with PyTorch (alternated in one process,
-medians): time ratio and BatchNorm's share of each library's step.
+medians): time ratio and BatchNorm's share of each library's step; then the
+MLP step's 11 matrix products alone in each library (timed in the same turns)
+and their share of that library's step.
 
 Threads follow OMP_NUM_THREADS (asv.conf.json's env_nobuild matrix) for both
 fastbn and NumPy's BLAS; torch, when compared, is set to the same count.
@@ -115,6 +117,37 @@ def torch_step(kind, bn=True, seed=0):
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     return _make_step(model, torch.nn.CrossEntropyLoss(), opt,
                       torch.from_numpy(x), torch.from_numpy(y))
+
+
+def _mlp_products(seed=0):
+    """The MLP step's 11 matrix products, as (a, b, transpose_a, transpose_b):
+    each layer's forward x @ W^T, weight gradient g^T @ x and, but for the
+    first layer, input gradient g @ W."""
+    rng = np.random.default_rng(seed)
+    widths = [784, 100, 100, 100, 10]
+    out = []
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+        x, w, g = (rng.standard_normal(s).astype(np.float32)
+                   for s in ((BATCH_MLP, n_in), (n_out, n_in), (BATCH_MLP, n_out)))
+        out += [(x, w, False, True), (g, x, True, False)] + ([(g, w, False, False)] if i else [])
+    return out
+
+
+def fastbn_mlp_products():
+    """The MLP step's products through fastbn.kernels.matmul, as a callable."""
+    from fastbn import kernels
+
+    products = _mlp_products()
+    return lambda: [kernels.matmul(a, b, ta, tb) for a, b, ta, tb in products]
+
+
+def torch_mlp_products():
+    """The same products through torch.mm; raises ImportError without torch."""
+    import torch
+
+    products = [(torch.from_numpy(a), torch.from_numpy(b), ta, tb)
+                for a, b, ta, tb in _mlp_products()]
+    return lambda: [torch.mm(a.T if ta else a, b.T if tb else b) for a, b, ta, tb in products]
 
 
 def _skip_without_torch():
@@ -307,6 +340,7 @@ def main():
     from threadpoolctl import threadpool_limits
 
     have_torch = bc.torch_available()
+    products = []
     print("| model | threads | fastbn ms | torch ms | fastbn / torch | BN share fastbn "
           "| BN share torch |\n|---|---|---:|---:|---:|---:|---:|")
     for threads in args.threads:
@@ -314,6 +348,10 @@ def main():
             fns = {("fastbn", bn): fastbn_step(model, bn) for bn in (True, False)}
             if have_torch:
                 fns.update({("torch", bn): torch_step(model, bn) for bn in (True, False)})
+            if model == "mlp":  # its matrix products alone, alternated with the steps
+                fns["fastbn", "products"] = fastbn_mlp_products()
+                if have_torch:
+                    fns["torch", "products"] = torch_mlp_products()
             with threadpool_limits(threads, user_api="blas"), bc.thread_counts(threads):
                 t = {k: v[0] * 1e3 for k, v in
                      bc.measure(fns, args.repeat, block=bc.CACHE_BLOCKS[args.cache]).items()}
@@ -324,6 +362,14 @@ def main():
             else:
                 rest = f"- | - | {share_f:.1%} | -"
             print(f"| {model} | {threads} | {f:.2f} | {rest} |", flush=True)
+            if model == "mlp":
+                products.append((threads, t))
+    print("\nThe MLP step's 11 matrix products alone, ms (share of that library's step):\n\n"
+          "| threads | fastbn | torch |\n|---|---:|---:|")
+    for threads, t in products:
+        cells = [f"{t[lib, 'products']:.3f} ({t[lib, 'products'] / t[lib, True]:.0%})"
+                 if (lib, "products") in t else "-" for lib in ("fastbn", "torch")]
+        print(f"| {threads} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
