@@ -188,26 +188,32 @@ def test_bad_gradient_in_a_group_leaves_every_parameter_alone(cls, kwargs):
     assert all(s.get("step", 0) == 0 and "momentum_buffer" not in s for s in opt.state.values())
 
 
-def test_group_of_mixed_dtypes_layouts_and_gradients():
-    """One group holding float32 and float64 parameters, a strided view and
-    gradients given as lists or Fortran-ordered arrays (the checked path, not the
-    one-call one) follows the formula, each parameter on its own."""
+@pytest.mark.parametrize("checked", [False, True])
+def test_group_of_mixed_dtypes_layouts_and_gradients(checked):
+    """One group holding float32 and float64 parameters follows the formula,
+    each parameter on its own: in the one-call path (plain arrays), and with a
+    strided view and gradients given as a list and a Fortran-ordered array
+    (checked=True: the path that checks each operand and copies)."""
     rng = np.random.default_rng(7)
     x32 = rng.standard_normal((4, 6)).astype(np.float32)
     x64 = rng.standard_normal(5)
     base = rng.standard_normal((6, 4))
     params = [P(x32, np.float32), P(x64), P(base)]
-    params[2].data = np.ascontiguousarray(base.T).T          # strided, updated in place
-    view = params[2].data
-    grads = [np.asfortranarray(rng.standard_normal((4, 6))).astype(np.float32),
-             list(rng.standard_normal(5)), rng.standard_normal((6, 4))]
+    grads = [rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal(5),
+             rng.standard_normal((6, 4))]
+    if checked:
+        params[2].data = np.ascontiguousarray(base.T).T      # strided, updated in place
+        grads[0] = np.asfortranarray(grads[0])
+        grads[1] = list(grads[1])
+    arrays = [p.data for p in params]
     for p, g in zip(params, grads):
         p.grad = g
     optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01).step()
     for p, x0, g, tol in zip(params, (x32, x64, base), grads, (1e-6, 1e-15, 1e-15)):
         np.testing.assert_allclose(p.data, x0 - 0.1 * (np.asarray(g) + 0.01 * x0), rtol=tol,
                                    atol=tol)
-    assert params[2].data is view and params[0].data.dtype == np.float32
+    assert all(p.data is a for p, a in zip(params, arrays))
+    assert params[0].data.dtype == np.float32
 
 
 def test_update_lists_must_match():
