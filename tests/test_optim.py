@@ -301,6 +301,11 @@ def test_bad_params():
         optim.SGD([np.zeros(2)], lr=0.1)
     with pytest.raises(ValueError, match="beta"):
         optim.Adam([P(np.zeros(2))], betas=(0.9, 1.0))
+    p = P(np.zeros(2))
+    with pytest.raises(ValueError, match="more than once"):
+        optim.SGD([p, P(np.zeros(3)), p], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        optim.SGD([{"params": [p]}, {"params": [p]}], lr=0.1)
 
 
 def _lrs(sched, n):

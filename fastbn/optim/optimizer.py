@@ -56,6 +56,8 @@ class Optimizer:
             if not (hasattr(p, "data") and hasattr(p, "grad")):
                 raise TypeError(f"optimizer can only optimize parameters with .data and .grad, "
                                 f"got {type(p).__name__}")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("a parameter group holds a parameter more than once")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
             raise ValueError("some parameters appear in more than one parameter group")
