@@ -393,7 +393,8 @@ cdef inline bint _wide(Py_ssize_t L, bint grads, bint masked) noexcept nogil:
     return L < (WIDE_GRAD_BELOW if grads and not masked else WIDE_BELOW)
 
 
-cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, bint wide) noexcept nogil:
+cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                              bint wide) noexcept nogil:
     """Partials per reduction: one per (wide block, position) on the wide path,
     else one per segment."""
     cdef Py_ssize_t R = _wide_rows(C * L)
