@@ -120,7 +120,7 @@ cdef _Param* _gather(list ps, list gs, list s1, list s2) except? NULL:
             return NULL
         p = <cnp.ndarray>ps[i]
         if not (cnp.PyArray_TYPE(p) in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
-                and _like(p, p, True) and _like(gs[i], p, False)
+                and cnp.PyArray_ISCARRAY(p) and _like(gs[i], p, False)
                 and (_like(s1[i], p, True) or (s2 is None and s1[i] is None))
                 and (s2 is None or _like(s2[i], p, True))):
             return NULL
