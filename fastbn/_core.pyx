@@ -25,7 +25,7 @@ Which path a reduction takes depends on the shape alone.
 """
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, threadid
 from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free
 
@@ -42,7 +42,14 @@ cdef enum:
     WIDE_ROWS = 128     # fewest rows per wide reduction block
     SERIAL_BELOW = 32768  # values; measured: 2 threads lose below it, tie at it, win above
     # (one thread runs its loops outside any parallel region, whose start alone
-    # costs about 0.5 us: a tenth of a small layer's whole forward)
+    # costs about 0.5 us: a tenth of a small layer's whole forward).  More threads
+    # run a kernel's phases in one region (start and end 1.8 us at 2 threads here)
+    # with a barrier (0.5 us) where a phase reads what the others wrote.
+
+
+cdef extern from "_omp_compat.h" nogil:
+    int fastbn_team_size()
+    void fastbn_barrier()
 
 
 cdef extern from "_simd.h" nogil:
@@ -344,46 +351,59 @@ cdef class _Scratch:
         free(self.p)
 
 
+cdef inline void _share(Py_ssize_t n, int tid, int nt, Py_ssize_t* a,
+                        Py_ssize_t* b) noexcept nogil:
+    """Thread tid's part [a, b) of n items: contiguous runs, in thread order."""
+    a[0] = n * tid // nt
+    b[0] = n * (tid + 1) // nt
+
+
+cdef inline void _sync(int nt) noexcept nogil:
+    """Wait for the team (a phase reads what the others wrote)."""
+    if nt > 1:
+        fastbn_barrier()
+
+
+cdef void _positions(const floating* shift, const floating* rs, const floating* rb,
+                     Py_ssize_t C, Py_ssize_t L, bint wide, floating* pos) noexcept nogil:
+    """The wide path's per-position copies of the per-channel shift (and the
+    ReLU's scale and shift when rs is not NULL), before the team starts."""
+    if wide:
+        _spread(shift, C, L, pos)
+        if rs != NULL:
+            _spread(rs, C, L, pos + C * L)
+            _spread(rb, C, L, pos + 2 * C * L)
+
+
 cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
                   const floating* rs, const floating* rb, Py_ssize_t N, Py_ssize_t C,
-                  Py_ssize_t L, int nt, double* part, floating* pos, double* t1,
-                  double* t2) noexcept nogil:
-    """Per-channel totals t1[c], t2[c] of the sums of _unit_sums / _wide_unit_sums
-    (moments when dy is NULL, gradient sums otherwise), shift[c] per channel: one
-    streaming read, then each channel's partials added in a fixed order.
-    `part` holds 2 * _parts(N, C, L, wide) doubles, `pos` C * L values (wide path;
-    3 * C * L with a ReLU mask)."""
+                  Py_ssize_t L, double* part, const floating* pos, double* t1, double* t2,
+                  int tid, int nt) noexcept nogil:
+    """Thread tid's share of the per-channel totals t1[c], t2[c] of the sums of
+    _unit_sums / _wide_unit_sums (moments when dy is NULL, gradient sums
+    otherwise), shift[c] per channel: its work units' partials (one streaming
+    read), a barrier, then its channels' totals (_share of C), each channel's
+    partials added in a fixed order.  `part` holds 2 * _parts(N, C, L, wide)
+    doubles, `pos` what _positions wrote (wide path)."""
     cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, c, P = C * L, R = _wide_rows(C * L)
+    cdef Py_ssize_t u, u0, u1, c, c0, c1, P = C * L, R = _wide_rows(C * L)
     cdef Py_ssize_t nbr = (N + R - 1) // R, ntile = (P + TILE - 1) // TILE
     cdef bint wide = _wide(L, dy != NULL, rs != NULL)
-    cdef Py_ssize_t nparts = _parts(N, C, L, wide)
     cdef double* p1 = part
-    cdef double* p2 = part + nparts
-    if wide:
-        _spread(shift, C, L, pos)  # per-channel values over the positions
-        if rs != NULL:
-            _spread(rs, C, L, pos + P)
-            _spread(rb, C, L, pos + 2 * P)
-        if nt == 1:  # no parallel region (see SERIAL_BELOW)
-            for u in range(nbr * ntile):
-                _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
-            for c in range(C):
-                _wide_channel_totals(c, L, P, nbr, p1, p2, t1, t2)
+    cdef double* p2 = part + _parts(N, C, L, wide)
+    _share(nbr * ntile if wide else g.units, tid, nt, &u0, &u1)
+    for u in range(u0, u1):
+        if wide:
+            _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
         else:
-            for u in prange(nbr * ntile, schedule='static', num_threads=nt):
-                _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
-            for c in prange(C, schedule='static', num_threads=nt):
-                _wide_channel_totals(c, L, P, nbr, p1, p2, t1, t2)
-    elif nt == 1:
-        for u in range(g.units):
             _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
-        _channel_totals(&g, 0, C, p1, p2, t1, t2)
+    _sync(nt)
+    _share(C, tid, nt, &c0, &c1)
+    if wide:
+        for c in range(c0, c1):
+            _wide_channel_totals(c, L, P, nbr, p1, p2, t1, t2)
     else:
-        for u in prange(g.units, schedule='static', num_threads=nt):
-            _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
-        for u in prange(nt, schedule='static', num_threads=nt):
-            _channel_totals(&g, u * C // nt, (u + 1) * C // nt, p1, p2, t1, t2)
+        _channel_totals(&g, c0, c1, p1, p2, t1, t2)
 
 
 cdef inline bint _wide(Py_ssize_t L, bint grads, bint masked) noexcept nogil:
@@ -402,44 +422,33 @@ cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
 
 
 cdef void _affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
-                  int nt, const floating* center, const floating* scale,
-                  const floating* shift, bint relu) noexcept nogil:
-    """y = (x - center[c]) * scale[c] + shift[c], then the ReLU if relu: one
-    streaming read and write."""
+                  const floating* center, const floating* scale, const floating* shift,
+                  bint relu, int tid, int nt) noexcept nogil:
+    """Thread tid's share of y = (x - center[c]) * scale[c] + shift[c], then the
+    ReLU if relu: one streaming read and write."""
     cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, AR = max(BLOCK // max(C, 1), 1)
-    if L == 1 and nt == 1:
-        _nc_rows_affine(x, y, C, 0, N, center, scale, shift, relu)
-    elif L == 1:
-        for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
-            _nc_rows_affine(x, y, C, u * AR, min(u * AR + AR, N), center, scale, shift, relu)
-    elif nt == 1:
-        for u in range(g.units):
-            _unit_affine(x, y, &g, u, center, scale, shift, relu)
+    cdef Py_ssize_t u, u0, u1
+    _share(N if L == 1 else g.units, tid, nt, &u0, &u1)
+    if L == 1:
+        _nc_rows_affine(x, y, C, u0, u1, center, scale, shift, relu)
     else:
-        for u in prange(g.units, schedule='static', num_threads=nt):
+        for u in range(u0, u1):
             _unit_affine(x, y, &g, u, center, scale, shift, relu)
 
 
 cdef void _dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N, Py_ssize_t C,
-              Py_ssize_t L, int nt, const floating* mean, const floating* k_dy,
-              const floating* k_x, const floating* k_0, const floating* rs,
-              const floating* rb) noexcept nogil:
-    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c], g = dy (masked by the
-    ReLU when rs is not NULL): one streaming pass."""
+              Py_ssize_t L, const floating* mean, const floating* k_dy, const floating* k_x,
+              const floating* k_0, const floating* rs, const floating* rb, int tid,
+              int nt) noexcept nogil:
+    """Thread tid's share of dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c],
+    g = dy (masked by the ReLU when rs is not NULL): one streaming pass."""
     cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, AR = max(BLOCK // max(C, 1), 1)
-    if L == 1 and nt == 1:
-        _nc_rows_dx(x, dy, dx, C, 0, N, mean, k_dy, k_x, k_0, rs, rb)
-    elif L == 1:
-        for u in prange((N + AR - 1) // AR, schedule='static', num_threads=nt):
-            _nc_rows_dx(x, dy, dx, C, u * AR, min(u * AR + AR, N), mean, k_dy, k_x, k_0, rs,
-                        rb)
-    elif nt == 1:
-        for u in range(g.units):
-            _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0, rs, rb)
+    cdef Py_ssize_t u, u0, u1
+    _share(N if L == 1 else g.units, tid, nt, &u0, &u1)
+    if L == 1:
+        _nc_rows_dx(x, dy, dx, C, u0, u1, mean, k_dy, k_x, k_0, rs, rb)
     else:
-        for u in prange(g.units, schedule='static', num_threads=nt):
+        for u in range(u0, u1):
             _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0, rs, rb)
 
 
@@ -465,6 +474,35 @@ cdef inline floating _scale(const floating* invstd, const floating* weight,
     return <floating>(<double>invstd[c] * (weight[c] if weight != NULL else 1.0))
 
 
+cdef void _forward_train_part(const floating* x, const floating* weight,
+                              const floating* bias, floating* y, floating* save_mean,
+                              floating* save_invstd, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
+                              double eps, bint relu, double* buf, floating* fbuf, int tid,
+                              int nt) noexcept nogil:
+    """Thread tid's part of _forward_train: the statistics of its channels, then
+    (all channels known) its share of the normalization."""
+    cdef Py_ssize_t c, c0, c1
+    cdef double m = <double>(N * L)
+    cdef double* mean = buf
+    cdef double* var = buf + C
+    cdef double* t1 = buf + 2 * C
+    cdef double* t2 = buf + 3 * C
+    cdef floating* alpha = fbuf
+    cdef floating* beta = fbuf + C
+    _reduce(x, <const floating*>NULL, beta, <const floating*>NULL, <const floating*>NULL,
+            N, C, L, buf + 4 * C, fbuf + 2 * C, t1, t2, tid, nt)
+    _share(C, tid, nt, &c0, &c1)  # the channels _reduce totalled here
+    for c in range(c0, c1):
+        mean[c] = beta[c] + t1[c] / m
+        var[c] = max(t2[c] - t1[c] * t1[c] / m, 0.0) / m
+        save_mean[c] = <floating>mean[c]
+        save_invstd[c] = <floating>(1.0 / sqrt(var[c] + eps))
+        alpha[c] = _scale(save_invstd, weight, c)
+        beta[c] = bias[c] if bias != NULL else 0.0
+    _sync(nt)
+    _affine(x, y, N, C, L, save_mean, alpha, beta, relu, tid, nt)
+
+
 cdef void _forward_train(const floating* x, const floating* weight, const floating* bias,
                          floating* y, floating* save_mean, floating* save_invstd,
                          floating* running_mean, floating* running_var, Py_ssize_t N,
@@ -473,26 +511,19 @@ cdef void _forward_train(const floating* x, const floating* weight, const floati
     """buf: 4 * C + 2 * _parts(.., wide) doubles; fbuf: 2 * C + C * L (wide path)
     floating."""
     cdef Py_ssize_t c
-    cdef double m = <double>(N * L)
-    cdef double* mean = buf
-    cdef double* var = buf + C
-    cdef double* t1 = buf + 2 * C
-    cdef double* t2 = buf + 3 * C
-    cdef floating* alpha = fbuf
     cdef floating* beta = fbuf + C
     for c in range(C):  # the shift of each channel: its first value
         beta[c] = x[c * L]
-    _reduce(x, <const floating*>NULL, beta, <const floating*>NULL, <const floating*>NULL,
-            N, C, L, nt, buf + 4 * C, fbuf + 2 * C, t1, t2)
-    for c in range(C):
-        mean[c] = beta[c] + t1[c] / m
-        var[c] = max(t2[c] - t1[c] * t1[c] / m, 0.0) / m
-        save_mean[c] = <floating>mean[c]
-        save_invstd[c] = <floating>(1.0 / sqrt(var[c] + eps))
-        alpha[c] = _scale(save_invstd, weight, c)
-        beta[c] = bias[c] if bias != NULL else 0.0
-    _affine(x, y, N, C, L, nt, save_mean, alpha, beta, relu)
-    _update_running(running_mean, running_var, C, mean, var, m, momentum)
+    _positions(beta, <const floating*>NULL, <const floating*>NULL, C, L, _wide(L, False, False),
+               fbuf + 2 * C)
+    if nt == 1:
+        _forward_train_part(x, weight, bias, y, save_mean, save_invstd, N, C, L, eps, relu,
+                            buf, fbuf, 0, 1)
+    else:
+        with parallel(num_threads=nt):
+            _forward_train_part(x, weight, bias, y, save_mean, save_invstd, N, C, L, eps,
+                                relu, buf, fbuf, threadid(), fastbn_team_size())
+    _update_running(running_mean, running_var, C, buf, buf + C, <double>(N * L), momentum)
 
 
 cdef void _forward_eval(const floating* x, const floating* weight, const floating* bias,
@@ -507,7 +538,47 @@ cdef void _forward_eval(const floating* x, const floating* weight, const floatin
         save_invstd[c] = <floating>(1.0 / sqrt(<double>running_var[c] + eps))
         fbuf[c] = _scale(save_invstd, weight, c)
         fbuf[C + c] = bias[c] if bias != NULL else 0.0
-    _affine(x, y, N, C, L, nt, running_mean, fbuf, fbuf + C, relu)
+    if nt == 1:
+        _affine(x, y, N, C, L, running_mean, fbuf, fbuf + C, relu, 0, 1)
+    else:
+        with parallel(num_threads=nt):
+            _affine(x, y, N, C, L, running_mean, fbuf, fbuf + C, relu, threadid(),
+                    fastbn_team_size())
+
+
+cdef void _backward_part(const floating* dy, const floating* x, const floating* weight,
+                         const floating* mean, const floating* invstd, floating* dx,
+                         floating* dweight, floating* dbias, bint training, bint relu,
+                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, double* buf,
+                         floating* fbuf, int tid, int nt) noexcept nogil:
+    """Thread tid's part of _backward: the gradient sums and coefficients of its
+    channels, then (all channels known) its share of dx."""
+    cdef Py_ssize_t c, c0, c1
+    cdef double m = <double>(N * L), inv, a
+    cdef double* sdy = buf
+    cdef double* sdyx = buf + C
+    cdef floating* k_dy = fbuf
+    cdef floating* k_x = fbuf + C
+    cdef floating* k_0 = fbuf + 2 * C
+    cdef floating* rs = fbuf + 3 * C if relu else NULL
+    cdef floating* rb = fbuf + 4 * C
+    _reduce(x, dy, mean, rs, rb, N, C, L, buf + 2 * C, fbuf + 5 * C, sdy, sdyx, tid, nt)
+    _share(C, tid, nt, &c0, &c1)  # the channels _reduce totalled here
+    for c in range(c0, c1):
+        inv = invstd[c]
+        a = inv * (weight[c] if weight != NULL else 1.0)
+        if training:
+            k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
+            k_0[c] = <floating>(a * sdy[c] / m)
+        if dweight != NULL:
+            dweight[c] = <floating>(sdyx[c] * inv)
+        if dbias != NULL:
+            dbias[c] = <floating>sdy[c]
+    _sync(nt)
+    if training or relu:  # in inference k_x, k_0 stay zero: dx = k_dy * g
+        _dx(x, dy, dx, N, C, L, mean, k_dy, k_x, k_0, rs, rb, tid, nt)
+    else:  # dx = dy * k_dy, which must not read x; k_0 is all zeros here
+        _affine(dy, dx, N, C, L, k_0, k_dy, k_0, False, tid, nt)
 
 
 cdef void _backward(const floating* dy, const floating* x, const floating* weight,
@@ -520,12 +591,7 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
     relu(batch_norm(x)), dy masked where the recomputed pre-activation is not
     positive."""
     cdef Py_ssize_t c
-    cdef double m = <double>(N * L), inv, a
-    cdef double* sdy = buf
-    cdef double* sdyx = buf + C
     cdef floating* k_dy = fbuf
-    cdef floating* k_x = fbuf + C
-    cdef floating* k_0 = fbuf + 2 * C
     cdef floating* rs = fbuf + 3 * C if relu else NULL
     cdef floating* rb = fbuf + 4 * C
     for c in range(C):
@@ -533,21 +599,29 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
         if relu:
             rs[c] = k_dy[c]
             rb[c] = bias[c] if bias != NULL else 0.0
-    _reduce(x, dy, mean, rs, rb, N, C, L, nt, buf + 2 * C, fbuf + 5 * C, sdy, sdyx)
-    for c in range(C):
-        inv = invstd[c]
-        a = inv * (weight[c] if weight != NULL else 1.0)
-        if training:
-            k_x[c] = <floating>(a * inv * inv * sdyx[c] / m)
-            k_0[c] = <floating>(a * sdy[c] / m)
-        if dweight != NULL:
-            dweight[c] = <floating>(sdyx[c] * inv)
-        if dbias != NULL:
-            dbias[c] = <floating>sdy[c]
-    if training or relu:  # in inference k_x, k_0 stay zero: dx = k_dy * g
-        _dx(x, dy, dx, N, C, L, nt, mean, k_dy, k_x, k_0, rs, rb)
-    else:  # dx = dy * k_dy, which must not read x; k_0 is all zeros here
-        _affine(dy, dx, N, C, L, nt, k_0, k_dy, k_0, False)
+    _positions(mean, rs, rb, C, L, _wide(L, True, relu), fbuf + 5 * C)
+    if nt == 1:
+        _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu, N, C,
+                       L, buf, fbuf, 0, 1)
+    else:
+        with parallel(num_threads=nt):
+            _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu,
+                           N, C, L, buf, fbuf, threadid(), fastbn_team_size())
+
+
+cdef void _channel_sums(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt,
+                        double* part, floating* zeros, double* sums,
+                        double* squares) noexcept nogil:
+    """sums[c] = sum(x[:, c, :]) by _reduce with zero shifts; `zeros`: C + C * L
+    zeros (the shifts, then their spread over the positions)."""
+    if nt == 1:
+        _reduce(x, <const floating*>NULL, zeros, <const floating*>NULL, <const floating*>NULL,
+                N, C, L, part, zeros + C, sums, squares, 0, 1)
+    else:
+        with parallel(num_threads=nt):
+            _reduce(x, <const floating*>NULL, zeros, <const floating*>NULL,
+                    <const floating*>NULL, N, C, L, part, zeros + C, sums, squares,
+                    threadid(), fastbn_team_size())
 
 
 # ---------------------------------------------------------------- entry points
@@ -614,13 +688,9 @@ def channel_sums(cnp.ndarray x, double[::1] out, int nthreads):
     cdef void* xp = _data(x)
     with nogil:
         if cnp.PyArray_TYPE(x) == cnp.NPY_DOUBLE:
-            _reduce(<double*>xp, <const double*>NULL, <double*>fbuf.p, <const double*>NULL,
-                    <const double*>NULL, N, C, L, nt, buf.p + C, <double*>fbuf.p + C,
-                    &out[0], buf.p)
+            _channel_sums(<double*>xp, N, C, L, nt, buf.p + C, <double*>fbuf.p, &out[0], buf.p)
         else:
-            _reduce(<float*>xp, <const float*>NULL, <float*>fbuf.p, <const float*>NULL,
-                    <const float*>NULL, N, C, L, nt, buf.p + C, <float*>fbuf.p + C,
-                    &out[0], buf.p)
+            _channel_sums(<float*>xp, N, C, L, nt, buf.p + C, <float*>fbuf.p, &out[0], buf.p)
 
 
 def forward_eval(cnp.ndarray x, weight, bias, cnp.ndarray running_mean,

@@ -257,6 +257,37 @@ def test_four_python_threads_at_once(rng):
     assert not failures
 
 
+@pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
+def test_team_smaller_than_asked_for(rng, tmp_path, run_fastbn):
+    """OpenMP may start fewer threads than a kernel asks for (OMP_THREAD_LIMIT, a
+    nested region): the work is shared among the threads that came, none left out."""
+    shapes = [(64, 16, 32, 32), (48, 20, 8, 8), (512, 200)]  # row, wide and (N, C) paths
+    cases = {}
+    for i, shape in enumerate(shapes):
+        x, w, b = random_case(rng, shape, np.float32)
+        cases.update({f"x{i}": x, f"w{i}": w, f"b{i}": b,
+                      f"dy{i}": rng.standard_normal(shape).astype(np.float32)})
+    np.savez(tmp_path / "in.npz", **cases)
+    code = f"""
+import numpy as np, fastbn
+from fastbn.kernels import batch_norm_backward, batch_norm_forward
+d, out = np.load({str(tmp_path / "in.npz")!r}), {{}}
+fastbn.set_num_threads(2)
+for i in range({len(shapes)}):
+    x, w, b = d[f"x{{i}}"], d[f"w{{i}}"], d[f"b{{i}}"]
+    out[f"y{{i}}"], mean, invstd = batch_norm_forward(x, w, b)
+    out[f"dx{{i}}"] = batch_norm_backward(d[f"dy{{i}}"], x, w, mean, invstd)[0]
+np.savez({str(tmp_path / "out.npz")!r}, **out)
+"""
+    proc = run_fastbn(code=code, env={"OMP_THREAD_LIMIT": "1"})
+    assert proc.returncode == 0, proc.stderr
+    out = np.load(tmp_path / "out.npz")
+    for i in range(len(shapes)):
+        x, w, b, dy = (cases[f"{k}{i}"] for k in ("x", "w", "b", "dy"))
+        assert_close(out[f"y{i}"], ref_forward_train(x, w, b, 1e-5)[0], np.float32)
+        assert_close(out[f"dx{i}"], ref_backward_train(dy, x, w, 1e-5)[0], np.float32)
+
+
 # ---------------------------------------------------------------- edge cases and errors
 
 def test_non_contiguous_input_is_accepted(rng):
