@@ -219,13 +219,13 @@ FASTBN_DISPATCH static void fastbn_spread_##S(const T *FASTBN_RESTRICT v, ptrdif
         for (ptrdiff_t l = 0; l < L; l++)                                           \
             out[c * L + l] = v[c];                                                  \
 }                                                                                   \
-/* `rows` (N, C) rows of n = C values: y = (x - center) * scale + shift with       \
-   per-channel vectors, then the ReLU if relu */                                    \
+/* `rows` rows `stride` apart of n channels of (N, C) input: y = (x - center) *   \
+   scale + shift with per-channel vectors, then the ReLU if relu */                 \
 FASTBN_DISPATCH static void fastbn_nc_affine_##S(const T *FASTBN_RESTRICT x,       \
-        T *FASTBN_RESTRICT y, ptrdiff_t rows, ptrdiff_t n, const T *center,          \
-        const T *scale, const T *shift, int relu)                                   \
+        T *FASTBN_RESTRICT y, ptrdiff_t rows, ptrdiff_t n, ptrdiff_t stride,         \
+        const T *center, const T *scale, const T *shift, int relu)                  \
 {                                                                                   \
-    for (ptrdiff_t r = 0; r < rows; r++, x += n, y += n) {                          \
+    for (ptrdiff_t r = 0; r < rows; r++, x += stride, y += stride) {                \
         if (relu) {                                                                 \
             for (ptrdiff_t c = 0; c < n; c++) {                                     \
                 T v = (x[c] - center[c]) * scale[c] + shift[c];                     \
@@ -237,14 +237,14 @@ FASTBN_DISPATCH static void fastbn_nc_affine_##S(const T *FASTBN_RESTRICT x,    
         }                                                                           \
     }                                                                               \
 }                                                                                   \
-/* `rows` (N, C) rows: dx = k_dy * g - k_x * (x - mean) - k_0 with per-channel     \
+/* the same rows: dx = k_dy * g - k_x * (x - mean) - k_0 with per-channel         \
    vectors, g = dy, or dy masked by the ReLU when scale is not NULL */              \
 FASTBN_DISPATCH static void fastbn_nc_dx_##S(const T *FASTBN_RESTRICT x,           \
         const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t rows, ptrdiff_t n, \
-        const T *mean, const T *k_dy, const T *k_x, const T *k_0, const T *scale,   \
-        const T *bias)                                                              \
+        ptrdiff_t stride, const T *mean, const T *k_dy, const T *k_x, const T *k_0,  \
+        const T *scale, const T *bias)                                              \
 {                                                                                   \
-    for (ptrdiff_t r = 0; r < rows; r++, x += n, dy += n, dx += n) {                \
+    for (ptrdiff_t r = 0; r < rows; r++, x += stride, dy += stride, dx += stride) { \
         if (scale != NULL) {                                                        \
             for (ptrdiff_t c = 0; c < n; c++)                                       \
                 dx[c] = k_dy[c] * FASTBN_MASKED(T, x[c], dy[c], mean[c], scale[c], bias[c]) \

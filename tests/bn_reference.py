@@ -6,9 +6,10 @@ import numpy as np
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 # (N, C), (N, C, L) and NCHW; C = 1 and 3 with large N*L exercise the block-parallel path;
-# (131, 7, 3, 3): short rows in two blocks (130 + 1 rows), neither a multiple of 4 or 8.
+# (131, 7, 3, 3): short rows in two blocks (130 + 1 rows), neither a multiple of 4 or 8;
+# (5, 4100): (N, C) rows normalized in runs of 2048 channels, the last one short.
 SHAPES = [(60, 100), (7, 3), (16, 5, 9), (4, 6, 5, 7), (3, 1, 40000), (2, 3, 130, 131),
-          (40, 24, 8, 8), (9, 2, 3, 2, 4), (131, 7, 3, 3)]
+          (40, 24, 8, 8), (9, 2, 3, 2, 4), (131, 7, 3, 3), (5, 4100)]
 
 
 # ---------------------------------------------------------------- reference
@@ -77,4 +78,4 @@ def random_running_stats(rng, C, dtype):
 
 # Shapes whose bits are compared at 1 and 2 threads (large enough to run parallel).
 THREAD_SHAPES = [(64, 16, 32, 32), (16, 3, 64, 64), (2, 1, 70000), (512, 200), (4, 64, 9000),
-                 (48, 20, 8, 8)]
+                 (48, 20, 8, 8), (12, 4100)]
