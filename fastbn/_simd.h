@@ -13,6 +13,7 @@
    Each loop is written once, for float and double, by FASTBN_LOOPS below. */
 #ifndef FASTBN_SIMD_H
 #define FASTBN_SIMD_H
+#include <math.h>
 #include "_dispatch.h"
 
 /* Two ways to vectorize a sum.  `omp simd reduction` (FASTBN_SIMD_REDUCTION)
@@ -215,6 +216,11 @@ FASTBN_DISPATCH static void fastbn_rows_sums_##S(const T *FASTBN_RESTRICT x,    
 FASTBN_DISPATCH static void fastbn_spread_##S(const T *FASTBN_RESTRICT v, ptrdiff_t C, \
         ptrdiff_t L, T *FASTBN_RESTRICT out)                                        \
 {                                                                                   \
+    if (L == 1) { /* (N, C) input: a copy, not C loops of one value */              \
+        for (ptrdiff_t c = 0; c < C; c++)                                           \
+            out[c] = v[c];                                                          \
+        return;                                                                     \
+    }                                                                               \
     for (ptrdiff_t c = 0; c < C; c++)                                               \
         for (ptrdiff_t l = 0; l < L; l++)                                           \
             out[c * L + l] = v[c];                                                  \
@@ -256,7 +262,21 @@ FASTBN_DISPATCH static void fastbn_nc_dx_##S(const T *FASTBN_RESTRICT x,        
     }                                                                               \
 }
 
+/* out = 1 / sqrt(var + eps) per channel, in double (a divide and a square root a
+   channel, one at a time, cost 3 ns a channel); var of type TV, out of type TO */
+#define FASTBN_INVSTD(TV, TO, S)                                                    \
+FASTBN_DISPATCH static void fastbn_invstd_##S(const TV *FASTBN_RESTRICT var,       \
+        ptrdiff_t n, double eps, TO *FASTBN_RESTRICT out)                           \
+{                                                                                   \
+    for (ptrdiff_t c = 0; c < n; c++)                                               \
+        out[c] = (TO)(1.0 / sqrt((double)var[c] + eps));                            \
+}
+
 FASTBN_LOOPS(float, f)
 FASTBN_LOOPS(double, d)
+FASTBN_INVSTD(float, float, ff)
+FASTBN_INVSTD(float, double, fd)
+FASTBN_INVSTD(double, float, df)
+FASTBN_INVSTD(double, double, dd)
 
 #endif
