@@ -1,4 +1,4 @@
-"""The one place that calls the OpenMP runtime (serial stubs without OpenMP)."""
+"""Python access to the OpenMP runtime (_omp_compat.h holds the calls, with serial stubs)."""
 
 cdef extern from "_omp_compat.h":
     int omp_get_max_threads() nogil
