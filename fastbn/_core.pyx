@@ -31,9 +31,6 @@ from libc.stdlib cimport calloc, free, malloc
 
 cnp.import_array()
 
-ctypedef fused real:  # a second, independent float type
-    float
-    double
 
 cdef enum:
     BLOCK = 8192        # values per segment / work unit (by data size, not thread count)
@@ -89,7 +86,6 @@ cdef extern from "_simd.h" nogil:
                             const double*, Py_ssize_t, double*, double*, const double*,
                             const double*)
     void fastbn_invstd_ff(const float*, Py_ssize_t, double, float*)
-    void fastbn_invstd_fd(const float*, Py_ssize_t, double, double*)
     void fastbn_invstd_df(const double*, Py_ssize_t, double, float*)
     void fastbn_invstd_dd(const double*, Py_ssize_t, double, double*)
     void fastbn_spread_f(const float*, Py_ssize_t, Py_ssize_t, float*)
@@ -506,14 +502,10 @@ cdef void _update_running(floating* running_mean, floating* running_var, Py_ssiz
             running_var[c] = (1.0 - momentum) * running_var[c] + momentum * var[c] * unbias
 
 
-cdef inline void _invstd(const real* var, Py_ssize_t n, double eps,
+cdef inline void _invstd(const double* var, Py_ssize_t n, double eps,
                          floating* out) noexcept nogil:
-    """out = 1 / sqrt(var + eps) (_simd.h; var in double or the data's type)."""
-    if real is float and floating is float:
-        fastbn_invstd_ff(var, n, eps, out)
-    elif real is float:
-        fastbn_invstd_fd(var, n, eps, out)
-    elif floating is float:
+    """out = 1 / sqrt(var + eps) from double variances (_simd.h)."""
+    if floating is float:
         fastbn_invstd_df(var, n, eps, out)
     else:
         fastbn_invstd_dd(var, n, eps, out)
@@ -587,7 +579,10 @@ cdef void _forward_eval(const floating* x, const floating* weight, const floatin
     """y = (x - running_mean) * scale + bias, the training forward's form with the
     running statistics.  fbuf: 2 * C."""
     cdef Py_ssize_t c
-    _invstd(running_var, C, eps, save_invstd)
+    if floating is float:  # float variances: a loop of their own (_invstd reads doubles)
+        fastbn_invstd_ff(running_var, C, eps, save_invstd)
+    else:
+        _invstd(running_var, C, eps, save_invstd)
     for c in range(C):
         fbuf[c] = _scale(save_invstd, weight, c)
         fbuf[C + c] = bias[c] if bias != NULL else 0.0

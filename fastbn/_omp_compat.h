@@ -9,8 +9,8 @@
 #else
 #define FASTBN_OPENMP 0
 #define FASTBN_OPENMP_VERSION 0
-static int omp_get_max_threads(void) { return 1; }
-static int omp_get_num_procs(void) { return 1; }
+static inline int omp_get_max_threads(void) { return 1; }
+static inline int omp_get_num_procs(void) { return 1; }
 #endif
 /* threads of the current team; a barrier for them (an orphaned `omp barrier`:
    kernels run their phases in one parallel region) */

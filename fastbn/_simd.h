@@ -275,7 +275,6 @@ FASTBN_DISPATCH static void fastbn_invstd_##S(const TV *FASTBN_RESTRICT var,    
 FASTBN_LOOPS(float, f)
 FASTBN_LOOPS(double, d)
 FASTBN_INVSTD(float, float, ff)
-FASTBN_INVSTD(float, double, fd)
 FASTBN_INVSTD(double, float, df)
 FASTBN_INVSTD(double, double, dd)
 
