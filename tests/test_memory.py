@@ -29,6 +29,18 @@ def test_installed_on_import_and_reuses_blocks():
     assert np.all(b == 1.5)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows blocks come from malloc")
+def test_new_large_blocks_are_line_aligned():
+    """New blocks start on a 64-byte line (glibc's large ones start 16 bytes in)."""
+    memory.empty_cache()
+    arrays = [np.empty(BIG + 1000 * i, np.float32) for i in range(8)]
+    assert [a.ctypes.data % 64 for a in arrays] == [0] * 8
+    first = arrays[0].ctypes.data
+    del arrays
+    b = np.empty(BIG, np.float32)   # the first array's block, from the cache
+    assert b.ctypes.data == first
+
+
 def test_resize_in_place_keeps_the_data():
     a = np.arange(BIG, dtype=np.float64)
     a.resize(3 * BIG, refcheck=False)   # realloc of a cached-size block
