@@ -597,10 +597,11 @@ cdef void _forward_eval(const floating* x, const floating* weight, const floatin
 cdef void _backward_part(const floating* dy, const floating* x, const floating* weight,
                          const floating* mean, const floating* invstd, floating* dx,
                          floating* dweight, floating* dbias, bint training, bint relu,
-                         Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, double* buf,
+                         bint sums, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, double* buf,
                          floating* fbuf, int tid, int nt) noexcept nogil:
-    """Thread tid's part of _backward: the gradient sums and coefficients of its
-    channels, then (all channels known) its share of dx."""
+    """Thread tid's part of _backward: the gradient sums (when `sums`) and
+    coefficients of its channels, then (all channels known) its share of dx
+    (when dx is not NULL)."""
     cdef Py_ssize_t c, c0, c1
     cdef double inv_m = 1.0 / <double>(N * L), inv, a
     cdef double* sdy = buf
@@ -610,18 +611,21 @@ cdef void _backward_part(const floating* dy, const floating* x, const floating* 
     cdef floating* k_0 = fbuf + 2 * C
     cdef floating* rs = fbuf + 3 * C if relu else NULL
     cdef floating* rb = fbuf + 4 * C
-    _reduce(x, dy, mean, rs, rb, N, C, L, buf + 2 * C, fbuf + 5 * C, sdy, sdyx, tid, nt)
+    if sums:
+        _reduce(x, dy, mean, rs, rb, N, C, L, buf + 2 * C, fbuf + 5 * C, sdy, sdyx, tid, nt)
     _share(C, tid, nt, &c0, &c1)  # the channels _reduce totalled here
     for c in range(c0, c1):
         inv = invstd[c]
         a = inv * (weight[c] if weight != NULL else 1.0)
-        # in inference dx = k_dy * g: k_x and k_0 zero
-        k_x[c] = <floating>(a * inv * inv * sdyx[c] * inv_m) if training else 0
-        k_0[c] = <floating>(a * sdy[c] * inv_m) if training else 0
+        # in inference dx = k_dy * g: k_x and k_0 zero (training without sums: no dx)
+        k_x[c] = <floating>(a * inv * inv * sdyx[c] * inv_m) if training and sums else 0
+        k_0[c] = <floating>(a * sdy[c] * inv_m) if training and sums else 0
         if dweight != NULL:
             dweight[c] = <floating>(sdyx[c] * inv)
         if dbias != NULL:
             dbias[c] = <floating>sdy[c]
+    if dx == NULL:
+        return
     _sync(nt)
     if training or relu:
         _dx(x, dy, dx, N, C, L, mean, k_dy, k_x, k_0, rs, rb, tid, nt)
@@ -637,24 +641,27 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
     """buf: 2 * C + 2 * _parts(.., wide) doubles; fbuf: 5 * C + C * L (wide path;
     3 * C * L with relu) floating.  relu: the gradient of
     relu(batch_norm(x)), dy masked where the recomputed pre-activation is not
-    positive."""
+    positive.  dx, dweight, dbias: NULL when not wanted; the gradient sums pass
+    runs only for what needs it (dweight, dbias, or dx in training)."""
     cdef Py_ssize_t c
     cdef floating* k_dy = fbuf
     cdef floating* rs = fbuf + 3 * C if relu else NULL
     cdef floating* rb = fbuf + 4 * C
+    cdef bint sums = dweight != NULL or dbias != NULL or (training and dx != NULL)
     for c in range(C):
         k_dy[c] = _scale(invstd, weight, c)
         if relu:
             rs[c] = k_dy[c]
             rb[c] = bias[c] if bias != NULL else 0.0
-    _positions(mean, rs, rb, C, L, _wide(L, True, relu), fbuf + 5 * C)
+    if sums:
+        _positions(mean, rs, rb, C, L, _wide(L, True, relu), fbuf + 5 * C)
     if nt == 1:
-        _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu, N, C,
-                       L, buf, fbuf, 0, 1)
+        _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu, sums,
+                       N, C, L, buf, fbuf, 0, 1)
     else:
         with parallel(num_threads=nt):
             _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu,
-                           N, C, L, buf, fbuf, threadid(), fastbn_team_size())
+                           sums, N, C, L, buf, fbuf, threadid(), fastbn_team_size())
 
 
 cdef void _channel_sums(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt,
@@ -768,13 +775,14 @@ def backward(cnp.ndarray dy, cnp.ndarray x, weight, cnp.ndarray mean, cnp.ndarra
              cnp.ndarray dx, dweight, dbias, bint training, int nthreads, bias=None,
              bint relu=False):
     """Backward of batch_norm (relu: of relu(batch_norm), bias as in the forward).
-    Writes dx and, when given, dweight and dbias.
+    Writes dx, dweight and dbias, each when given (not None).
 
     training=True: dx = w * invstd / m * (m * g - sum(g) - xhat * sum(g * xhat)).
     training=False (statistics are constants): dx = g * w * invstd.
     g = dy, or with relu dy where the forward's output was positive.
-    Passes: one streaming read of x and dy for sum(g) and sum(g * (x - mean)),
-    one read of x and dy (of dy alone in inference without relu) and write of dx.
+    Passes: one streaming read of x and dy for sum(g) and sum(g * (x - mean))
+    (dweight, dbias, or dx in training), one read of x and dy (of dy alone in
+    inference without relu) and write of dx (dx).
     """
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], L = _spatial(x)
     cdef int nt = _threads(N * C * L, nthreads)

@@ -121,8 +121,12 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
 
 
 def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bias=None,
-                        relu=False):
-    """Gradients of batch_norm_forward: ``(dx, dweight, dbias)``.
+                        relu=False, need_input=True, need_weight=True, need_bias=True):
+    """Gradients of batch_norm_forward: ``(dx, dweight, dbias)``, None where not
+    needed (``need_*``, as PyTorch's output mask; dweight and dbias are None
+    anyway without a weight).  What is not needed is not computed: without
+    dweight and dbias the inference backward is one pass over dy, and without
+    dx the training backward is one pass over x and dy.
 
     ``training=True``: the batch statistics depend on x,
     ``dx = weight * invstd / m * (m * g - sum(g) - xhat * sum(g * xhat))``.
@@ -145,10 +149,10 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bi
     if save_mean is None or save_invstd is None:
         raise ValueError("save_mean and save_invstd are required")
     C = x.shape[1]
-    dx = np.empty_like(x)
-    dweight = None if weight is None else np.zeros(C, dtype=x.dtype)
-    dbias = None if weight is None else np.zeros(C, dtype=x.dtype)
-    if x.size:
+    dx = np.empty_like(x) if need_input else None
+    dweight = np.zeros(C, dtype=x.dtype) if need_weight and weight is not None else None
+    dbias = np.zeros(C, dtype=x.dtype) if need_bias and weight is not None else None
+    if x.size and (dx is not None or dweight is not None or dbias is not None):
         _core.backward(dy, x, weight, save_mean, save_invstd, dx,
                        dweight, dbias, bool(training), get_num_threads(), bias, bool(relu))
     return dx, dweight, dbias

@@ -218,6 +218,24 @@ def test_batch_norm_gradcheck(rng, training, affine):
     assert gradcheck(fn, inputs)
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("wanted", ["x", "w", "b", "wb", "xb"])
+def test_batch_norm_gradients_of_some_inputs(rng, training, wanted):
+    """Only some inputs require grad (a BN on the data, a frozen layer): theirs
+    are right, the others get none (the kernel skips what is not needed)."""
+    rm, rv = rng.standard_normal(3), rng.random(3) + 0.5
+    args = {"x": leaf(rng, 5, 3, 2, 2), "w": leaf(rng, 3), "b": leaf(rng, 3)}
+    for name, t in args.items():
+        t.requires_grad_(name in wanted)
+
+    def fn(*tensors):
+        a = dict(args, **dict(zip(wanted, tensors)))
+        return F.batch_norm(a["x"], rm.copy(), rv.copy(), a["w"], a["b"], training=training)
+    assert gradcheck(fn, [args[n] for n in wanted])
+    fn(*[args[n] for n in wanted]).backward(rng.standard_normal((5, 3, 2, 2)))
+    assert all((t.grad is None) == (n not in wanted) for n, t in args.items())
+
+
 # ---------------------------------------------------------------------------
 # linear, activations, softmax
 # ---------------------------------------------------------------------------

@@ -103,6 +103,44 @@ def test_inference_backward_matches_reference(rng, shape, dtype):
     assert_close(db, d64.sum(axis=_axes(x)), dtype, scale=sum_scale(d64, x))
 
 
+MASKS = [(i, w, b) for i in (True, False) for w in (True, False) for b in (True, False)]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(60, 100), (131, 7, 3, 3), (40, 24, 8, 8), (16, 8, 24, 24)])
+def test_backward_computes_only_what_is_needed(rng, shape, training):
+    """need_input / need_weight / need_bias: None where not needed; what is
+    computed matches the float64 reference and has the bits of the full call
+    (with the fused ReLU too), at any mask."""
+    dtype = np.float32
+    x, w, b = random_case(rng, shape, dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    _, mean, invstd = batch_norm_forward(x, w, b)
+    bs = _bshape(x)
+    d64 = dy.astype(np.float64)
+    xhat = (x - mean.reshape(bs).astype(np.float64)) * invstd.reshape(bs)
+    if training:
+        dx_ref, dw_ref, db_ref = ref_backward_train(dy, x, w, 1e-5)
+    else:
+        dx_ref = d64 * (w * invstd.astype(np.float64)).reshape(bs)
+        dw_ref, db_ref = (d64 * xhat).sum(axis=_axes(x)), d64.sum(axis=_axes(x))
+    scales = (None, sum_scale(d64 * xhat, x), sum_scale(d64, x))
+    for relu in (False, True):
+        full = batch_norm_backward(dy, x, w, mean, invstd, training, bias=b, relu=relu)
+        for mask in MASKS:
+            out = batch_norm_backward(dy, x, w, mean, invstd, training, bias=b, relu=relu,
+                                      need_input=mask[0], need_weight=mask[1],
+                                      need_bias=mask[2])
+            for got, want, ref, scale, needed in zip(out, full, (dx_ref, dw_ref, db_ref),
+                                                     scales, mask):
+                if not needed:
+                    assert got is None
+                    continue
+                np.testing.assert_array_equal(got, want)
+                if not relu:
+                    assert_close(got, ref, dtype, scale=scale)
+
+
 def test_without_weight_and_bias(rng):
     x, _, _ = random_case(rng, (8, 4, 5), np.float64)
     y, mean, invstd = batch_norm_forward(x)

@@ -535,8 +535,10 @@ class BatchNorm(Function):
     @staticmethod
     def backward(saved, g, inputs):
         x, weight, bias, mean, invstd, training, relu = saved
-        dx, dw, db = kernels.batch_norm_backward(g, x, weight, mean, invstd, training, bias,
-                                                 relu)
+        dx, dw, db = kernels.batch_norm_backward(
+            g, x, weight, mean, invstd, training, bias, relu,
+            need_input=inputs[0].requires_grad, need_weight=_needs(inputs, 1),
+            need_bias=_needs(inputs, 2))
         return (dx, dw, db)[:len(inputs)]
 
 

@@ -76,9 +76,10 @@ class _SyncBatchNorm(Function):
         x, weight, mean, invstd, n, comm = saved
         w = np.ones_like(mean) if weight is None else weight
         # with training=False the kernel gives dy * w * invstd and this rank's sum(dy * xhat)
-        # and sum(dy) in one pass
-        dx, dweight, dbias = kernels.batch_norm_backward(g, x, w, mean, invstd, training=False)
-        if inputs[0].requires_grad:     # the same on every rank: all or none reduce
+        # and sum(dy)
+        dx, dweight, dbias = kernels.batch_norm_backward(
+            g, x, w, mean, invstd, training=False, need_input=inputs[0].requires_grad)
+        if dx is not None:     # the same on every rank: all or none reduce
             from ..distributed import _mpi
             MPI = _mpi()
             sums = np.concatenate((dbias, dweight)).astype(np.float64)
@@ -89,8 +90,6 @@ class _SyncBatchNorm(Function):
             a = (k * sums[:C]).astype(x.dtype).reshape(shape)
             b = (k * invstd * sums[C:]).astype(x.dtype).reshape(shape)
             dx -= a + (x - mean.reshape(shape)) * b
-        else:
-            dx = None
         return (dx, dweight, dbias)[:len(inputs)]
 
 
