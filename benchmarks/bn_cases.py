@@ -27,8 +27,15 @@ OP_TITLES = {"train_fwd": "train fwd", "train_fwd_bwd": "train fwd+bwd", "eval_f
 # dx pass reads x, dy and writes dx; eval = one read, one write.
 PASSES = {"train_fwd": 3, "train_fwd_bwd": 8, "eval_fwd": 2}
 MOMENTUM, EPS = 0.1, 1e-5
-# calls per turn of measure(): warm = 5 back to back, the last 4 timed; cold = 1
+# calls per turn of measure(): warm = 4 timed back to back after untimed ones
+# (WARM_UP_S); cold = 1
 CACHE_BLOCKS = {"warm": 5, "cold": 1}
+# A warm turn's untimed calls last this long at least (one call at least): a
+# vCPU left idle by a 1-thread turn (another implementation's, or fastbn's at
+# 1 thread) runs the next 2-thread calls slowly for about half a millisecond
+# here (fastbn's forward on (128,128,8,8): 0.12, 0.11, 0.10, 0.10 ms, then
+# 0.09), which one untimed call did not cover.
+WARM_UP_S = 1e-3
 
 
 def parse_shape(text):
@@ -221,10 +228,10 @@ def measure(fns, repeat, warmup=3, threads=None, block=CACHE_BLOCKS["warm"]):
     then follows an untimed parallel region at its thread count, so that
     every implementation finds the (shared) OpenMP team awake: otherwise the
     first one at 2 threads after a 1-thread turn pays the team's wake-up
-    (0.2-0.3 ms here) and the next one does not.  B > 1 runs B calls back to
-    back and times the last B - 1 (warm: the steady state of a loop that calls
-    one kernel, as a training step calls a layer on data its neighbours just
-    wrote).
+    (0.2-0.3 ms here) and the next one does not.  B > 1 runs untimed calls for
+    WARM_UP_S (one at least), then times B - 1 calls back to back (warm: the
+    steady state of a loop that calls one kernel, as a training step calls a
+    layer on data its neighbours just wrote).
 
     Returns {key: (median seconds, minor page faults per call)}.
     """
@@ -238,13 +245,17 @@ def measure(fns, repeat, warmup=3, threads=None, block=CACHE_BLOCKS["warm"]):
         with thread_counts(threads[key]) if threads else contextlib.nullcontext():
             if block == 1:
                 _wake_team()
-            for i in range(block):
+            else:
+                end = time.perf_counter() + WARM_UP_S
+                fns[key]()
+                while time.perf_counter() < end:
+                    fns[key]()
+            for _ in range(max(block - 1, 1)):
                 f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 t0 = time.perf_counter()
                 fns[key]()
                 t1 = time.perf_counter()
-                if i or block == 1:
-                    out.append((t1 - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0))
+                out.append((t1 - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0))
         return out
 
     gc_was_enabled = gc.isenabled()

@@ -9,9 +9,10 @@ medians of --repeat runs after a warm-up.  Bandwidth is the op's minimum
 traffic (passes x bytes) per second as a fraction of the same-run copy's rate
 at the same thread count.
 
-Caches: ``--cache warm`` (default) gives each implementation a turn of 5
-calls and times the last 4, the steady state of a training step, where a
-layer reads data its neighbours just wrote; ``--cache cold`` times every call
+Caches: ``--cache warm`` (default) gives each implementation a turn of
+untimed calls for a millisecond (one at least), then times 4 calls, the
+steady state of a training step, where a layer reads data its neighbours
+just wrote; ``--cache cold`` times every call
 right after the other implementations ran, which evicts the L3: the tensors
 come from DRAM, whose rate 2 cores hardly raise above 1's.
 
@@ -120,7 +121,8 @@ def format_report(rows, args, header):
              f"Command: `{args.command_line}`", "",
              f"float32, median of {args.repeat} runs after {args.warmup} warm-up turns, "
              "implementations and thread counts alternated; caches "
-             + (f"warm (turns of {warm} calls, the last {warm - 1} timed). "
+             + (f"warm (turns of untimed calls for {bc.WARM_UP_S * 1e3:g} ms, one at least, "
+                f"then {warm - 1} timed). "
                 if args.cache == "warm" else
                 "cold (every call timed right after the other implementations ran). ")
              + "`x numpy`/`x torch`: that "
