@@ -1,5 +1,5 @@
-/* What the C loops (_simd.h, _winograd.h) share: runtime dispatch and the
-   spellings of `restrict` and `omp simd`.
+/* What the C loops (_simd.h, _winograd.h, _activation.h) share: runtime
+   dispatch, the spellings of `restrict` and `omp simd`, and the ReLU.
    - target_clones: the wheel is built for baseline x86-64 (SSE2), and each
      loop also gets AVX2 and AVX-512 versions, picked once at load time for
      the CPU it runs on.  Same CPU, same code: results do not depend on the
@@ -24,5 +24,8 @@
 #define FASTBN_RESTRICT restrict
 #define FASTBN_SIMD _Pragma("omp simd")
 #endif
+
+/* relu(v) that keeps a NaN, as PyTorch's: the fused BN+ReLU's and ReLU's */
+#define FASTBN_RELU(v) ((v) < 0 ? 0 : (v))
 
 #endif

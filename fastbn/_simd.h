@@ -72,8 +72,6 @@
    the very expression of fastbn_seg_affine, so the mask has the forward's bits. */
 #define FASTBN_MASKED(T, x, g, mean, scale, shift) \
     (((x) - (mean)) * (scale) + (shift) > 0 ? (g) : (T)0)
-/* relu(v) that keeps a NaN, as PyTorch's */
-#define FASTBN_RELU(v) ((v) < 0 ? 0 : (v))
 
 /* The wide path's loop over ROWS rows `stride` apart (a constant, so that the row
    loop unrolls and the position loop vectorizes): TERM(T, o, a, b) sets the terms

@@ -1,6 +1,7 @@
 """Validated NumPy entry points to the compiled kernels: Batch Normalization
-(``fastbn._core``), conv2d (``fastbn._conv``, ``fastbn._winograd``), pooling
-(``fastbn._conv``) and the optimizers' parameter updates (``fastbn._optim``).
+(``fastbn._core``), ReLU (``fastbn._activation``), conv2d (``fastbn._conv``,
+``fastbn._winograd``), pooling (``fastbn._conv``) and the optimizers'
+parameter updates (``fastbn._optim``).
 
 Arrays in, arrays out.  This is the only module that calls the compiled
 modules; it checks types, shapes and values, makes inputs C-contiguous and
@@ -10,10 +11,11 @@ import numbers
 
 import numpy as np
 
-from . import _blas, _conv, _core, _optim, _winograd
+from . import _activation, _blas, _conv, _core, _optim, _winograd
 from ._config import blas_thread_control, get_num_threads
 
-__all__ = ["batch_norm_forward", "batch_norm_backward", "matmul",
+__all__ = ["batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward",
+           "matmul",
            "conv2d_forward", "conv2d_backward",
            "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
@@ -24,14 +26,33 @@ _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _blas.set_thread_control(blas_thread_control())
 
 
-def _check_input(x, name):
+def _check_float(x, name):
+    """x as a C-contiguous float32 / float64 array."""
     if type(x) is not np.ndarray:
         x = np.asarray(x)
     if x.dtype not in _DTYPES:
         raise TypeError(f"{name} has dtype {x.dtype}; supported dtypes are float32 and float64")
+    # ascontiguousarray would turn a 0-d array into a 1-d one
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def _check_input(x, name):
+    """x as a C-contiguous float (N, C, *spatial) array."""
+    x = _check_float(x, name)
     if x.ndim < 2:
         raise ValueError(f"{name} must have shape (N, C) or (N, C, *spatial), got shape {x.shape}")
-    return np.ascontiguousarray(x)
+    return x
+
+
+def _check_grad_of(dy, like, like_name):
+    """dy (a checked array) as a gradient for `like`: its shape and dtype."""
+    if dy.shape != like.shape:
+        raise ValueError(f"grad_output has shape {dy.shape} but the {like_name} has shape "
+                         f"{like.shape}")
+    if dy.dtype != like.dtype:
+        raise TypeError(f"grad_output has dtype {dy.dtype} but the {like_name} has "
+                        f"{like.dtype}")
+    return dy
 
 
 def _check_channel_param(p, name, x, writable=False):
@@ -137,11 +158,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bi
     where the forward's output was positive, found again from x.
     """
     x = _check_input(x, "input")
-    dy = _check_input(dy, "grad_output")
-    if dy.shape != x.shape:
-        raise ValueError(f"grad_output has shape {dy.shape} but the input has shape {x.shape}")
-    if dy.dtype != x.dtype:
-        raise TypeError(f"grad_output has dtype {dy.dtype} but the input has {x.dtype}")
+    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
     weight = _check_channel_param(weight, "weight", x)
     bias = _check_channel_param(bias, "bias", x)
     save_mean = _check_channel_param(save_mean, "save_mean", x)
@@ -156,6 +173,27 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bi
         _core.backward(dy, x, weight, save_mean, save_invstd, dx,
                        dweight, dbias, bool(training), get_num_threads(), bias, bool(relu))
     return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------- ReLU
+
+def relu_forward(x):
+    """``max(x, 0)`` of a float array of any shape, NaN kept (as torch.relu)."""
+    x = _check_float(x, "input")
+    y = np.empty_like(x)
+    _activation.relu(x, y, get_num_threads())
+    return y
+
+
+def relu_backward(dy, y):
+    """The ReLU's input gradient from its output y: 0 where y <= 0, else dy (a
+    NaN output passes dy), as torch's threshold_backward; an inf dy where
+    y <= 0 gives 0, not NaN."""
+    y = _check_float(y, "output")
+    dy = _check_grad_of(_check_float(dy, "grad_output"), y, "output")
+    dx = np.empty_like(y)
+    _activation.relu_grad(dy, y, dx, get_num_threads())
+    return dx
 
 
 # ---------------------------------------------------------------- matrix products

@@ -197,9 +197,13 @@ def test_property_shapes_and_dtypes(n, c, spatial, dtype, seed):
     assert_close(y, ref_forward_train(x, w, b, 1e-5)[0], dtype)
     dx_ref, dw_ref, db_ref = ref_backward_train(dy, x, w, 1e-5)
     # dx is a difference of terms of size |w * invstd * dy|; with m = 2 it is ~0,
-    # so measure its error against the terms, not against itself.
+    # so measure its error against the terms, not against itself.  x - mean carries
+    # the rounding of the mean saved in x's dtype (as PyTorch saves it), an error
+    # of eps * |mean| * invstd in xhat: large when the values barely differ (two
+    # float32 values 0.019 apart near 2.14: invstd 100, dx off by 5e-4 in 2.9).
     terms = np.max(np.abs(w * invstd.astype(np.float64))) * np.max(np.abs(dy))
-    assert_close(dx, dx_ref, dtype, scale=max(terms, np.max(np.abs(dx_ref))))
+    cond = 1 + np.max(np.abs(mean.astype(np.float64)) * invstd)
+    assert_close(dx, dx_ref, dtype, scale=max(terms * cond, np.max(np.abs(dx_ref))))
     xhat = ref_forward_train(x, np.ones_like(w), np.zeros_like(b), 1e-5)[0]
     assert_close(dw, dw_ref, dtype, scale=sum_scale(dy * xhat, x))
     assert_close(db, db_ref, dtype, scale=sum_scale(dy, x))

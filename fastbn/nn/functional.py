@@ -374,14 +374,16 @@ def flatten(input, start_dim=1, end_dim=-1):
 # Activations
 # ---------------------------------------------------------------------------
 class ReLU(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.tensor.Function)
+
     @staticmethod
     def forward(x):
-        out = np.maximum(x, 0)
+        out = kernels.relu_forward(x)
         return out, out
 
     @staticmethod
     def backward(out, g, inputs):
-        return (g * (out > 0),)
+        return (kernels.relu_backward(g, out),)
 
 
 class LeakyReLU(Function):
