@@ -1,5 +1,5 @@
-/* Inner loops of _activation.pyx, in C for `restrict` and runtime dispatch
-   (_dispatch.h): without them gcc kept the gradient's select scalar. */
+/* Inner loops of _activation.pyx, in C for `restrict` (Cython cannot say that
+   the arrays do not overlap) and for runtime dispatch (_dispatch.h). */
 #ifndef FASTBN_ACTIVATION_H
 #define FASTBN_ACTIVATION_H
 #include "_dispatch.h"
