@@ -15,7 +15,7 @@ import numpy as np
 
 from . import random as _random
 from ._io import atomic_write
-from .tensor import Tensor
+from .autograd import Tensor
 
 __all__ = ["load_digits", "load_mnist", "train_test_split", "normalize", "TensorDataset",
            "DataLoader", "MNIST_MIRROR", "default_cache_dir"]

@@ -1,7 +1,7 @@
 """Check the tape's gradients against central finite differences in float64."""
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .autograd import Tensor, no_grad
 
 __all__ = ["gradcheck", "GradcheckError"]
 

@@ -1,248 +1,52 @@
-"""Tensor and the reverse-mode tape.
+"""Tensor: the tape's array (``fastbn.autograd``) with its arithmetic and shape
+methods, each one an op of ``fastbn._ops``.
 
-A Tensor wraps a NumPy array.  An op (a ``Function`` subclass in
-``fastbn.nn.functional``) computes its output with NumPy or the kernels and,
-when grad mode is on and an input requires grad, the output Tensor becomes a
-node of the graph: it keeps the op, its input Tensors, the buffers the op's
-backward needs, and a sequence number.  Creation order is a topological order
-(a Wengert list), so ``backward`` collects the nodes reachable from the root
-and runs them by decreasing sequence number, once.
-
-An op is one class with two static methods::
-
-    forward(*arrays, **params) -> (out, saved)
-    backward(saved, grad_out, inputs) -> one gradient (ndarray or None) per input
-
-``inputs`` are the input Tensors, so a backward can skip gradients no input
-needs (``inputs[i].requires_grad``).  A backward must not modify ``grad_out``
-in place.  Gradients whose shape or dtype differ from their input's (NumPy
-broadcasting, mixed precision) are summed and cast back by the tape itself, in
-``_fit``: no op undoes broadcasting on its own.
+The methods are defined in ``_TensorMethods`` below and installed on the
+Tensor class when this module is imported (``import fastbn`` does), so that
+the tape imports no op and the ops import no Tensor method: every module
+imports only the ones below it.
 """
-import itertools
-import operator
-import threading
+from . import _ops
+from .autograd import (Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor,
+                       zero_grads)
 
-import numpy as np
-
-__all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled"]
-
-
-class _GradMode(threading.local):
-    enabled = True          # class default: every new thread starts with grad on
+__all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled",
+           "zero_grads"]
 
 
-_mode = _GradMode()
-_seq = itertools.count()    # next() on a count is atomic under the GIL
-_leaf_lock = threading.Lock()
+class _TensorMethods:
+    """Tensor's operators and op methods (installed on Tensor below)."""
 
+    def __add__(self, other): return _ops.add(self, other)
+    def __radd__(self, other): return _ops.add(other, self)
+    def __sub__(self, other): return _ops.sub(self, other)
+    def __rsub__(self, other): return _ops.sub(other, self)
+    def __mul__(self, other): return _ops.mul(self, other)
+    def __rmul__(self, other): return _ops.mul(other, self)
+    def __truediv__(self, other): return _ops.div(self, other)
+    def __rtruediv__(self, other): return _ops.div(other, self)
+    def __matmul__(self, other): return _ops.matmul(self, other)
+    def __rmatmul__(self, other): return _ops.matmul(other, self)
+    def __pow__(self, exponent): return _ops.pow(self, exponent)
+    def __neg__(self): return _ops.neg(self)
+    def __getitem__(self, index): return _ops.getitem(self, index)
 
-def is_grad_enabled():
-    """Whether ops on this thread record on the tape."""
-    return _mode.enabled
-
-
-class _SetGradMode:
-    """Context manager (and decorator) that sets this thread's grad mode."""
-    _enabled = None
-
-    def __enter__(self):
-        self._previous = _mode.enabled
-        _mode.enabled = self._enabled
-
-    def __exit__(self, *exc):
-        _mode.enabled = self._previous
-
-    def __call__(self, func):
-        import functools
-
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with type(self)():
-                return func(*args, **kwargs)
-        return wrapper
-
-
-class no_grad(_SetGradMode):
-    """``with fastbn.no_grad():`` ops on this thread record nothing and keep no
-    backward state.  Also usable as a function decorator."""
-    _enabled = False
-
-
-class enable_grad(_SetGradMode):
-    """Turn recording back on inside a ``no_grad`` block (this thread only)."""
-    _enabled = True
-
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _as_array(data, dtype):
-    if isinstance(data, Tensor):
-        data = data.data
-    if isinstance(data, np.ndarray):
-        return data if dtype is None else data.astype(dtype, copy=False)
-    if isinstance(data, np.generic):        # NumPy scalar: keeps its dtype
-        return np.asarray(data, dtype=dtype)
-    # Python numbers and (nested) lists: float32 unless told otherwise
-    return np.asarray(data, dtype=np.float32 if dtype is None else dtype)
-
-
-def zero_grads(tensors, set_to_none=True):
-    """Drop each tensor's .grad (or zero it in place): what Module.zero_grad and
-    Optimizer.zero_grad both do."""
-    for t in tensors:
-        if t.grad is None:
-            continue
-        if set_to_none:
-            t.grad = None
-        else:
-            t.grad[...] = 0
-
-
-class Tensor:
-    """An ndarray plus what reverse-mode differentiation needs.
-
-    ``Tensor(data, requires_grad=False, dtype=None)``: NumPy arrays keep their
-    dtype (and are not copied); Python numbers and lists become float32.
-    Only float32/float64 tensors can require grad.
-    """
-    __slots__ = ("data", "grad", "requires_grad", "_op", "_inputs", "_saved", "_seq", "_g",
-                 "__weakref__")
-    __array_priority__ = 1000   # ndarray (op) Tensor defers to Tensor's reflected operator
-
-    def __init__(self, data, requires_grad=False, dtype=None):
-        data = _as_array(data, dtype)
-        if requires_grad and data.dtype not in _FLOATS:
-            raise TypeError(f"only float32/float64 tensors can require grad, got dtype "
-                            f"{data.dtype}")
-        self.data = data
-        self.grad = None
-        self.requires_grad = bool(requires_grad)
-        self._op = None
-        self._inputs = None
-        self._saved = None
-        self._g = None
-
-    # -- array-like ----------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-
-    def size(self, dim=None):
-        """The shape, or one dim's length (PyTorch's spelling; ``numel()`` counts)."""
-        return self.data.shape if dim is None else self.data.shape[dim]
-
-    def numel(self):
-        return self.data.size
-
-    def __len__(self):
-        return len(self.data)
-
-    def numpy(self):
-        """The underlying array (shared, not copied), like ``torch.Tensor.numpy``."""
-        return self.data
-
-    def __array__(self, dtype=None, copy=None):
-        if copy:
-            return np.array(self.data, dtype=dtype, copy=True)
-        return self.data if dtype is None else self.data.astype(dtype, copy=False)
-
-    def item(self):
-        if self.data.size != 1:
-            raise ValueError(f"item(): only one-element tensors can be converted to a "
-                             f"Python scalar, got shape {self.shape}")
-        return self.data.item()
-
-    def detach(self):
-        """A new leaf sharing this tensor's data, outside any graph."""
-        return Tensor(self.data)
-
-    def requires_grad_(self, requires_grad=True):
-        """Set requires_grad in place and return self (PyTorch's spelling)."""
-        if requires_grad and self.data.dtype not in _FLOATS:
-            raise TypeError(f"only float32/float64 tensors can require grad, got dtype "
-                            f"{self.data.dtype}")
-        self.requires_grad = bool(requires_grad)
-        return self
-
-    @property
-    def is_leaf(self):
-        return self._op is None
-
-    def __repr__(self):
-        extra = ", requires_grad=True" if self.requires_grad else ""
-        return f"tensor({np.array2string(self.data, separator=', ')}, dtype={self.dtype}{extra})"
-
-    # -- the tape ------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into the ``.grad`` of every leaf that
-        requires grad, walking the recorded ops in reverse, once.
-
-        grad: the gradient flowing into self (default 1 for a one-element
-        tensor).  Saved buffers are freed afterwards unless retain_graph=True.
-        """
-        if not self.requires_grad:
-            raise RuntimeError("backward(): this tensor does not require grad and has no "
-                               "graph (was it computed under no_grad, or from inputs that "
-                               "do not require grad?)")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward(): grad can be implied only for one-element "
-                                   f"tensors; pass grad= for shape {self.shape}")
-            grad = np.ones_like(self.data)
-        else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad)
-            if grad.shape != self.shape:
-                raise ValueError(f"backward(): grad has shape {grad.shape} but the tensor has "
-                                 f"shape {self.shape}")
-            grad = grad.astype(self.dtype, copy=False)
-        nodes = _reachable(self)
-        _accumulate(self, grad)
-        for node in nodes:
-            g = node._g
-            node._g = None
-            inputs = node._inputs
-            if g is not None:
-                op = node._op
-                grads = op.backward(node._saved, g, inputs)
-                for t, gi in zip(inputs, grads):
-                    if gi is not None and t.requires_grad:
-                        _accumulate(t, gi, op.fresh_grads)
-            if not retain_graph:
-                node._inputs = node._saved = None
-
-    # -- operators: defined as ops in fastbn.nn.functional -------------------
-    def __add__(self, other): return _F.add(self, other)
-    def __radd__(self, other): return _F.add(other, self)
-    def __sub__(self, other): return _F.sub(self, other)
-    def __rsub__(self, other): return _F.sub(other, self)
-    def __mul__(self, other): return _F.mul(self, other)
-    def __rmul__(self, other): return _F.mul(other, self)
-    def __truediv__(self, other): return _F.div(self, other)
-    def __rtruediv__(self, other): return _F.div(other, self)
-    def __matmul__(self, other): return _F.matmul(self, other)
-    def __rmatmul__(self, other): return _F.matmul(other, self)
-    def __pow__(self, exponent): return _F.pow(self, exponent)
-    def __neg__(self): return _F.neg(self)
-    def __getitem__(self, index): return _F.getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False): return _F.sum(self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return _F.mean(self, axis, keepdims)
-    def exp(self): return _F.exp(self)
-    def log(self): return _F.log(self)
-    def relu(self): return _F.relu(self)
-    def sigmoid(self): return _F.sigmoid(self)
-    def tanh(self): return _F.tanh(self)
+    def sum(self, axis=None, keepdims=False): return _ops.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops.mean(self, axis, keepdims)
+    def exp(self): return _ops.exp(self)
+    def log(self): return _ops.log(self)
+    def relu(self): return _ops.relu(self)
+    def sigmoid(self): return _ops.sigmoid(self)
+    def tanh(self): return _ops.tanh(self)
 
     def reshape(self, *shape):
-        return _F.reshape(self, shape[0] if len(shape) == 1 else shape)
+        return _ops.reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def view(self, *shape):
         return self.reshape(*shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
-        return _F.flatten(self, start_dim, end_dim)
+        return _ops.flatten(self, start_dim, end_dim)
 
     def transpose(self, dim0, dim1):
         """Swap two dims (PyTorch's semantics, not NumPy's permutation)."""
@@ -252,152 +56,21 @@ class Tensor:
         except IndexError:
             raise ValueError(f"transpose: dims ({dim0}, {dim1}) are out of range for shape "
                              f"{self.shape}") from None
-        return _F.transpose(self, axes)
+        return _ops.transpose(self, axes)
 
     def permute(self, *dims):
         """Reorder the dims: ``permute(2, 0, 1)`` or ``permute((2, 0, 1))``."""
         if len(dims) == 1 and not isinstance(dims[0], int):
             dims = tuple(dims[0])
-        return _F.transpose(self, dims)
+        return _ops.transpose(self, dims)
 
     @property
     def T(self):
         """The dims in reverse order."""
-        return _F.transpose(self, None)
+        return _ops.transpose(self, None)
 
 
-def tensor(data, requires_grad=False, dtype=None):
-    """Shortcut for ``Tensor(data, requires_grad, dtype)``."""
-    return Tensor(data, requires_grad, dtype)
-
-
-def _reachable(root):
-    """Recorded nodes reachable from root, in reverse creation order.  Raises
-    before anything is touched if one was freed by an earlier backward."""
-    nodes = []
-    seen = {id(root)}
-    stack = [root]
-    while stack:
-        t = stack.pop()
-        if t._op is None:
-            continue
-        inputs = t._inputs
-        if inputs is None:
-            raise RuntimeError(
-                "Trying to backward through the graph a second time: its saved buffers "
-                "were freed by the first backward. Pass retain_graph=True to the first "
-                "backward() to keep them.")
-        nodes.append(t)
-        for i in inputs:
-            if i.requires_grad and id(i) not in seen:
-                seen.add(id(i))
-                stack.append(i)
-    nodes.sort(key=_seq_key, reverse=True)
-    return nodes
-
-
-_seq_key = operator.attrgetter("_seq")
-
-
-def _accumulate(t, g, fresh=False):
-    """Add gradient g into tensor t: leaves keep it in .grad (the first write
-    stores a copy, or g itself when it is fresh: made by the op's backward and
-    held by nobody else; later writes add in place), nodes in ._g until their
-    turn."""
-    d = t.data
-    if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
-        g = _fit(g, d)
-    if t._op is None:
-        _leaf_lock.acquire()    # leaves (parameters) may be shared by backwards on other threads
-        try:
-            if t.grad is None:
-                # g has t's dtype (_fit); ops on 0-d arrays give NumPy scalars
-                if type(g) is not np.ndarray:
-                    g = np.array(g, dtype=d.dtype)
-                elif not (fresh and g.flags.c_contiguous):
-                    g = g.copy()
-                t.grad = g
-            else:
-                t.grad += g
-        finally:
-            _leaf_lock.release()
-    elif t._g is None:
-        t._g = g
-    else:
-        t._g = t._g + g
-
-
-def _fit(g, like):
-    """Undo broadcasting (sum over the axes NumPy broadcast) and cast to like's dtype."""
-    if g.shape != like.shape:
-        lead = g.ndim - like.ndim
-        if lead < 0:
-            raise RuntimeError(f"gradient of shape {g.shape} cannot flow into a tensor of "
-                               f"shape {like.shape}")
-        axes = tuple(range(lead)) + tuple(
-            lead + i for i, n in enumerate(like.shape) if n == 1 and g.shape[lead + i] != 1)
-        g = g.sum(axis=axes, keepdims=True) if axes else g
-        if lead:
-            g = g.reshape(g.shape[lead:])
-        if g.shape != like.shape:
-            raise RuntimeError(f"gradient of shape {g.shape} cannot flow into a tensor of "
-                               f"shape {like.shape}")
-    return np.asarray(g, dtype=like.dtype)
-
-
-def _node(out, op, inputs, saved):
-    """Wrap op's output array; record it on the tape when grad mode is on and an
-    input requires grad.  ``inputs`` is the tuple of input Tensors."""
-    t = _new(Tensor)
-    t.data = out if type(out) is np.ndarray else np.asarray(out)
-    t.grad = None
-    t._g = None
-    if _mode.enabled:
-        for i in inputs:
-            if i.requires_grad:
-                t.requires_grad = True
-                t._op = op
-                t._inputs = inputs
-                t._saved = saved
-                t._seq = next(_seq)
-                return t
-    t.requires_grad = False
-    t._op = t._inputs = t._saved = None
-    return t
-
-
-_new = object.__new__
-
-
-class Function:
-    """Base of the ops.  Subclasses define ``forward`` and ``backward`` (see the
-    module docstring); ``apply(*tensors, **params)`` runs and records one.
-
-    ``fresh_grads = True`` promises that every array backward returns was made
-    by that call and is held by nothing else (no view of grad_out or of a saved
-    buffer, no array returned twice): a leaf then keeps its first gradient
-    without a copy (a layer's weight gradient: a copy per step).
-    """
-    fresh_grads = False
-
-    @staticmethod
-    def forward(*arrays, **params):
-        raise NotImplementedError
-
-    @staticmethod
-    def backward(saved, grad_out, inputs):
-        raise NotImplementedError
-
-    @classmethod
-    def apply(cls, *inputs, **params):
-        n = len(inputs)         # unrolled: this is on every op's path
-        if n == 1:
-            out, saved = cls.forward(inputs[0].data, **params)
-        elif n == 2:
-            out, saved = cls.forward(inputs[0].data, inputs[1].data, **params)
-        else:
-            out, saved = cls.forward(*[t.data for t in inputs], **params)
-        return _node(out, cls, inputs, saved)
-
-
-from .nn import functional as _F  # noqa: E402  (the ops need Tensor defined first)
+for _name, _member in vars(_TensorMethods).items():
+    if _name not in ("__module__", "__qualname__", "__doc__", "__dict__", "__weakref__"):
+        setattr(Tensor, _name, _member)
+del _name, _member

@@ -16,7 +16,7 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..autograd import Tensor
 from . import functional as F
 from .module import Module, Parameter, _check_dtype
 

@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, zero_grads
+from ..autograd import Tensor, zero_grads
 
 __all__ = ["Parameter", "Module", "Sequential", "Identity"]
 

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from .. import kernels
-from ..tensor import Function
+from .. import _ops, kernels
+from ..autograd import Function
 from . import functional as F
 from .batchnorm import _BatchNorm
 
@@ -118,9 +118,9 @@ class SyncBatchNorm(_BatchNorm):
             return super().forward(input)
         self._check_input(input)
         momentum = self._step_momentum() if self.track_running_stats else 0.0
-        x = F._float_tensor(input, "SyncBatchNorm")
+        x = _ops._float_tensor(input, "SyncBatchNorm")
         inputs = (x,) if self.weight is None else (x, self.weight, self.bias)
-        F._same_dtype("SyncBatchNorm", *zip(("input", "weight", "bias"), inputs))
+        _ops._same_dtype("SyncBatchNorm", *zip(("input", "weight", "bias"), inputs))
         out = _SyncBatchNorm.apply(*inputs, running_mean=self.running_mean,
                                    running_var=self.running_var, momentum=momentum,
                                    eps=self.eps, comm=comm)

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 
 from .. import kernels
-from ..tensor import zero_grads
+from ..autograd import zero_grads
 
 __all__ = ["Optimizer", "SGD", "Adam"]
 
