@@ -1,11 +1,11 @@
-"""Model transformations."""
+"""Folding BatchNorm into the layer before it, for inference."""
 import copy
 
 import numpy as np
 
-from .batchnorm import _BatchNorm
-from .module import Identity, Parameter
-from .modules import Conv2d, Linear
+from ..batchnorm import _BatchNorm
+from ..module import Identity, Parameter
+from ..modules import Conv2d, Linear
 
 __all__ = ["fold_batch_norm"]
 
