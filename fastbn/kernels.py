@@ -710,8 +710,9 @@ def adam_updates(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                 weight_decay=0.0):
-    """Adam's step number ``step`` (from 1) on param, in place, with PyTorch's
-    bias corrections::
+    """Adam's step number ``step`` (from 1) on param, in place.
+
+    With PyTorch's bias corrections::
 
         d = grad + weight_decay * param
         exp_avg = beta1 * exp_avg + (1 - beta1) * d

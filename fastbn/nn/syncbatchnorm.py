@@ -94,7 +94,7 @@ class _SyncBatchNorm(Function):
 
 
 class SyncBatchNorm(_BatchNorm):
-    """Batch Normalization over (N, C, *) input with statistics over all ranks' batches.
+    """Batch Normalization over ``(N, C, *)`` input with statistics over all ranks' batches.
 
     ``process_group``: an mpi4py communicator (default: the one set by
     ``fastbn.distributed.init_process_group``).

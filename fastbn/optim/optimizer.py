@@ -138,7 +138,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum rule::
+    """Stochastic gradient descent with PyTorch's momentum rule.
+
+    Each step::
 
         g = grad + weight_decay * p
         buf = g (first step), else momentum * buf + (1 - dampening) * g
@@ -181,7 +183,9 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's bias correction and L2 weight decay::
+    """Adam (Kingma & Ba) with PyTorch's bias correction and L2 weight decay.
+
+    Each step::
 
         m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g * g
         p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
