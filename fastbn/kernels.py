@@ -201,7 +201,9 @@ def relu_backward(dy, y):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """``op(a) @ op(b)`` of 2-D float arrays of one dtype, op transposing when
     asked: single-threaded BLAS calls inside fastbn's threads, on blocks of the
-    output fixed by the shape (the same bits at any thread count)."""
+    output fixed by the shape (the same bits at any thread count).  Sizes past the
+    32-bit BLAS's (2**31 - 1 rows, columns, depth or row length) are split into
+    calls it can take."""
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"matmul: operands must be 2-D, got shapes {a.shape} and {b.shape}")
@@ -212,8 +214,6 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     k2, n = b.shape[::-1] if transpose_b else b.shape
     if k != k2:
         raise ValueError(f"matmul: op(a) is {m}x{k} and op(b) is {k2}x{n}")
-    if max(a.shape + b.shape) >= 2**31:
-        raise ValueError("matmul: operands too large for the 32-bit BLAS")
     out = np.empty((m, n), dtype=a.dtype)
     if out.size and k:
         _blas.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out, transpose_a,
