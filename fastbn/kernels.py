@@ -497,6 +497,14 @@ def _pool_args(kernel_size, stride, padding, op):
     return kernel, stride, padding
 
 
+def _check_pool_input(shape, op):
+    """As torch: an empty batch is fine, empty channels or planes are not (padding
+    would otherwise make windows of nothing but padding)."""
+    if min(shape[1:]) < 1:
+        raise ValueError(f"{op}: input must have non-zero channels, height and width "
+                         f"(only the batch may be empty), got shape {tuple(shape)}")
+
+
 def _planes(a):
     """(N, C, H, W) -> (N * C, H, W) view of a contiguous array."""
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2], a.shape[3])
@@ -509,6 +517,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     op = "max_pool2d"
     x = _check_nchw(x, "input", op)
+    _check_pool_input(x.shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
     y = np.empty(x.shape[:2] + out, dtype=x.dtype)
@@ -523,6 +532,7 @@ def max_pool2d_backward(dy, indices, input_shape):
     """Gradient of max_pool2d_forward: dy scattered (added) to the argmax of each window."""
     op = "max_pool2d_backward"
     shape = _input_shape(input_shape, op)
+    _check_pool_input(shape, op)
     dy = _check_nchw(dy, "grad_output", op)
     indices = np.ascontiguousarray(indices)
     if indices.shape != dy.shape or indices.dtype != np.int64:
@@ -546,6 +556,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     """Average pooling as torch.nn.functional.avg_pool2d (ceil_mode=False)."""
     op = "avg_pool2d"
     x = _check_nchw(x, "input", op)
+    _check_pool_input(x.shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
     y = np.empty(x.shape[:2] + out, dtype=x.dtype)
@@ -561,6 +572,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
     """Gradient of avg_pool2d_forward: each dy / divisor spread over its window."""
     op = "avg_pool2d_backward"
     shape = _input_shape(input_shape, op)
+    _check_pool_input(shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(shape, kernel, stride, padding, (1, 1), op)
     dy = _check_grad(dy, shape[:2] + out, op)
@@ -573,12 +585,13 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
 
 
 def _adaptive_size(output_size, shape, op):
-    """torch's output_size: an int, or a pair whose None entries keep the input size."""
+    """torch's output_size: an int, or a pair whose None entries keep the input size;
+    0 gives an empty output, as in torch."""
     if isinstance(output_size, (tuple, list)):
         size = tuple(shape[2 + i] if s is None else s for i, s in enumerate(output_size))
     else:
         size = output_size
-    return _pair(size, "output_size", op, 1)
+    return _pair(size, "output_size", op, 0)
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
@@ -605,9 +618,11 @@ def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
         raise ValueError(f"{op}: input must have non-empty spatial size, got {shape}")
     dy = _check_grad(dy, shape[:2] + out, op)
     dx = np.empty(shape, dtype=dy.dtype)
-    if dx.size:
+    if dy.size:
         _conv.avg_pool_backward(_planes(dy), _planes(dx), (1, 1), (1, 1), (0, 0), _ADAPTIVE,
                                 get_num_threads())
+    else:  # an empty output: no window reads the input
+        dx[...] = 0
     return dx
 
 
