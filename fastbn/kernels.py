@@ -241,8 +241,8 @@ def _check_nchw(x, name, op):
     return np.ascontiguousarray(x)
 
 
-def _pair(value, name, op, minimum):
-    """An int or a pair of ints, each >= minimum, as a tuple (h, w)."""
+def _pair(value, name, op, minimum, maximum=2**63 - 1):
+    """An int or a pair of ints, each in [minimum, maximum], as a tuple (h, w)."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                                  for v in pair):
@@ -251,6 +251,8 @@ def _pair(value, name, op, minimum):
     if min(pair) < minimum:
         what = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    if max(pair) > maximum:
+        raise ValueError(f"{op}: {name} must be at most {maximum}, got {value!r}")
     return pair
 
 
@@ -275,10 +277,11 @@ def _check_grad(dy, shape, op, dtype=None):
 
 
 def _input_shape(input_shape, op):
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 4 or min(shape) < 0:
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                  and s >= 0 for s in shape):
         raise ValueError(f"{op}: input_shape must be (N, C, H, W), got {input_shape!r}")
-    return shape
+    return tuple(int(s) for s in shape)
 
 
 # The weight gradient's partial sums, each over a run of images: a number fixed
@@ -487,10 +490,15 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
     return dx, dweight, dbias
 
 
+_INT_MAX = 2**31 - 1
+
+
 def _pool_args(kernel_size, stride, padding, op):
-    kernel = _pair(kernel_size, "kernel_size", op, 1)
-    stride = kernel if stride is None or stride == () else _pair(stride, "stride", op, 1)
-    padding = _pair(padding, "padding", op, 0)
+    # torch's pooling takes C ints: larger windows overflowed the divisor here
+    kernel = _pair(kernel_size, "kernel_size", op, 1, _INT_MAX)
+    stride = (kernel if stride is None or stride == () else
+              _pair(stride, "stride", op, 1, _INT_MAX))
+    padding = _pair(padding, "padding", op, 0, _INT_MAX)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{op}: padding should be at most half of the kernel size, got "
                          f"padding {padding} and kernel_size {kernel}")

@@ -631,3 +631,37 @@ def test_adaptive_pooling_refuses_what_torch_refuses(shape, out, seed):
         return
     expect.backward(torch.from_numpy(dy))
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: K.max_pool2d_forward(x, 2**40, 1, 2**39), "kernel_size must be at most"),
+    (lambda x: K.avg_pool2d_forward(x, 2**31, 1, 2**30), "kernel_size must be at most"),
+    (lambda x: K.avg_pool2d_forward(x, 2, 2**63), "stride must be at most 2147483647"),
+    (lambda x: K.max_pool2d_forward(x, 2, 2**31), "stride must be at most"),
+    (lambda x: K.avg_pool2d_backward(np.ones((1, 1, 6, 6)), x.shape, 2**40, 1, 2**39),
+     "kernel_size must be at most"),
+    (lambda x: K.avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 5.5, 5), 2),
+     "input_shape must be"),
+    (lambda x: K.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), np.int64),
+                                     (1, 1, True, 2)), "input_shape must be"),
+    (lambda x: K.conv2d_forward(x, np.ones((1, 1, 2, 2)), stride=2**63), "stride must be at most"),
+])
+def test_hyper_parameters_past_c_ints_are_refused(call, match):
+    """On main a 2**40 window averaged to inf (its divisor overflowed) and a 2**63 stride
+    raised OverflowError; torch refuses pooling sizes past a C int."""
+    with pytest.raises(ValueError, match=match):
+        call(np.random.default_rng().random((1, 1, 5, 5)))
+
+
+@pytest.mark.parametrize("k", [2**20, 2**31 - 1])
+def test_windows_of_billions_of_pixels(k):
+    """The largest windows accepted, each covering the whole padded input."""
+    x = np.random.default_rng().random((1, 1, 5, 5))
+    p = k // 2
+    y = K.avg_pool2d_forward(x, k, 1, p)
+    np.testing.assert_allclose(y, x.sum() / float(k) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(K.avg_pool2d_forward(x, k, 1, p, False), x.mean(), rtol=1e-12)
+    ym, idx = K.max_pool2d_forward(x, k, 1, p)
+    assert np.all(ym == x.max()) and np.all(idx == x.argmax())
+    dx = K.avg_pool2d_backward(np.ones_like(y), x.shape, k, 1, p)
+    np.testing.assert_allclose(dx, y.size / float(k) ** 2, rtol=1e-12)
