@@ -201,7 +201,9 @@ def relu_backward(dy, y):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """``op(a) @ op(b)`` of 2-D float arrays of one dtype, op transposing when
     asked: single-threaded BLAS calls inside fastbn's threads, on blocks of the
-    output fixed by the shape (the same bits at any thread count)."""
+    output fixed by the shape (the same bits at any thread count).  Sizes past the
+    32-bit BLAS's (2**31 - 1 rows, columns, depth or row length) are split into
+    calls it can take."""
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"matmul: operands must be 2-D, got shapes {a.shape} and {b.shape}")
@@ -212,8 +214,6 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     k2, n = b.shape[::-1] if transpose_b else b.shape
     if k != k2:
         raise ValueError(f"matmul: op(a) is {m}x{k} and op(b) is {k2}x{n}")
-    if max(a.shape + b.shape) >= 2**31:
-        raise ValueError("matmul: operands too large for the 32-bit BLAS")
     out = np.empty((m, n), dtype=a.dtype)
     if out.size and k:
         _blas.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out, transpose_a,
@@ -241,8 +241,8 @@ def _check_nchw(x, name, op):
     return np.ascontiguousarray(x)
 
 
-def _pair(value, name, op, minimum):
-    """An int or a pair of ints, each >= minimum, as a tuple (h, w)."""
+def _pair(value, name, op, minimum, maximum=2**63 - 1):
+    """An int or a pair of ints, each in [minimum, maximum], as a tuple (h, w)."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                                  for v in pair):
@@ -251,6 +251,8 @@ def _pair(value, name, op, minimum):
     if min(pair) < minimum:
         what = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    if max(pair) > maximum:
+        raise ValueError(f"{op}: {name} must be at most {maximum}, got {value!r}")
     return pair
 
 
@@ -275,10 +277,11 @@ def _check_grad(dy, shape, op, dtype=None):
 
 
 def _input_shape(input_shape, op):
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 4 or min(shape) < 0:
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                  and s >= 0 for s in shape):
         raise ValueError(f"{op}: input_shape must be (N, C, H, W), got {input_shape!r}")
-    return shape
+    return tuple(int(s) for s in shape)
 
 
 # The weight gradient's partial sums, each over a run of images: a number fixed
@@ -487,14 +490,27 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
     return dx, dweight, dbias
 
 
+_INT_MAX = 2**31 - 1
+
+
 def _pool_args(kernel_size, stride, padding, op):
-    kernel = _pair(kernel_size, "kernel_size", op, 1)
-    stride = kernel if stride is None or stride == () else _pair(stride, "stride", op, 1)
-    padding = _pair(padding, "padding", op, 0)
+    # torch's pooling takes C ints: larger windows overflowed the divisor here
+    kernel = _pair(kernel_size, "kernel_size", op, 1, _INT_MAX)
+    stride = (kernel if stride is None or stride == () else
+              _pair(stride, "stride", op, 1, _INT_MAX))
+    padding = _pair(padding, "padding", op, 0, _INT_MAX)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{op}: padding should be at most half of the kernel size, got "
                          f"padding {padding} and kernel_size {kernel}")
     return kernel, stride, padding
+
+
+def _check_pool_input(shape, op):
+    """As torch: an empty batch is fine, empty channels or planes are not (padding
+    would otherwise make windows of nothing but padding)."""
+    if min(shape[1:]) < 1:
+        raise ValueError(f"{op}: input must have non-zero channels, height and width "
+                         f"(only the batch may be empty), got shape {tuple(shape)}")
 
 
 def _planes(a):
@@ -509,6 +525,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     op = "max_pool2d"
     x = _check_nchw(x, "input", op)
+    _check_pool_input(x.shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
     y = np.empty(x.shape[:2] + out, dtype=x.dtype)
@@ -523,6 +540,7 @@ def max_pool2d_backward(dy, indices, input_shape):
     """Gradient of max_pool2d_forward: dy scattered (added) to the argmax of each window."""
     op = "max_pool2d_backward"
     shape = _input_shape(input_shape, op)
+    _check_pool_input(shape, op)
     dy = _check_nchw(dy, "grad_output", op)
     indices = np.ascontiguousarray(indices)
     if indices.shape != dy.shape or indices.dtype != np.int64:
@@ -546,6 +564,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     """Average pooling as torch.nn.functional.avg_pool2d (ceil_mode=False)."""
     op = "avg_pool2d"
     x = _check_nchw(x, "input", op)
+    _check_pool_input(x.shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
     y = np.empty(x.shape[:2] + out, dtype=x.dtype)
@@ -561,6 +580,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
     """Gradient of avg_pool2d_forward: each dy / divisor spread over its window."""
     op = "avg_pool2d_backward"
     shape = _input_shape(input_shape, op)
+    _check_pool_input(shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(shape, kernel, stride, padding, (1, 1), op)
     dy = _check_grad(dy, shape[:2] + out, op)
@@ -573,12 +593,13 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
 
 
 def _adaptive_size(output_size, shape, op):
-    """torch's output_size: an int, or a pair whose None entries keep the input size."""
+    """torch's output_size: an int, or a pair whose None entries keep the input size;
+    0 gives an empty output, as in torch."""
     if isinstance(output_size, (tuple, list)):
         size = tuple(shape[2 + i] if s is None else s for i, s in enumerate(output_size))
     else:
         size = output_size
-    return _pair(size, "output_size", op, 1)
+    return _pair(size, "output_size", op, 0)
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
@@ -605,9 +626,11 @@ def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
         raise ValueError(f"{op}: input must have non-empty spatial size, got {shape}")
     dy = _check_grad(dy, shape[:2] + out, op)
     dx = np.empty(shape, dtype=dy.dtype)
-    if dx.size:
+    if dy.size:
         _conv.avg_pool_backward(_planes(dy), _planes(dx), (1, 1), (1, 1), (0, 0), _ADAPTIVE,
                                 get_num_threads())
+    else:  # an empty output: no window reads the input
+        dx[...] = 0
     return dx
 
 
