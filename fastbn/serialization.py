@@ -30,6 +30,10 @@ def _pack(obj, seen):
     """obj with Tensors replaced by tagged dicts of their arrays; containers copied."""
     if isinstance(obj, Tensor):
         return {_TENSOR: obj.data, "requires_grad": obj.requires_grad}
+    if callable(getattr(obj, "state_dict", None)):    # a model, optimizer or scheduler
+        raise TypeError(f"save: fastbn files hold no code, so a {type(obj).__name__} cannot "
+                        "be stored whole; save its state_dict() and restore it with "
+                        "load_state_dict()")
     if isinstance(obj, (dict, list, tuple)):
         if id(obj) in seen:
             raise ValueError("save: the object contains itself (a reference cycle)")
