@@ -28,12 +28,12 @@ from ._functions import (abs, absolute, arange, argmax, argmin, cat, clone, conc
 from .gradcheck import gradcheck
 from .random import manual_seed
 from .serialization import load, save
-from . import accelerator, cuda, nn, optim, data, memory
+from . import accelerator, cuda, nn, optim, data, memory, utils
 
 __all__ = ["get_num_threads", "set_num_threads", "show_config", "threads", "kernels",
            "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "nn",
            "__version__", "manual_seed", "optim", "data", "memory", "save", "load", "device",
-           "cuda", "accelerator",
+           "cuda", "accelerator", "utils",
            # dtypes
            "float32", "float", "float64", "double", "float16", "half", "int8", "uint8",
            "int16", "short", "int32", "int", "int64", "long", "bool",

@@ -266,22 +266,65 @@ class Maximum(Function):
 
 
 def sqrt(a):
-    """Elementwise square root."""
+    """Elementwise square root (``torch.sqrt``).
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        float32 or float64.
+
+    Returns
+    -------
+    Tensor
+        Of a's shape and dtype; the gradient is ``g / (2 * sqrt(a))``.
+    """
     return Sqrt.apply(_float_tensor(a, "sqrt"))
 
 
 def absolute(a):
-    """Elementwise absolute value (``torch.abs``; gradient ``sign(a)``, 0 at 0)."""
+    """Elementwise absolute value (``torch.abs``).
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        ``|a|``; the gradient is ``sign(a) * g`` (0 at 0, as PyTorch's).
+    """
     return Abs.apply(_const(a))
 
 
 def maximum(a, b):
-    """Elementwise maximum of two broadcastable tensors (``torch.maximum``)."""
+    """Elementwise maximum of two broadcastable tensors (``torch.maximum``).
+
+    Parameters
+    ----------
+    a, b : Tensor or array_like
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        Where they tie, each operand gets half the gradient, as in PyTorch.
+    """
     return _elementwise(Maximum, a, b, largest=True)
 
 
 def minimum(a, b):
-    """Elementwise minimum of two broadcastable tensors (``torch.minimum``)."""
+    """Elementwise minimum of two broadcastable tensors (``torch.minimum``); ties share
+    the gradient as in :func:`maximum`.
+
+    Parameters
+    ----------
+    a, b : Tensor or array_like
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+    """
     return _elementwise(Maximum, a, b, largest=False)
 
 
@@ -394,9 +437,32 @@ def _reduced_dim(input, dim, op):
 
 
 def extremum(input, dim=None, keepdim=False, largest=True):
-    """``torch.max``/``torch.min`` of one tensor: the largest (smallest) element as a
-    0-d tensor, or with ``dim`` a ``MaxResult(values, indices)`` along that dim
-    (indices: int64, no gradient).  NaN counts as the extreme, as in PyTorch."""
+    """``torch.max``/``torch.min`` of one tensor.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to reduce; None reduces every element.
+    keepdim : bool, optional
+        Keep the reduced dim with length 1.
+    largest : bool, optional
+        True for max, False for min.
+
+    Returns
+    -------
+    Tensor or MaxResult
+        Without ``dim``, the extreme element as a 0-d tensor (ties share the gradient
+        evenly); with it, ``MaxResult(values, indices)``: the values on the tape (the
+        gradient goes to the returned index) and int64 indices without gradient.  NaN
+        counts as the extreme, as in PyTorch.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
+    """
     op = "max" if largest else "min"
     x, d = _reduced_dim(input, dim, op)
     if d is None:
@@ -423,13 +489,33 @@ def _arg_extremum(input, dim, keepdim, largest):
 
 
 def argmax(input, dim=None, keepdim=False):
-    """Indices (int64, no gradient) of the largest values along ``dim``, or of the largest
-    element of the flattened tensor when ``dim`` is None (``torch.argmax``)."""
+    """Indices of the largest values (``torch.argmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to search; None searches the flattened tensor.
+    keepdim : bool, optional
+        Keep the searched dim(s) with length 1.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, without gradient; the first one where values tie.
+    """
     return _arg_extremum(input, dim, keepdim, True)
 
 
 def argmin(input, dim=None, keepdim=False):
-    """Indices of the smallest values, as :func:`argmax`."""
+    """Indices of the smallest values (``torch.argmin``); arguments as :func:`argmax`.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, without gradient.
+    """
     return _arg_extremum(input, dim, keepdim, False)
 
 
@@ -448,32 +534,98 @@ def _compare(ufunc, name, a, b):
 
 
 def eq(input, other):
-    """``input == other`` elementwise, a bool tensor (no gradient)."""
+    """``input == other`` elementwise (``torch.eq``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
     return _compare(np.equal, "eq", input, other)
 
 
 def ne(input, other):
-    """``input != other`` elementwise, a bool tensor (no gradient)."""
+    """``input != other`` elementwise (``torch.ne``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
     return _compare(np.not_equal, "ne", input, other)
 
 
 def lt(input, other):
-    """``input < other`` elementwise, a bool tensor (no gradient)."""
+    """``input < other`` elementwise (``torch.lt``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
     return _compare(np.less, "lt", input, other)
 
 
 def le(input, other):
-    """``input <= other`` elementwise, a bool tensor (no gradient)."""
+    """``input <= other`` elementwise (``torch.le``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
     return _compare(np.less_equal, "le", input, other)
 
 
 def gt(input, other):
-    """``input > other`` elementwise, a bool tensor (no gradient)."""
+    """``input > other`` elementwise (``torch.gt``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
     return _compare(np.greater, "gt", input, other)
 
 
 def ge(input, other):
-    """``input >= other`` elementwise, a bool tensor (no gradient)."""
+    """``input >= other`` elementwise (``torch.ge``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
     return _compare(np.greater_equal, "ge", input, other)
 
 
@@ -566,7 +718,18 @@ def flatten(input, start_dim=1, end_dim=-1):
 
 
 def unsqueeze(input, dim):
-    """A view with a new dim of length 1 at ``dim`` (``-ndim - 1 <= dim <= ndim``)."""
+    """input with a new dim of length 1 (``torch.unsqueeze``), on the tape.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    dim : int
+        Where the new dim goes, ``-ndim - 1 <= dim <= ndim``.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _const(input)
     nd = x.data.ndim
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not -nd - 1 <= dim <= nd:
@@ -577,8 +740,18 @@ def unsqueeze(input, dim):
 
 
 def squeeze(input, dim=None):
-    """Drop dims of length 1: all of them, or those among ``dim`` (an int or a tuple);
-    a named dim whose length is not 1 stays, as in PyTorch."""
+    """input without dims of length 1 (``torch.squeeze``), on the tape.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    dim : int or tuple of int, optional
+        Only these dims; a named dim whose length is not 1 stays, as in PyTorch.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _const(input)
     dims = range(x.data.ndim) if dim is None else _axes(dim, x.data.ndim, "squeeze")
     drop = {d for d in dims if x.data.ndim and x.shape[d] == 1}
@@ -623,8 +796,25 @@ def _tensor_list(tensors, op):
 
 
 def cat(tensors, dim=0):
-    """Join tensors along an existing dim (``torch.cat``): they must have the same number
-    of dims and the same sizes except along ``dim``; dtypes promote as in PyTorch."""
+    """Join tensors along an existing dim (``torch.cat``), on the tape.
+
+    Parameters
+    ----------
+    tensors : list or tuple of Tensor
+        Tensors with the same number of dims and the same sizes except along ``dim``;
+        their dtypes promote as in PyTorch (each gets its gradient in its own dtype).
+    dim : int, optional
+        The dim to join along.
+
+    Returns
+    -------
+    Tensor
+
+    Raises
+    ------
+    ValueError
+        For an empty list, 0-d tensors or sizes that do not match.
+    """
     ts = _tensor_list(tensors, "cat")
     nd = ts[0].data.ndim
     if nd == 0:
@@ -638,7 +828,19 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
-    """Join tensors of one shape along a new dim (``torch.stack``)."""
+    """Join tensors of one shape along a new dim (``torch.stack``), on the tape.
+
+    Parameters
+    ----------
+    tensors : list or tuple of Tensor
+        Tensors of one shape.
+    dim : int, optional
+        Where the new dim goes, ``-ndim - 1 <= dim <= ndim``.
+
+    Returns
+    -------
+    Tensor
+    """
     ts = _tensor_list(tensors, "stack")
     for i, t in enumerate(ts):
         if t.shape != ts[0].shape:
@@ -674,14 +876,38 @@ class Cast(Function):
 
 
 def clone(input):
-    """A copy of input that owns its data; gradients flow through it unchanged."""
+    """A copy of input that owns its data (``torch.clone``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        On the tape: the gradient flows through unchanged.
+    """
     return Clone.apply(_const(input))
 
 
 def to_dtype(input, dtype, copy=False):
-    """input in ``dtype`` (``Tensor.to(dtype)``): input itself when it already has that
-    dtype (unless ``copy``), otherwise a copy; floating copies stay on the tape, others
-    carry no gradient, as in PyTorch."""
+    """input in another dtype (``Tensor.to(dtype)``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    dtype : dtype
+        ``fastbn.float32``, ``fastbn.long``, ...
+    copy : bool, optional
+        Copy even when the dtype is already ``dtype``.
+
+    Returns
+    -------
+    Tensor
+        input itself when nothing changes; a float32/float64 copy of a float32/float64
+        tensor stays on the tape (its gradient is cast back), other conversions carry no
+        gradient, as in PyTorch.
+    """
     x = _const(input)
     dtype = as_dtype(dtype)
     if dtype is x.data.dtype:               # builtin dtypes are singletons
@@ -772,8 +998,20 @@ class LogSoftmax(Function):
 
 
 def relu(input, inplace=False):
-    """max(input, 0).  ``inplace`` is accepted for PyTorch's signature; the result is
-    always a new tensor (use the returned value, as ``x = F.relu(x, inplace=True)`` does)."""
+    """max(input, 0), keeping NaN (``torch.nn.functional.relu``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    inplace : bool, optional
+        Accepted for PyTorch's signature; the result is always a new tensor (what
+        ``x = F.relu(x, inplace=True)`` uses).
+
+    Returns
+    -------
+    Tensor
+    """
     return ReLU.apply(_float_tensor(input, "relu"))
 
 
@@ -806,14 +1044,39 @@ def _softmax_dim(dim, x, op):
 
 
 def softmax(input, dim=None):
-    """exp(input) / sum(exp(input)) along ``dim``."""
+    """exp(input) / sum(exp(input)) along ``dim`` (``torch.nn.functional.softmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    dim : int, optional
+        The dim that sums to 1.  None picks PyTorch's legacy choice (0 for 0-, 1- and
+        3-D input, else 1) with its deprecation warning.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _float_tensor(input, "softmax")
     return Softmax.apply(x, dim=_softmax_dim(dim, x, "softmax"))
 
 
 def log_softmax(input, dim=None):
     """log(softmax(input)) along ``dim``, computed without taking the log of a
-    probability."""
+    probability (``torch.nn.functional.log_softmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    dim : int, optional
+        As :func:`softmax`.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _float_tensor(input, "log_softmax")
     return LogSoftmax.apply(x, dim=_softmax_dim(dim, x, "log_softmax"))
 
@@ -1218,11 +1481,26 @@ class Dropout(Function):
 
 
 def dropout(input, p=0.5, training=True, inplace=False, generator=None):
-    """Zero each element with probability p and scale the rest by 1/(1-p).
+    """Zero each element with probability p and scale the rest by 1/(1-p)
+    (``torch.nn.functional.dropout``).
 
-    generator: a ``numpy.random.Generator`` (default: fastbn's global generator,
-    seeded by ``fastbn.manual_seed``).  ``inplace`` is accepted for PyTorch's
-    signature; the result is always a new tensor."""
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    p : float, optional
+        Probability of zeroing, in [0, 1].
+    training : bool, optional
+        False returns input unchanged.
+    inplace : bool, optional
+        Accepted for PyTorch's signature; the result is always a new tensor.
+    generator : numpy.random.Generator, optional
+        Default: fastbn's global generator, seeded by ``fastbn.manual_seed``.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _float_tensor(input, "dropout")
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")

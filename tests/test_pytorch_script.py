@@ -19,7 +19,7 @@ import fastbn as torch
 from fastbn import nn, optim
 import fastbn.nn.functional as F
 from fastbn.optim.lr_scheduler import StepLR
-from fastbn.data import DataLoader, TensorDataset
+from fastbn.utils.data import DataLoader, TensorDataset
 """
 
 TORCH_IMPORTS = """

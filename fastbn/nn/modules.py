@@ -114,8 +114,14 @@ class Conv2d(Module):
 
 
 class ReLU(Module):
-    """max(x, 0).  ``inplace`` is accepted for PyTorch's signature: the output is always a
-    new tensor, which is what a model that uses the returned value sees."""
+    """max(x, 0).
+
+    Parameters
+    ----------
+    inplace : bool, optional
+        Accepted for PyTorch's signature: the output is always a new tensor, which is
+        what a model that uses the returned value sees.
+    """
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -139,8 +145,13 @@ class Tanh(Module):
 
 
 class Softmax(Module):
-    """softmax along ``dim`` (PyTorch's legacy implicit choice, with its warning, when
-    None)."""
+    """softmax along a dim (``F.softmax``).
+
+    Parameters
+    ----------
+    dim : int, optional
+        The dim that sums to 1; None: PyTorch's legacy implicit choice, with its warning.
+    """
 
     def __init__(self, dim=None):
         super().__init__()
@@ -154,8 +165,13 @@ class Softmax(Module):
 
 
 class LogSoftmax(Module):
-    """log_softmax along ``dim`` (PyTorch's legacy implicit choice, with its warning, when
-    None)."""
+    """log_softmax along a dim (``F.log_softmax``).
+
+    Parameters
+    ----------
+    dim : int, optional
+        As :class:`Softmax`.
+    """
 
     def __init__(self, dim=None):
         super().__init__()
@@ -193,8 +209,13 @@ class AvgPool2d(_Pool2d):
 
 
 class AdaptiveAvgPool2d(Module):
-    """Average pooling to a fixed output size (oh, ow), whatever the input's: an int, a
-    pair, or a pair with None entries that keep the input's size."""
+    """Average pooling of (N, C, H, W) input to a fixed output size, whatever H and W.
+
+    Parameters
+    ----------
+    output_size : int or (int or None, int or None)
+        (oh, ow); an int for both; None keeps the input's size in that dim.
+    """
 
     def __init__(self, output_size):
         super().__init__()
@@ -230,8 +251,15 @@ class Flatten(Module):
 class Dropout(Module):
     """Zeroes elements with probability p in training (scaling the rest by 1/(1-p)); the
     identity in eval.  Draws from the global generator (``fastbn.manual_seed``), so runs
-    and checkpoints are reproducible.  ``inplace`` is accepted for PyTorch's signature;
-    the output is always a new tensor."""
+    and checkpoints are reproducible.
+
+    Parameters
+    ----------
+    p : float, optional
+        Probability of zeroing, in [0, 1] (default 0.5).
+    inplace : bool, optional
+        Accepted for PyTorch's signature; the output is always a new tensor.
+    """
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
