@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import fastbn
-from fastbn import kernels as K
 from fastbn import nn, optim
 from fastbn.optim import lr_scheduler
 

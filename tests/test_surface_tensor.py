@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import fastbn
-import fastbn.nn.functional as F
 from fastbn import Tensor, gradcheck
 
 
