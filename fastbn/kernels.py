@@ -20,7 +20,8 @@ __all__ = ["batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_ba
            "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
-           "sgd_update", "sgd_updates", "adam_update", "adam_updates"]
+           "sgd_update", "sgd_updates", "adam_update", "adam_updates", "adamw_updates",
+           "rmsprop_updates", "adadelta_updates"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _blas.set_thread_control(blas_thread_control())
@@ -651,6 +652,10 @@ def _update_operands(op, param, grad, state):
     if not param.flags.writeable:
         raise ValueError(f"{op}: the parameter is read-only and cannot be updated in place")
     if type(grad) is not np.ndarray or grad.dtype is not param.dtype:
+        kind = np.asarray(grad).dtype.kind
+        if kind not in "fiu":       # a complex gradient would lose its imaginary part
+            raise TypeError(f"{op}: the gradient must be real numbers, got dtype "
+                            f"{np.asarray(grad).dtype}")
         grad = np.asarray(grad, dtype=param.dtype)
     if grad.shape != param.shape:
         raise ValueError(f"{op}: gradient of shape {grad.shape} for a parameter of shape "
@@ -667,21 +672,22 @@ def _update_operands(op, param, grad, state):
 def _run_updates(op, update, params, grads, states, flags, hyper, no_state_ok=False):
     """update(params, grads, *states, flags, *hyper), the compiled many-parameter
     call (states: lists of arrays, or None where no_state_ok; flags: a list of
-    per-parameter values), which returns False when an operand is not a plain
-    contiguous array: then check every operand (clear errors before anything
-    changes), run it on contiguous copies of strided parameters and write
-    those back."""
-    lengths = [len(x) for x in (grads, *states, flags)]
+    per-parameter values, or None for an update that takes none), which returns
+    False when an operand is not a plain contiguous array: then check every
+    operand (clear errors before anything changes), run it on contiguous copies of
+    strided parameters and write those back."""
+    lists = (*states,) if flags is None else (*states, flags)
+    lengths = [len(x) for x in (grads, *lists)]
     if any(n != len(params) for n in lengths):
         raise ValueError(f"{op}: {len(params)} parameters, but lists of {lengths} gradients, "
                          "states and per-parameter flags")
-    if update(params, grads, *states, flags, *hyper):
+    if update(params, grads, *lists, *hyper):
         return
     grads = [_update_operands(op, p, g, [s[i] for s in states
                                          if not (no_state_ok and s[i] is None)])
              for i, (p, g) in enumerate(zip(params, grads))]
     work = [p if p.flags.carray else np.array(p, order="C") for p in params]
-    if not update(work, grads, *states, flags, *hyper):
+    if not update(work, grads, *lists, *hyper):
         raise RuntimeError(f"{op}: operands still not plain after checking")
     for p, w in zip(params, work):
         if w is not p:
@@ -717,14 +723,19 @@ def sgd_update(param, grad, momentum_buffer, lr, weight_decay=0.0, momentum=0.0,
                 nesterov, [first])
 
 
+def _check_steps(op, steps):
+    steps = list(steps)
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+            raise ValueError(f"{op}: step must be a positive int, got {step!r}")
+    return steps
+
+
 def adam_updates(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
                  weight_decay=0.0):
     """adam_update on each parameter in turn (lists of params, grads, exp_avgs,
     exp_avg_sqs and step numbers), in one compiled call."""
-    steps = list(steps)
-    for step in steps:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-            raise ValueError(f"adam_update: step must be a positive int, got {step!r}")
+    steps = _check_steps("adam_update", steps)
     hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
              get_num_threads())
     _run_updates("adam_update", _optim.adam_many, list(params), list(grads),
@@ -745,3 +756,68 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
     """
     adam_updates([param], [grad], [exp_avg], [exp_avg_sq], [step], lr, beta1, beta2, eps,
                  weight_decay)
+
+
+def adamw_updates(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1,
+                  beta2, eps, weight_decay=0.0):
+    """AdamW's step number ``steps[i]`` (from 1) on each parameter, in place, in one
+    compiled call, with PyTorch's operations::
+
+        param *= 1 - lr * weight_decay
+        exp_avg = lerp(exp_avg, grad, 1 - beta1)
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+        max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)   (amsgrad)
+        param -= lr / (1 - beta1**step) * exp_avg
+                 / (sqrt(exp_avg_sq or max_exp_avg_sq) / sqrt(1 - beta2**step) + eps)
+
+    max_exp_avg_sqs[i]: an array (amsgrad) or None.  Every operand is checked before
+    any parameter changes.
+    """
+    steps = _check_steps("adamw_update", steps)
+    hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
+             get_num_threads())
+    _run_updates("adamw_update", _optim.adamw_many, list(params), list(grads),
+                 [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs)], steps, hyper,
+                 no_state_ok=True)
+
+
+def rmsprop_updates(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps,
+                    weight_decay=0.0, momentum=0.0):
+    """RMSprop's step on each parameter, in place, in one compiled call, with PyTorch's
+    operations::
+
+        d = grad + weight_decay * param
+        square_avg = alpha * square_avg + (1 - alpha) * d * d
+        centered (grad_avgs[i] an array): grad_avg = lerp(grad_avg, d, 1 - alpha),
+            avg = sqrt(square_avg - grad_avg * grad_avg) + eps
+        otherwise: avg = sqrt(square_avg) + eps
+        momentum (momentum_buffers[i] an array): buf = momentum * buf + d / avg,
+            param -= lr * buf
+        otherwise: param -= lr * d / avg
+
+    Every operand is checked before any parameter changes.
+    """
+    params = list(params)
+    hyper = (float(lr), float(weight_decay), float(alpha), float(eps), float(momentum),
+             get_num_threads())
+    _run_updates("rmsprop_update", _optim.rmsprop_many, params, list(grads),
+                 [list(square_avgs), list(grad_avgs), list(momentum_buffers)], None, hyper,
+                 no_state_ok=True)
+
+
+def adadelta_updates(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_decay=0.0):
+    """Adadelta's step on each parameter, in place, in one compiled call, with PyTorch's
+    operations::
+
+        d = grad + weight_decay * param
+        square_avg = rho * square_avg + (1 - rho) * d * d
+        delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * d
+        acc_delta = rho * acc_delta + (1 - rho) * delta * delta
+        param -= lr * delta
+
+    Every operand is checked before any parameter changes.
+    """
+    params = list(params)
+    hyper = (float(lr), float(weight_decay), float(rho), float(eps), get_num_threads())
+    _run_updates("adadelta_update", _optim.adadelta_many, params, list(grads),
+                 [list(square_avgs), list(acc_deltas)], None, hyper)
