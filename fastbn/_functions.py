@@ -227,7 +227,7 @@ def randint(*args, size=None, generator=None, dtype=None, device=None, requires_
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
-    """A random permutation of ``0 .. n-1`` (int64 unless ``dtype``), from fastbn's
+    """A random permutation of ``range(n)`` (int64 unless ``dtype``), from fastbn's
     global generator.
 
     Returns

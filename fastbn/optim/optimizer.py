@@ -317,7 +317,9 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's ``AdamW``::
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's ``AdamW``.
+
+    Each step::
 
         p *= 1 - lr * weight_decay
         m = lerp(m, g, 1 - b1);  v = b2 * v + (1 - b2) * g * g
@@ -369,7 +371,9 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop with PyTorch's options and update rule::
+    """RMSprop with PyTorch's options and update rule.
+
+    Each step::
 
         g = grad + weight_decay * p
         square_avg = alpha * square_avg + (1 - alpha) * g * g
@@ -433,7 +437,9 @@ class RMSprop(Optimizer):
 
 
 class Adadelta(Optimizer):
-    """Adadelta (Zeiler 2012) with PyTorch's update rule::
+    """Adadelta (Zeiler 2012) with PyTorch's update rule.
+
+    Each step::
 
         g = grad + weight_decay * p
         square_avg = rho * square_avg + (1 - rho) * g * g
