@@ -314,7 +314,7 @@ class Sequential(Module):
 
 
 class Identity(Module):
-    """Returns its input (what fold_batch_norm leaves in place of a folded BatchNorm)."""
+    """Returns its input."""
 
     def forward(self, input):
         return input

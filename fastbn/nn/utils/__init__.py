@@ -1,4 +1,4 @@
 """Model utilities, one module per concern as in ``torch.nn.utils``."""
-from .fusion import fold_batch_norm
+from .fusion import FoldedBatchNorm, fold_batch_norm
 
-__all__ = ["fold_batch_norm"]
+__all__ = ["fold_batch_norm", "FoldedBatchNorm"]
