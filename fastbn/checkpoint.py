@@ -170,8 +170,10 @@ def _read_archive(f, path):
         infos, total = {}, 0
         for info in archive.infolist():
             name = info.filename
-            if not name.endswith(".npy") or name[:-4] in infos:
+            if not name.endswith(".npy"):
                 raise CheckpointError(f"{path}: member {name!r} is not a NumPy array")
+            if name[:-4] in infos:
+                raise CheckpointError(f"{path}: member {name!r} appears twice")
             if info.compress_type != zipfile.ZIP_STORED:
                 raise CheckpointError(f"{path}: member {name!r} is compressed; fastbn "
                                       "checkpoints are stored uncompressed")
@@ -312,16 +314,21 @@ def _check_state(state, path, model, optimizer, scheduler):
     if not _is_int(state["epoch"]) or state["epoch"] < 0:
         _fail(path, "epoch", "an int >= 0", state["epoch"])
     rng = state["rng"]
-    if not (isinstance(rng, dict) and rng.get("bit_generator") == "PCG64"
-            and isinstance(rng.get("state"), dict) and set(rng["state"]) == {"state", "inc"}
+    if not (isinstance(rng, dict) and set(rng) == {"bit_generator", "state", "has_uint32",
+                                                   "uinteger"}
+            and isinstance(rng["bit_generator"], str) and rng["bit_generator"] == "PCG64"
+            and isinstance(rng["state"], dict) and set(rng["state"]) == {"state", "inc"}
             and all(_is_int(v) and v >= 0 for v in rng["state"].values())
-            and rng.get("has_uint32") in (0, 1) and _is_int(rng.get("uinteger"))):
+            and _is_int(rng["has_uint32"]) and 0 <= rng["has_uint32"] <= 1
+            and _is_int(rng["uinteger"]) and rng["uinteger"] >= 0):
         _fail(path, "rng", "a PCG64 generator state", rng)
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
         saved_type = state.get(name + "_type", type(obj).__name__)
+        if obj is not None and not isinstance(saved_type, str):
+            _fail(path, name + "_type", "a class name", saved_type)
         if obj is not None and saved_type != type(obj).__name__:
-            raise CheckpointError(f"{path}: holds the state of a {saved_type} {name}; "
-                                  f"this one is a {type(obj).__name__}")
+            raise CheckpointError(f"{path}: its {name} state is {saved_type}'s; this {name} "
+                                  f"is {type(obj).__name__}")
     if optimizer is not None:
         saved, live = state["optimizer"], optimizer.state_dict()
         if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):

@@ -116,27 +116,30 @@ def _is_number(value, lo, hi=math.inf):
 
 
 SETTINGS = {
-    "model": Setting("--model", "convnet", lambda v: v in PRESETS,
+    "model": Setting("--model", "convnet", lambda v: isinstance(v, str) and v in PRESETS,
                      f"one of {sorted(PRESETS)}", FIXED),
     "bn": Setting("--no-bn", True, lambda v: isinstance(v, bool), "true or false", FIXED),
-    "dataset": Setting("--dataset", "digits", lambda v: v in DATASETS,
+    "dataset": Setting("--dataset", "digits", lambda v: isinstance(v, str) and v in DATASETS,
                        f"one of {sorted(DATASETS)}", FIXED),
     "data_dir": Setting("--data-dir", None, lambda v: v is None or isinstance(v, str),
                         "a folder name or null", LOCATION),
     "batch_size": Setting("--batch-size", 64, lambda v: _is_int(v, 1), "an int >= 1", FIXED),
     "seed": Setting("--seed", 0, lambda v: _is_int(v, 0), "an int >= 0", FIXED),
     "epochs": Setting("--epochs", 8, lambda v: _is_int(v, 1), "an int >= 1", LENGTH),
-    "optimizer": Setting("", "sgd", lambda v: v == "sgd", "'sgd'", FIXED),
+    "optimizer": Setting("", "sgd", lambda v: isinstance(v, str) and v == "sgd", "'sgd'",
+                         FIXED),
     "lr": Setting("--lr", 0.05, lambda v: _is_number(v, 0), "a number >= 0", NEXT_EPOCH),
     "momentum": Setting("--momentum", 0.9, lambda v: _is_number(v, 0, 1),
                         "a number in [0, 1)", NEXT_EPOCH),
-    "schedule": Setting("", "cosine", lambda v: v == "cosine", "'cosine'", FIXED),
+    "schedule": Setting("", "cosine", lambda v: isinstance(v, str) and v == "cosine",
+                        "'cosine'", FIXED),
     "world_size": Setting("", 1, lambda v: _is_int(v, 1), "an int >= 1", FIXED),
 }
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the run; ``message`` is the line that says where and how to resume."""
+    """Ctrl-C stopped the run; ``message`` is the line that says where and how to resume
+    (empty on the ranks but the first of a distributed run)."""
 
     def __init__(self, message):
         super().__init__(message)
@@ -305,14 +308,13 @@ def _stored_run(state, path):
         if not (isinstance(losses, np.ndarray) and losses.ndim == 1
                 and losses.dtype == np.float64):
             bad("extra.losses", "an array of float64 losses", losses)
-        if extra.get("steps") != len(losses):
+        if not (_is_int(extra.get("steps"), 0) and extra["steps"] == len(losses)):
             bad("extra.steps", f"the number of losses, {len(losses)}", extra.get("steps"))
         if not _is_number(extra.get("train_seconds"), 0):
             bad("extra.train_seconds", "a number >= 0", extra.get("train_seconds"))
         if not _is_int(extra.get("train_size"), 1):
             bad("extra.train_size", "an int >= 1", extra.get("train_size"))
     return config, extra
-
 
 
 def load_model(path):
@@ -406,17 +408,20 @@ def _retune(optimizer, scheduler, config):
     scheduler.load_state_dict(state)
 
 
-def _check_outputs(args, checkpoint_path):
+def _check_outputs(args):
     """Every file the run will write can be written, before any work: ValueError naming
     the flag and the path otherwise."""
-    outputs = [("--checkpoint", checkpoint_path), ("--metrics-json", args.metrics_json),
+    outputs = [("--checkpoint" if args.checkpoint else "--resume",
+                args.checkpoint or args.resume), ("--metrics-json", args.metrics_json),
                ("--fold", args.fold)]
     outputs = [(flag, path) for flag, path in outputs if path is not None]
     for flag, path in outputs:
         try:
             check_writable(path)
         except OSError as exc:
-            raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+            hint = (" (a resumed run goes on saving there; --checkpoint PATH saves "
+                    "elsewhere)" if flag == "--resume" else "")
+            raise ValueError(f"{flag} {path}: {exc.strerror}{hint}") from None
     real = {}
     for flag, path in outputs:
         other = real.setdefault(os.path.realpath(path), flag)
@@ -475,7 +480,7 @@ def run(args, out=None):
     config, notes = _configure(args, world, args.resume, stored, done)
     checkpoint_path = args.checkpoint or args.resume
     if lead:
-        _check_outputs(args, checkpoint_path)
+        _check_outputs(args)
     if config["bn"] and config["batch_size"] < 2:
         raise ValueError(f"--batch-size {config['batch_size']}: BatchNorm needs at least 2 "
                          "samples per batch for its statistics (use a larger --batch-size, "
@@ -573,7 +578,7 @@ def run(args, out=None):
         else:
             message = (f"interrupted {f'after epoch {epoch}' if epoch else 'in epoch 1'}; "
                        "nothing saved to resume from (--checkpoint PATH saves every epoch)")
-        raise TrainingInterrupted(message) from None
+        raise TrainingInterrupted(message if lead else "") from None
 
     metrics = {"test_accuracy": accuracy, "test_loss": test_loss, "train_seconds": train_seconds,
                "steps": len(losses), "samples_per_second": len(losses) * config["batch_size"]
@@ -726,7 +731,8 @@ def main(args):
         run(args)
         return 0
     except TrainingInterrupted as exc:
-        print(exc.message, file=sys.stderr, flush=True)
+        if exc.message:  # the lead rank's
+            print(exc.message, file=sys.stderr, flush=True)
         status = 130
     except (ValueError, OSError, ImportError, TrainingDiverged) as exc:
         print(f"fastbn train: error: {error_line(exc)}", file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastbn
 from fastbn import Tensor, checkpoint, cli, nn, no_grad, train
@@ -391,3 +392,73 @@ def test_progress_bar():
     bar.update(4)
     bar.close()
     assert quiet.getvalue() == ""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished 1-epoch mlp run's checkpoint (resuming it trains nothing)."""
+    path = str(tmp_path_factory.mktemp("finished") / "run.ckpt")
+    _run("--model", "mlp", "--epochs", "1", "--batch-size", "256", "--quiet",
+         "--checkpoint", path)
+    return path
+
+
+@pytest.mark.parametrize("where, value, field", [
+    (("extra", "config", "batch_size"), "256", "extra.config.batch_size"),
+    (("extra", "config", "model"), ["mlp"], "extra.config.model"),
+    (("extra", "config", "lr"), None, "extra.config.lr"),
+    (("extra", "config"), [1, 2], "extra.config"),
+    (("extra", "losses"), [0.5], "extra.losses"),
+    (("extra", "steps"), 3.0, "extra.steps"),
+    (("extra", "train_seconds"), -1, "extra.train_seconds"),
+    (("extra",), "x", "extra"),
+    (("epoch",), "1", "epoch"),
+    (("epoch",), 7, "epoch"),
+    (("rng",), {"bit_generator": "MT19937"}, "rng"),
+    (("optimizer", "param_groups", 0, "lr"), "0.1", "optimizer.param_groups[0].lr"),
+    (("optimizer", "param_groups"), {}, "optimizer.param_groups"),
+    (("scheduler", "T_max"), [1], "scheduler.T_max"),
+])
+def test_checkpoint_metadata_of_the_wrong_type_is_one_line(tmp_path, capsys, finished_run,
+                                                           where, value, field):
+    state = checkpoint.load_checkpoint(finished_run)
+    parent = state
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = value
+    path = str(tmp_path / "bad.ckpt")
+    checkpoint.save_checkpoint(path, state)
+    status, out, err = _main(capsys, "--resume", path)
+    assert (status, out) == (1, "")
+    assert err.startswith(f"fastbn train: error: {path}: field '{field}' must be "), err
+    assert len(err.splitlines()) == 1
+
+
+@settings(max_examples=40, deadline=None,  # _main reads capsys empty before each run
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_checkpoints_resume_or_fail_in_one_line(tmp_path_factory, capsys, finished_run,
+                                                      data):
+    state = checkpoint.load_checkpoint(finished_run)
+    paths, stack = [], [((), state)]
+    while stack:
+        prefix, obj = stack.pop()
+        items = (obj.items() if isinstance(obj, dict) else enumerate(obj)
+                 if isinstance(obj, list) else ())
+        for k, v in items:
+            if prefix[:1] != ("model",):  # the weights' own checks are load_state_dict's
+                paths.append(prefix + (k,))
+            stack.append((prefix + (k,), v))
+    where = data.draw(st.sampled_from(paths))
+    parent = state
+    for key in where[:-1]:
+        parent = parent[key]
+    parent[where[-1]] = data.draw(st.none() | st.booleans() | st.integers(-2, 10)
+                                  | st.floats() | st.text(max_size=3) | st.just([])
+                                  | st.just({}) | st.just(np.zeros(2)))
+    path = str(tmp_path_factory.mktemp("fuzz") / "run.ckpt")
+    checkpoint.save_checkpoint(path, state)
+    status, _, err = _main(capsys, "--resume", path, "--quiet")
+    assert status in (0, 1) and "Traceback" not in err
+    if status:
+        assert err.startswith(f"fastbn train: error: {path}") and len(err.splitlines()) == 1
