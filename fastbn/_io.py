@@ -22,16 +22,18 @@ _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 def _target(path):
     """The real file a write to path goes to (a symlink is written through), checked:
-    OSError naming path when it cannot be written.  Returns ``(target, stat or None)``."""
-    target = os.path.realpath(path)
+    OSError naming path when it cannot be written.  Returns ``(target, stat or None)``;
+    a path that is not a regular file (a device, a FIFO) is its own target."""
     try:
-        st = os.stat(target)
+        st = os.stat(path)  # through every link, /proc's too (/dev/stdout to a pipe)
     except FileNotFoundError:
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", path)
-    if st is not None and stat.S_ISREG(st.st_mode) and (
-            not st.st_mode & 0o222 or not os.access(target, os.W_OK)):
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return path, st
+    target = os.path.realpath(path)
+    if st is not None and (not st.st_mode & 0o222 or not os.access(target, os.W_OK)):
         # what open(path, "w") refuses is not replaced behind the user's back (root
         # included: a file nobody may write is read-only on purpose)
         raise PermissionError(errno.EACCES, "read-only file, not replaced", path)

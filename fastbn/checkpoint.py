@@ -33,6 +33,11 @@ _BLOCK = 1 << 20       # bytes read at a time into an array
 class CheckpointError(ValueError):
     """A file that is not a readable fastbn checkpoint, or one that does not fit."""
 
+    @classmethod
+    def bad_field(cls, path, field, expected, value):
+        """The error for a field of the checkpoint at path that is not what it must be."""
+        return cls(f"{path}: field '{field}' must be {expected}, got {_shown(value)}")
+
 
 def _encode(obj, arrays):
     """obj with arrays replaced by placeholders; tuples and dicts with non-str keys tagged
@@ -59,8 +64,14 @@ def _encode(obj, arrays):
                     "(arrays, numbers, strings, lists, tuples and dicts only)")
 
 
+_bad = CheckpointError.bad_field
+
+
 def _field(parent, key):
-    return f"{parent}.{key}" if isinstance(key, str) and key.isidentifier() else f"{parent}[{key!r}]"
+    """How a message names parent's entry key: ``parent.key`` or ``parent[key]``."""
+    if isinstance(key, str) and key.isidentifier():
+        return f"{parent}.{key}"
+    return f"{parent}[{key!r}]"
 
 
 def _shown(value):
@@ -71,10 +82,6 @@ def _shown(value):
         return f"a {type(value).__name__} of {len(value)}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _fail(path, field, what, value):
-    raise CheckpointError(f"{path}: field '{field}' must be {what}, got {_shown(value)}")
 
 
 def _decode(obj, arrays, path, field="state", depth=0):
@@ -91,18 +98,18 @@ def _decode(obj, arrays, path, field="state", depth=0):
     if "__array__" in obj:
         name = obj["__array__"]
         if len(obj) != 1 or not isinstance(name, str) or name not in arrays:
-            _fail(path, field, "a stored array", obj)
+            raise _bad(path, field, "a stored array", obj)
         return arrays[name]
     if "__tuple__" in obj:
         if len(obj) != 1 or not isinstance(obj["__tuple__"], list):
-            _fail(path, field, "a tuple", obj)
+            raise _bad(path, field, "a tuple", obj)
         return tuple(_decode(obj["__tuple__"], arrays, path, field, depth + 1))
     if "__items__" in obj:
         items = obj["__items__"]
         if (len(obj) != 1 or not isinstance(items, list) or not all(
                 isinstance(kv, list) and len(kv) == 2 and isinstance(kv[0], (str, int))
                 and not isinstance(kv[0], bool) for kv in items)):
-            _fail(path, field, "a list of [key, value] pairs", obj)
+            raise _bad(path, field, "a list of [key, value] pairs", obj)
         return {k: _decode(v, arrays, path, _field(field, k), depth + 1) for k, v in items}
     return {k: _decode(v, arrays, path, _field(field, k), depth + 1) for k, v in obj.items()}
 
@@ -277,12 +284,10 @@ def _is_number(value):
 
 def _check_like(saved, live, path, field):
     """saved has the kind of value live has (a number, a bool, a list of numbers...)."""
-    if isinstance(live, bool) or live is None or isinstance(live, str):
-        ok = type(saved) is type(live)
-        what = f"a {type(live).__name__}" if live is not None else "null"
+    if isinstance(live, (bool, str)):
+        ok, what = type(saved) is type(live), f"a {type(live).__name__}"
     elif _is_number(live):
-        ok, what = _is_number(saved) and not (isinstance(saved, float) and math.isnan(saved)), \
-            "a number"
+        ok, what = _is_number(saved) and saved == saved, "a number"  # NaN is none
     elif isinstance(live, (list, tuple)):
         ok = isinstance(saved, (list, tuple)) and len(saved) == len(live)
         what = f"a list of {len(live)}"
@@ -291,28 +296,53 @@ def _check_like(saved, live, path, field):
                 _check_like(s, v, path, f"{field}[{i}]")
     elif isinstance(live, np.ndarray):
         ok, what = isinstance(saved, np.ndarray), "an array"
-    else:
+    else:  # None (an option left unset) and anything else: the object's own checks
         return
     if not ok:
-        _fail(path, field, what, saved)
+        raise _bad(path, field, what, saved)
 
 
-def _check_state(state, path, model, optimizer, scheduler):
+def _check_optimizer(saved, live, path):
+    """An optimizer state_dict against the live optimizer's: its groups' options of the
+    same kinds, its per-parameter state arrays and numbers."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        raise _bad(path, "optimizer", "a dict with a 'state' dict", saved)
+    groups = saved.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(live["param_groups"]):
+        raise _bad(path, "optimizer.param_groups",
+                   f"a list of {len(live['param_groups'])} parameter groups", groups)
+    for i, (group, own) in enumerate(zip(groups, live["param_groups"])):
+        field = f"optimizer.param_groups[{i}]"
+        if not isinstance(group, dict):
+            raise _bad(path, field, "a dict", group)
+        params = group.get("params")
+        if not isinstance(params, list) or not all(_is_int(p) for p in params):
+            raise _bad(path, field + ".params", "a list of parameter indices", params)
+        for key, value in own.items():
+            if key != "params" and key in group:
+                _check_like(group[key], value, path, _field(field, key))
+    for key, entry in saved["state"].items():
+        if not _is_int(key) or not isinstance(entry, dict) or not all(
+                isinstance(v, np.ndarray) or _is_number(v) for v in entry.values()):
+            raise _bad(path, _field("optimizer.state", key),
+                       "a parameter index's dict of arrays and numbers", entry)
+
+
+def _check_state(state, path, optimizer, scheduler):
     """Every field of a training state that will be used, checked against the objects it
     is loaded into (the objects' own load_state_dict checks names and shapes)."""
     if not isinstance(state, dict):
-        _fail(path, "state", "a dict", state)
-    wanted = ["model", "epoch", "rng"] + [name for name, obj in
-                                          (("optimizer", optimizer), ("scheduler", scheduler))
-                                          if obj is not None]
-    missing = [k for k in wanted if k not in state]
+        raise _bad(path, "state", "a dict", state)
+    parts = {"optimizer": optimizer, "scheduler": scheduler}
+    missing = [k for k in ("model", "epoch", "rng", *(k for k, v in parts.items() if v))
+               if k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint has no {', '.join(missing)} state")
     if not isinstance(state["model"], dict) or not all(
             isinstance(v, np.ndarray) for v in state["model"].values()):
-        _fail(path, "model", "a dict of arrays", state["model"])
+        raise _bad(path, "model", "a dict of arrays", state["model"])
     if not _is_int(state["epoch"]) or state["epoch"] < 0:
-        _fail(path, "epoch", "an int >= 0", state["epoch"])
+        raise _bad(path, "epoch", "an int >= 0", state["epoch"])
     rng = state["rng"]
     if not (isinstance(rng, dict) and set(rng) == {"bit_generator", "state", "has_uint32",
                                                    "uinteger"}
@@ -321,42 +351,22 @@ def _check_state(state, path, model, optimizer, scheduler):
             and all(_is_int(v) and v >= 0 for v in rng["state"].values())
             and _is_int(rng["has_uint32"]) and 0 <= rng["has_uint32"] <= 1
             and _is_int(rng["uinteger"]) and rng["uinteger"] >= 0):
-        _fail(path, "rng", "a PCG64 generator state", rng)
-    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        raise _bad(path, "rng", "a PCG64 generator state", rng)
+    for name, obj in parts.items():
+        if obj is None:
+            continue
         saved_type = state.get(name + "_type", type(obj).__name__)
-        if obj is not None and not isinstance(saved_type, str):
-            _fail(path, name + "_type", "a class name", saved_type)
-        if obj is not None and saved_type != type(obj).__name__:
+        if not isinstance(saved_type, str):
+            raise _bad(path, name + "_type", "a class name", saved_type)
+        if saved_type != type(obj).__name__:
             raise CheckpointError(f"{path}: its {name} state is {saved_type}'s; this {name} "
                                   f"is {type(obj).__name__}")
     if optimizer is not None:
-        saved, live = state["optimizer"], optimizer.state_dict()
-        if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
-            _fail(path, "optimizer.state", "a dict", saved.get("state")
-                  if isinstance(saved, dict) else saved)
-        groups = saved.get("param_groups")
-        if not isinstance(groups, list) or len(groups) != len(live["param_groups"]):
-            _fail(path, "optimizer.param_groups",
-                  f"a list of {len(live['param_groups'])} parameter groups", groups)
-        for i, (group, own) in enumerate(zip(groups, live["param_groups"])):
-            field = f"optimizer.param_groups[{i}]"
-            if not isinstance(group, dict):
-                _fail(path, field, "a dict", group)
-            if not isinstance(group.get("params"), list) or not all(
-                    _is_int(p) for p in group["params"]):
-                _fail(path, field + ".params", "a list of parameter indices", group.get("params"))
-            for key, value in own.items():
-                if key != "params" and key in group:
-                    _check_like(group[key], value, path, _field(field, key))
-        for key, entry in saved["state"].items():
-            field = _field("optimizer.state", key)
-            if not _is_int(key) or not isinstance(entry, dict) or not all(
-                    isinstance(v, np.ndarray) or _is_number(v) for v in entry.values()):
-                _fail(path, field, "a parameter index's dict of arrays and numbers", entry)
+        _check_optimizer(state["optimizer"], optimizer.state_dict(), path)
     if scheduler is not None:
         saved = state["scheduler"]
         if not isinstance(saved, dict):
-            _fail(path, "scheduler", "a dict", saved)
+            raise _bad(path, "scheduler", "a dict", saved)
         for key, value in scheduler.state_dict().items():
             if key in saved:
                 _check_like(saved[key], value, path, _field("scheduler", key))
@@ -389,7 +399,7 @@ def restore(state, model, optimizer=None, scheduler=None, *, path="checkpoint"):
     """
     from . import random
 
-    _check_state(state, path, model, optimizer, scheduler)
+    _check_state(state, path, optimizer, scheduler)
     parts = [("model", model), ("optimizer", optimizer), ("scheduler", scheduler)]
     parts = [(name, obj) for name, obj in parts if obj is not None]
     before = [(obj, obj.state_dict()) for _, obj in parts]  # copies of the arrays

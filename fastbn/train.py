@@ -287,7 +287,7 @@ def _stored_run(state, path):
     """``(config, extra)`` of a loaded training checkpoint, every field the trainer uses
     checked: CheckpointError naming path and the field."""
     def bad(field, expected, value):
-        checkpoint._fail(path, field, expected, value)
+        raise CheckpointError.bad_field(path, field, expected, value)
 
     extra = state.get("extra") if isinstance(state, dict) else None
     if not isinstance(extra, dict):

@@ -5,6 +5,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import zipfile
@@ -15,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastbn
 from fastbn import Tensor, checkpoint, nn, optim
+from fastbn._io import atomic_write
 from fastbn.checkpoint import CheckpointError
 
 
@@ -511,3 +513,15 @@ def test_kill_9_during_saves_loses_nothing_and_leaves_nothing(tmp_path):
             assert checkpoint.load_checkpoint(path)["x"].shape == (2_000_000,)
     checkpoint.save_checkpoint(path, {"x": np.arange(3)})
     assert os.listdir(tmp_path) == ["run.ckpt"]
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    with atomic_write(fifo) as f:
+        f.write(b"metrics")
+    reader.join(timeout=30)
+    assert received == [b"metrics"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
