@@ -95,7 +95,7 @@ def main(argv=None):
         sys.stdout.flush()  # here, where a closed pipe is caught
         return status
     except KeyboardInterrupt:  # train says more itself (where to resume from)
-        print(f"python -m fastbn {args.command}: interrupted", file=sys.stderr, flush=True)
+        print(f"fastbn {args.command}: interrupted", file=sys.stderr, flush=True)
         return 130
     except BrokenPipeError:
         # stdout's reader left: stop quietly, as a program killed by SIGPIPE does, with

@@ -26,8 +26,9 @@ the loss of a uniform guess, ln(10).  The checkpoint of the last finished epoch 
 Every file a run will write is checked before it starts.
 
 ``--fold PATH`` writes the trained model with every BatchNorm folded into the layer before
-it (:func:`fastbn.nn.utils.fold_batch_norm`), for inference, in the checkpoint format
-(:func:`load_model` reads it), and prints its held-out accuracy beside the unfolded one.
+it (fastbn.nn.utils.fold_batch_norm), for inference, in the checkpoint format
+(fastbn.train.load_model reads it), and prints its held-out accuracy beside the unfolded
+one.
 ``--resume PATH --fold OUT`` on a finished run exports it without training.
 
 ``--distributed`` (under ``mpiexec -n R``): data-parallel over R MPI ranks; each takes
@@ -679,9 +680,11 @@ def add_arguments(parser):
     parser.add_argument("--no-bn", dest="bn", action="store_const", const=False, default=None,
                         help="leave out Batch Normalization (layers get biases instead)")
     parser.add_argument("--lr", type=_number(0.0), default=None,
-                        help=f"SGD learning rate, cosine-annealed per epoch (default: {d['lr']})")
+                        help="SGD learning rate, cosine-annealed per epoch; with --resume, "
+                             f"from the next epoch (default: {d['lr']})")
     parser.add_argument("--momentum", type=_number(0.0, 1.0), default=None,
-                        help=f"SGD momentum (default: {d['momentum']})")
+                        help="SGD momentum; with --resume, from the next epoch (default: "
+                             f"{d['momentum']})")
     parser.add_argument("--epochs", type=_int(1), default=None,
                         help=f"total epochs, counting those of a resumed run (default: "
                              f"{d['epochs']})")
@@ -734,6 +737,8 @@ def main(args):
         if exc.message:  # the lead rank's
             print(exc.message, file=sys.stderr, flush=True)
         status = 130
+    except BrokenPipeError:  # stdout's reader left: python -m fastbn's to handle
+        raise
     except (ValueError, OSError, ImportError, TrainingDiverged) as exc:
         print(f"fastbn train: error: {error_line(exc)}", file=sys.stderr, flush=True)
         status = 1

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fastbn
 from fastbn import cli
 
@@ -15,10 +17,11 @@ def _env():
         p for p in (parent, os.environ.get("PYTHONPATH")) if p))
 
 
-def test_info_into_a_closed_pipe_ends_quietly(tmp_path):
+@pytest.mark.parametrize("argv", [["info", "--shape", "2", "2", "4", "4", "--repeat", "1"],
+                                  ["train", "--model", "mlp", "--epochs", "50"]])
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path, argv):
     # `python -m fastbn info | head`: the reader is gone before fastbn writes
-    proc = subprocess.Popen([sys.executable, "-m", "fastbn", "info", "--shape", "2", "2", "4",
-                             "4", "--repeat", "1"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "fastbn", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
     proc.stdout.close()
     err = proc.stderr.read().decode()

@@ -52,6 +52,8 @@ def main(args):
         with _config.threads(args.threads), _train._blas_threads(args.threads):
             result = EXPERIMENTS[args.experiment_name].run(args, say)
         paths = save(args.out, args.experiment_name, result, say)
+    except BrokenPipeError:  # stdout's reader left: python -m fastbn's to handle
+        raise
     except (ValueError, OSError) as exc:
         print(f"fastbn reproduce: error: {_train.error_line(exc)}", file=sys.stderr)
         return 1
