@@ -38,12 +38,12 @@ def _target(path):
         # included: a file nobody may write is read-only on purpose)
         raise PermissionError(errno.EACCES, "read-only file, not replaced", path)
     folder = os.path.dirname(target)
+    shown = os.path.dirname(path) or "."  # as the user wrote it, unless a link leads away
+    shown = shown if os.path.realpath(shown) == folder else folder
     if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, f"folder {os.path.dirname(path) or '.'} does "
-                                "not exist", path)
+        raise FileNotFoundError(errno.ENOENT, f"folder {shown} does not exist", path)
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, f"cannot create files in folder "
-                                            f"{os.path.dirname(path) or '.'}", path)
+        raise PermissionError(errno.EACCES, f"cannot create files in folder {shown}", path)
     return target, st
 
 

@@ -181,9 +181,9 @@ def _read_archive(f, path):
                 raise CheckpointError(f"{path}: member {name!r} is not a NumPy array")
             if name[:-4] in infos:
                 raise CheckpointError(f"{path}: member {name!r} appears twice")
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise CheckpointError(f"{path}: member {name!r} is compressed; fastbn "
-                                      "checkpoints are stored uncompressed")
+            if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+                raise CheckpointError(f"{path}: member {name!r} is compressed or encrypted; "
+                                      "fastbn checkpoints are stored as they are")
             total += info.compress_size
             if info.file_size != info.compress_size or total > size:
                 raise CheckpointError(f"{path}: the archive declares more data than the "

@@ -196,7 +196,16 @@ def test_random_bytes_and_foreign_archives(tmp_path):
         checkpoint.load_checkpoint(path)
     with open(path, "wb") as f:  # a valid header, compressed: fastbn never writes those
         np.savez_compressed(f, __header__=np.frombuffer(_header("1").encode(), np.uint8))
-    with pytest.raises(CheckpointError, match="is compressed"):
+    with pytest.raises(CheckpointError, match="is compressed or encrypted"):
+        checkpoint.load_checkpoint(path)
+    checkpoint.save_checkpoint(path, {"x": np.arange(3)})  # marked encrypted (flag bit 0)
+    raw = bytearray(path.read_bytes())
+    at = 0
+    while (at := raw.find(b"PK\x01\x02", at)) >= 0:
+        raw[at + 8] |= 1
+        at += 4
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="is compressed or encrypted"):
         checkpoint.load_checkpoint(path)
     _write_raw(path, b"\xff\xfe not utf-8")
     with pytest.raises(CheckpointError, match="header is not valid JSON"):
@@ -240,7 +249,7 @@ def test_zip_bombs_are_refused_before_inflating(tmp_path, method):
     assert path.stat().st_size < 2 << 20
     tracemalloc.start()
     try:
-        with pytest.raises(CheckpointError, match="compressed|declares"):
+        with pytest.raises(CheckpointError, match="compressed or encrypted|declares"):
             checkpoint.load_checkpoint(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
