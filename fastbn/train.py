@@ -520,10 +520,10 @@ def run(args, out=None):
         epoch, losses = done, extra["losses"].tolist()
         train_seconds = extra["train_seconds"]
         say(f"resumed from {args.resume} after epoch {epoch}")
-        for note in notes:
-            say(note)
         if notes and epoch < config["epochs"]:
-            say(f"epoch {epoch + 1} trains at lr {optimizer.param_groups[0]['lr']:.4g}")
+            notes.append(f"epoch {epoch + 1} trains at lr {optimizer.param_groups[0]['lr']:.4g}")
+        for note in notes if lead else ():  # --quiet too: what a flag changed is never silent
+            print(note, file=out, flush=True)
 
     epochs = config["epochs"]
     say(f"training {config['model']} ({'with' if config['bn'] else 'without'} BN) on "

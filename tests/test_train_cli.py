@@ -332,7 +332,8 @@ def test_resumed_run_reports_its_own_time_and_the_whole_runs(tmp_path):
     out = io.StringIO()
     metrics = train.run(cli.build_parser().parse_args(
         ["train", "--resume", ckpt, "--epochs", "2", "--quiet"]), out=out)
-    line = out.getvalue().strip()
+    *notes, line = out.getvalue().strip().splitlines()
+    assert notes[0].startswith("--epochs 2: the run now has 2 epochs")  # --quiet says it too
     found = re.fullmatch(r"held-out accuracy [0-9.]+% \(360 images\)  training ([0-9.]+) s "
                          r"\(([0-9.]+) s over all 2 epochs\)  total ([0-9.]+) s", line)
     assert found, line
