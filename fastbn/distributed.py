@@ -74,6 +74,7 @@ def init_process_group(comm=None):
 
 
 _exit_rendezvous = None
+_ABORT_GRACE = 0.25     # seconds; see abort()
 # Probing a peer that has not said it is exiting: a probe completes once the peer
 # has been inside MPI since it was sent (it matches a receive posted at start-up).
 # Two probes _PROBE_GAP apart that both complete, then _PROBE_SETTLE without word
@@ -171,6 +172,11 @@ def get_world_size(process_group=None):
 def abort(errorcode=1):
     """Stop every rank of the default communicator's job (no-op without one)."""
     if _default_comm is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # mpiexec forwards the ranks' output asynchronously and drops what it has not
+        # read when the abort kills the job: give it a moment to read this rank's last line
+        time.sleep(_ABORT_GRACE)
         _default_comm.Abort(errorcode)
 
 

@@ -515,7 +515,7 @@ class ModuleDict(Module):
 
 
 class Identity(Module):
-    """Returns its input (what fold_batch_norm leaves in place of a folded BatchNorm)."""
+    """Returns its input."""
 
     def forward(self, input):
         return input
