@@ -193,7 +193,8 @@ def test_ranks_that_finish_apart_end_the_job_normally(world):
     than the probes take): the job waits for it, then exits 0."""
     proc = _mpirun(world, os.path.join(SCRIPTS, "leave_early.py"), "late", "4", timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert sorted(proc.stdout.split("\n"))[1:] == [f"rank {r} done" for r in range(world)]
+    # mpiexec merges the ranks' output, not always line by line
+    assert all(proc.stdout.count(f"rank {r} done") == 1 for r in range(world)), proc.stdout
     assert "aborting" not in proc.stderr
     t0 = time.perf_counter()
     proc = _mpirun(world, os.path.join(SCRIPTS, "leave_early.py"), "late", "0", timeout=60)
