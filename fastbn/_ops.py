@@ -26,7 +26,8 @@ __all__ = [
     "reshape", "transpose", "getitem", "flatten", "unsqueeze", "squeeze", "cat", "stack",
     "clone", "to_dtype",
     "relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
-    "linear", "batch_norm", "batch_norm_relu", "conv2d", "max_pool2d", "avg_pool2d",
+    "linear", "batch_norm", "batch_norm_relu", "group_norm", "layer_norm", "instance_norm",
+    "batch_renorm", "ghost_batch_norm", "conv2d", "max_pool2d", "avg_pool2d",
     "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "dropout", "manual_seed",
 ]
 
@@ -1185,6 +1186,319 @@ def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, tr
     than the two ops and nothing extra is stored."""
     return _batch_norm("batch_norm_relu", input, running_mean, running_var, weight, bias,
                        training, momentum, eps, True)
+
+
+def _affine_inputs(op, x, weight, bias, shape):
+    """(x,), (x, w) or (x, w, b) as Tensors of one dtype; a bias without a weight
+    gets a weight of ones (the kernels take a bias only with a weight)."""
+    w = None if weight is None else _float_tensor(weight, op, "weight")
+    b = None if bias is None else _float_tensor(bias, op, "bias")
+    _same_dtype(op, ("input", x), ("weight", w), ("bias", b))
+    if w is None and b is not None:
+        w = Tensor(np.ones(shape, dtype=x.data.dtype))
+    return (x,) if w is None else (x, w) if b is None else (x, w, b)
+
+
+def _check_ndim(op, x, least):
+    if x.data.ndim < least:
+        raise ValueError(f"{op}: expected input with at least {least} dimensions (N, C, ...), "
+                         f"got shape {x.data.shape}")
+
+
+class GroupNorm(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.autograd.Function)
+
+    @staticmethod
+    def forward(x, weight=None, bias=None, *, num_groups, eps):
+        y, mean, invstd = kernels.group_norm_forward(x, num_groups, weight, bias, eps)
+        return y, (x, weight, mean, invstd, num_groups)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        x, weight, mean, invstd, num_groups = saved
+        dx, dw, db = kernels.group_norm_backward(
+            g, x, num_groups, weight, mean, invstd, need_input=inputs[0].requires_grad,
+            need_weight=_needs(inputs, 1), need_bias=_needs(inputs, 2))
+        return (dx, dw, db)[:len(inputs)]
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group Normalization (PyTorch's ``F.group_norm``; Wu and He, 2018).
+
+    The C channels of ``input`` form ``num_groups`` groups of ``C / num_groups``
+    consecutive channels; each sample's group is normalized with its own mean and
+    biased variance, then scaled and shifted per channel:
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``.  No running statistics:
+    training and evaluation compute the same.
+
+    Parameters
+    ----------
+    input : Tensor or array_like, shape (N, C, *)
+        float32 or float64.
+    num_groups : int
+        Divides C.
+    weight, bias : Tensor or array_like, shape (C,), optional
+        The per-channel affine; none by default.
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    Tensor
+        The shape and dtype of input.
+
+    Raises
+    ------
+    ValueError
+        For input with fewer than 2 dimensions, num_groups not a positive divisor of
+        C, a group of a single value (its variance is undefined), a weight or bias of
+        another shape, or an eps that is not positive (NaN included).
+    TypeError
+        For non-float input, or a weight or bias of another dtype.
+    """
+    x = _float_tensor(input, "group_norm")
+    _check_ndim("group_norm", x, 2)
+    inputs = _affine_inputs("group_norm", x, weight, bias, x.data.shape[1])
+    return GroupNorm.apply(*inputs, num_groups=num_groups, eps=eps)
+
+
+class LayerNorm(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.autograd.Function)
+
+    @staticmethod
+    def forward(x, weight=None, bias=None, *, normalized_shape, eps):
+        y, mean, invstd = kernels.layer_norm_forward(x, normalized_shape, weight, bias, eps)
+        return y, (x, weight, mean, invstd, normalized_shape)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        x, weight, mean, invstd, normalized_shape = saved
+        dx, dw, db = kernels.layer_norm_backward(
+            g, x, normalized_shape, weight, mean, invstd, need_input=inputs[0].requires_grad,
+            need_weight=_needs(inputs, 1), need_bias=_needs(inputs, 2))
+        return (dx, dw, db)[:len(inputs)]
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer Normalization (PyTorch's ``F.layer_norm``; Ba, Kiros and Hinton, 2016).
+
+    Each sample's last ``len(normalized_shape)`` dimensions are normalized with their
+    own mean and biased variance, then scaled and shifted elementwise:
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``.
+
+    Parameters
+    ----------
+    input : Tensor or array_like, shape (*, *normalized_shape)
+        float32 or float64.
+    normalized_shape : int or tuple of int
+        The trailing shape of input that is normalized.
+    weight, bias : Tensor or array_like, shape normalized_shape, optional
+        The elementwise affine; none by default.
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    Tensor
+        The shape and dtype of input.
+
+    Raises
+    ------
+    ValueError
+        For input whose trailing shape is not normalized_shape, a weight or bias of
+        another shape, or an eps that is not positive.
+    TypeError
+        For non-float input, or a weight or bias of another dtype.
+    """
+    x = _float_tensor(input, "layer_norm")
+    shape = ((normalized_shape,) if isinstance(normalized_shape, numbers.Integral)
+             else tuple(normalized_shape))
+    inputs = _affine_inputs("layer_norm", x, weight, bias, shape)
+    return LayerNorm.apply(*inputs, normalized_shape=shape, eps=eps)
+
+
+class InstanceNorm(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.autograd.Function)
+
+    @staticmethod
+    def forward(x, weight=None, bias=None, *, running_mean, running_var, use_input_stats,
+                momentum, eps):
+        y, mean, invstd = kernels.instance_norm_forward(
+            x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps)
+        return y, (x, weight, mean, invstd, use_input_stats)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        x, weight, mean, invstd, use_input_stats = saved
+        dx, dw, db = kernels.instance_norm_backward(
+            g, x, weight, mean, invstd, use_input_stats, need_input=inputs[0].requires_grad,
+            need_weight=_needs(inputs, 1), need_bias=_needs(inputs, 2))
+        return (dx, dw, db)[:len(inputs)]
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Instance Normalization (PyTorch's ``F.instance_norm``; Ulyanov et al., 2016).
+
+    With ``use_input_stats=True`` each sample's channel is normalized with its own
+    mean and biased variance over the spatial positions, and running_mean /
+    running_var, when given, are updated in place:
+    ``running = (1 - momentum) * running + momentum * stat``, stat the samples'
+    average mean and average unbiased variance (PyTorch's rule).  With
+    ``use_input_stats=False`` the running statistics normalize, as Batch
+    Normalization in eval mode.  Then ``y = xhat * weight + bias`` per channel.
+
+    Parameters
+    ----------
+    input : Tensor or array_like, shape (N, C, *)
+        float32 or float64; more than one spatial position with input statistics.
+    running_mean, running_var : ndarray or Tensor, shape (C,), optional
+        Of input's dtype; updated in place when ``use_input_stats``.
+    weight, bias : Tensor or array_like, shape (C,), optional
+    use_input_stats : bool, default True
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    Tensor
+        The shape and dtype of input.
+
+    Raises
+    ------
+    ValueError
+        For input with fewer than 2 dimensions, a single spatial position with input
+        statistics, ``use_input_stats=False`` without running statistics, parameters
+        of another shape, or a momentum outside [0, 1] or a non-positive eps.
+    """
+    x = _float_tensor(input, "instance_norm")
+    _check_ndim("instance_norm", x, 2)
+    inputs = _affine_inputs("instance_norm", x, weight, bias, x.data.shape[1])
+    return InstanceNorm.apply(*inputs, running_mean=_stat(running_mean, "running_mean"),
+                              running_var=_stat(running_var, "running_var"),
+                              use_input_stats=bool(use_input_stats), momentum=momentum, eps=eps)
+
+
+class BatchRenorm(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.autograd.Function)
+
+    @staticmethod
+    def forward(x, weight=None, bias=None, *, running_mean, running_var, r_max, d_max,
+                momentum, eps):
+        y, mean, invstd, r, d = kernels.batch_renorm_forward(
+            x, weight, bias, running_mean, running_var, r_max, d_max, momentum, eps)
+        return y, (x, weight, mean, invstd, r, d)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        x, weight, mean, invstd, r, d = saved
+        dx, dw, db = kernels.batch_renorm_backward(
+            g, x, weight, mean, invstd, r, d, need_input=inputs[0].requires_grad,
+            need_weight=_needs(inputs, 1), need_bias=_needs(inputs, 2))
+        return (dx, dw, db)[:len(inputs)]
+
+
+def batch_renorm(input, running_mean, running_var, weight=None, bias=None, r_max=1.0,
+                 d_max=0.0, momentum=0.1, eps=1e-5):
+    """Batch Renormalization in training (Ioffe, 2017), with the semantics of
+    Chainer's ``BatchRenormalization``.
+
+    With the batch's mean and ``sigma_B = sqrt(var_B + eps)`` and the running
+    statistics before this step's update, ``sigma = sqrt(running_var + eps)``::
+
+        r = clip(sigma_B / sigma, 1 / r_max, r_max)
+        d = clip((mean_B - running_mean) / sigma, -d_max, d_max)
+        y = ((x - mean_B) / sigma_B * r + d) * weight + bias
+
+    r and d are constants in the backward.  running_mean / running_var are then
+    updated as by :func:`batch_norm`.  With r_max = 1 and d_max = 0 this is
+    :func:`batch_norm` in training, bit for bit.  In evaluation Batch
+    Renormalization is :func:`batch_norm` with the running statistics.
+
+    Parameters
+    ----------
+    input : Tensor or array_like, shape (N, C, *)
+    running_mean, running_var : ndarray or Tensor, shape (C,)
+        Of input's dtype; read, then updated in place.
+    weight, bias : Tensor or array_like, shape (C,), optional
+    r_max : float, default 1.0
+        At least 1 (``inf``: no clipping).
+    d_max : float, default 0.0
+        At least 0.
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    Tensor
+    """
+    x = _float_tensor(input, "batch_renorm")
+    _check_ndim("batch_renorm", x, 2)
+    inputs = _affine_inputs("batch_renorm", x, weight, bias, x.data.shape[1])
+    return BatchRenorm.apply(*inputs, running_mean=_stat(running_mean, "running_mean"),
+                             running_var=_stat(running_var, "running_var"), r_max=r_max,
+                             d_max=d_max, momentum=momentum, eps=eps)
+
+
+class GhostBatchNorm(Function):
+    fresh_grads = True     # new arrays from the kernels (see fastbn.autograd.Function)
+
+    @staticmethod
+    def forward(x, weight=None, bias=None, *, running_mean, running_var, virtual_batch_size,
+                momentum, eps):
+        y, mean, invstd = kernels.ghost_batch_norm_forward(
+            x, weight, bias, running_mean, running_var, virtual_batch_size, momentum, eps)
+        return y, (x, weight, mean, invstd, virtual_batch_size)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        x, weight, mean, invstd, size = saved
+        dx, dw, db = kernels.ghost_batch_norm_backward(
+            g, x, weight, mean, invstd, size, need_input=inputs[0].requires_grad,
+            need_weight=_needs(inputs, 1), need_bias=_needs(inputs, 2))
+        return (dx, dw, db)[:len(inputs)]
+
+
+def ghost_batch_norm(input, virtual_batch_size, running_mean=None, running_var=None,
+                     weight=None, bias=None, momentum=0.1, eps=1e-5):
+    """Ghost Batch Normalization in training (Hoffer, Hubara and Soudry, 2017).
+
+    The batch is cut into ghost batches of ``virtual_batch_size`` consecutive
+    samples (the last one holds what is left), and each is normalized with its
+    own statistics, as :func:`batch_norm` would normalize it alone.
+    running_mean / running_var, when given, are updated once per call:
+    ``running = (1 - momentum) * running + momentum * stat``, stat the ghost
+    batches' means, and their unbiased variances, averaged with weights
+    proportional to their sizes.  With one ghost batch (``virtual_batch_size``
+    at least N) this is :func:`batch_norm` in training, bit for bit.
+
+    Parameters
+    ----------
+    input : Tensor or array_like, shape (N, C, *)
+    virtual_batch_size : int
+        Samples per ghost batch.
+    running_mean, running_var : ndarray or Tensor, shape (C,), optional
+        Of input's dtype; updated in place.
+    weight, bias : Tensor or array_like, shape (C,), optional
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    Tensor
+
+    Raises
+    ------
+    ValueError
+        When a ghost batch has a single value per channel.
+    """
+    x = _float_tensor(input, "ghost_batch_norm")
+    _check_ndim("ghost_batch_norm", x, 2)
+    inputs = _affine_inputs("ghost_batch_norm", x, weight, bias, x.data.shape[1])
+    return GhostBatchNorm.apply(*inputs, running_mean=_stat(running_mean, "running_mean"),
+                                running_var=_stat(running_var, "running_var"),
+                                virtual_batch_size=virtual_batch_size, momentum=momentum,
+                                eps=eps)
 
 
 class Conv2d(Function):

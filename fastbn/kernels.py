@@ -1,5 +1,6 @@
 """Validated NumPy entry points to the compiled kernels: Batch Normalization
-(``fastbn._core``), ReLU (``fastbn._activation``), conv2d (``fastbn._conv``,
+(``fastbn._core``) and its relatives, Group, Layer and Instance Normalization
+(``fastbn._norm``), ReLU (``fastbn._activation``), conv2d (``fastbn._conv``,
 ``fastbn._winograd``), pooling (``fastbn._conv``) and the optimizers'
 parameter updates (``fastbn._optim``).
 
@@ -7,14 +8,20 @@ Arrays in, arrays out.  This is the only module that calls the compiled
 modules; it checks types, shapes and values, makes inputs C-contiguous and
 picks the thread count.  The autodiff tape calls these.
 """
+import math
 import numbers
 
 import numpy as np
 
-from . import _activation, _blas, _conv, _core, _optim, _winograd
+from . import _activation, _blas, _conv, _core, _norm, _optim, _winograd
 from ._config import blas_thread_control, get_num_threads
 
-__all__ = ["batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_backward",
+__all__ = ["batch_norm_forward", "batch_norm_backward",
+           "group_norm_forward", "group_norm_backward", "layer_norm_forward",
+           "layer_norm_backward", "instance_norm_forward", "instance_norm_backward",
+           "batch_renorm_forward", "batch_renorm_backward", "ghost_batch_norm_forward",
+           "ghost_batch_norm_backward",
+           "relu_forward", "relu_backward",
            "matmul",
            "conv2d_forward", "conv2d_backward",
            "max_pool2d_forward", "max_pool2d_backward",
@@ -173,6 +180,392 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bi
     if x.size and (dx is not None or dweight is not None or dbias is not None):
         _core.backward(dy, x, weight, save_mean, save_invstd, dx,
                        dweight, dbias, bool(training), get_num_threads(), bias, bool(relu))
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------- the normalization family
+# Group, Layer and Instance Normalization run on fastbn._norm (statistics per row of a
+# reshaped view); Batch Renormalization and ghost batches are Batch Normalization's
+# kernels with other coefficients or on chunks of the batch.
+
+
+def _check_eps(eps):
+    return _check_scalar(eps, "eps", 0.0, np.inf, lo_open=True)
+
+
+def _check_param(p, name, x, shape):
+    """A read-only weight or bias of the given shape, cast to x's dtype, as one
+    contiguous vector (None stays None)."""
+    if p is None:
+        return None
+    arr = np.asarray(p)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {arr.shape}")
+    if arr.dtype not in _DTYPES:
+        raise TypeError(f"{name} has dtype {arr.dtype}; supported dtypes are float32 and float64")
+    return np.ascontiguousarray(arr, dtype=x.dtype).reshape(-1)
+
+
+def _check_num_groups(num_groups, C):
+    if (isinstance(num_groups, bool) or not isinstance(num_groups, numbers.Integral)
+            or num_groups < 1):
+        raise ValueError(f"num_groups must be a positive int, got {num_groups!r}")
+    if C % num_groups:
+        raise ValueError(f"num_groups={num_groups} must divide the input's {C} channels")
+    return int(num_groups)
+
+
+def _rows_forward(x, N, G, Cg, L, weight, bias, eps, stats_shape, var=None):
+    """y, mean, invstd of fastbn._norm.forward over the (N, G * Cg, L) view of x."""
+    y = np.empty_like(x)
+    mean = np.zeros(stats_shape, x.dtype)
+    invstd = np.zeros(stats_shape, x.dtype)
+    if x.size:
+        _norm.forward(x, N, G, Cg, L, weight, bias, y, mean, invstd, var, eps,
+                      get_num_threads())
+    return y, mean, invstd
+
+
+def _rows_backward(dy, x, N, G, Cg, L, weight, mean, invstd, need_input, need_weight,
+                   need_bias):
+    """(dx, dweight, dbias) of fastbn._norm.backward, None where not needed
+    (dweight and dbias also without a weight)."""
+    C = G * Cg
+    dx = np.empty_like(x) if need_input else None
+    dweight = np.zeros(C, x.dtype) if need_weight and weight is not None else None
+    dbias = np.zeros(C, x.dtype) if need_bias and weight is not None else None
+    if x.size and (dx is not None or dweight is not None or dbias is not None):
+        _norm.backward(dy, x, N, G, Cg, L, weight, np.ascontiguousarray(mean).reshape(-1),
+                       np.ascontiguousarray(invstd).reshape(-1), dx, dweight, dbias,
+                       get_num_threads())
+    return dx, dweight, dbias
+
+
+def _check_saved(a, name, x, shape):
+    a = np.asarray(a)
+    if a.shape != shape or a.dtype != x.dtype:
+        raise ValueError(f"{name} must be a {x.dtype} array of shape {shape} (as the forward "
+                         f"returned it), got {a.dtype} of shape {a.shape}")
+    return a
+
+
+def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group Normalization forward (PyTorch's ``F.group_norm``): the C channels
+    of x (N, C, *spatial) form ``num_groups`` groups of consecutive channels;
+    each (sample, group) is normalized with its own mean and biased variance,
+    then ``y = xhat * weight[c] + bias[c]`` per channel.
+
+    Returns ``(y, mean, invstd)``, the statistics of shape (N, num_groups).
+    """
+    x = _check_input(x, "input")
+    N, C = x.shape[:2]
+    G = _check_num_groups(num_groups, C)
+    weight = _check_param(weight, "weight", x, (C,))
+    bias = _check_param(bias, "bias", x, (C,))
+    eps = _check_eps(eps)
+    L = x.size // (N * C) if N * C else math.prod(x.shape[2:])
+    if C // G * L == 1:
+        raise ValueError(f"group_norm: expected more than 1 value per group, got input of "
+                         f"shape {x.shape} with num_groups={G}")
+    return _rows_forward(x, N, G, C // G, L, weight, bias, eps, (N, G))
+
+
+def group_norm_backward(dy, x, num_groups, weight, mean, invstd, need_input=True,
+                        need_weight=True, need_bias=True):
+    """Gradients of group_norm_forward: ``(dx, dweight, dbias)``, None where not
+    needed (``need_*``) and dweight, dbias None without a weight.
+    ``dx = invstd * (g - mean(g) - xhat * mean(g * xhat))`` over each group,
+    ``g = dy * weight``; dweight = sum(dy * xhat), dbias = sum(dy) per channel."""
+    x = _check_input(x, "input")
+    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    N, C = x.shape[:2]
+    G = _check_num_groups(num_groups, C)
+    weight = _check_param(weight, "weight", x, (C,))
+    mean = _check_saved(mean, "mean", x, (N, G))
+    invstd = _check_saved(invstd, "invstd", x, (N, G))
+    L = x.size // (N * C) if N * C else 0
+    return _rows_backward(dy, x, N, G, C // G, L, weight, mean, invstd, need_input,
+                          need_weight, need_bias)
+
+
+def _normalized_shape(normalized_shape, x):
+    """normalized_shape as a tuple that x's trailing dimensions match."""
+    shape = ((normalized_shape,) if isinstance(normalized_shape, numbers.Integral)
+             else tuple(normalized_shape))
+    if not shape or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                            and s >= 0 for s in shape):
+        raise ValueError(f"normalized_shape must be a non-empty shape (an int or a tuple of "
+                         f"ints), got {normalized_shape!r}")
+    shape = tuple(int(s) for s in shape)
+    if x.ndim < len(shape) or x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(f"layer_norm: normalized_shape={shape} expects input of shape "
+                         f"(*, {', '.join(map(str, shape))}), got input of shape {x.shape}")
+    return shape
+
+
+def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer Normalization forward (PyTorch's ``F.layer_norm``): each sample's
+    last ``len(normalized_shape)`` dimensions, which must be normalized_shape,
+    are normalized with their own mean and biased variance, then
+    ``y = xhat * weight + bias`` elementwise (weight and bias of
+    normalized_shape).
+
+    Returns ``(y, mean, invstd)``, the statistics of the leading shape
+    ``x.shape[:-len(normalized_shape)]``.
+    """
+    x = _check_float(x, "input")
+    shape = _normalized_shape(normalized_shape, x)
+    weight = _check_param(weight, "weight", x, shape)
+    bias = _check_param(bias, "bias", x, shape)
+    eps = _check_eps(eps)
+    lead = x.shape[:x.ndim - len(shape)]
+    M = math.prod(shape)
+    return _rows_forward(x, math.prod(lead), 1, M, 1, weight, bias, eps, lead)
+
+
+def layer_norm_backward(dy, x, normalized_shape, weight, mean, invstd, need_input=True,
+                        need_weight=True, need_bias=True):
+    """Gradients of layer_norm_forward: ``(dx, dweight, dbias)`` (dweight and
+    dbias of normalized_shape), None where not needed (``need_*``) and dweight,
+    dbias None without a weight."""
+    x = _check_float(x, "input")
+    dy = _check_grad_of(_check_float(dy, "grad_output"), x, "input")
+    shape = _normalized_shape(normalized_shape, x)
+    weight = _check_param(weight, "weight", x, shape)
+    lead = x.shape[:x.ndim - len(shape)]
+    mean = _check_saved(mean, "mean", x, lead)
+    invstd = _check_saved(invstd, "invstd", x, lead)
+    M = math.prod(shape)
+    dx, dweight, dbias = _rows_backward(dy, x, math.prod(lead), 1, M, 1, weight, mean, invstd,
+                                        need_input, need_weight, need_bias)
+    return (dx, None if dweight is None else dweight.reshape(shape),
+            None if dbias is None else dbias.reshape(shape))
+
+
+def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
+                          use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Instance Normalization forward (PyTorch's ``F.instance_norm``) over x
+    (N, C, *spatial).
+
+    ``use_input_stats=True``: each (sample, channel) is normalized with its own
+    mean and biased variance over the spatial positions; running_mean /
+    running_var (C,), when given, are updated in place with
+    ``running = (1 - momentum) * running + momentum * stat``, stat the average
+    over the samples of their means, and of their unbiased variances.
+    Returns ``(y, mean, invstd)`` of shape (N, C).  ``use_input_stats=False``:
+    the running statistics normalize, as Batch Normalization in inference;
+    returns ``(y, running_mean, invstd)`` of shape (C,).
+    """
+    x = _check_input(x, "input")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError("instance_norm: running_mean and running_var are required when "
+                             "use_input_stats=False")
+        return batch_norm_forward(x, weight, bias, running_mean, running_var, training=False,
+                                  eps=eps)
+    N, C = x.shape[:2]
+    weight = _check_channel_param(weight, "weight", x)
+    bias = _check_channel_param(bias, "bias", x)
+    running_mean = _check_channel_param(running_mean, "running_mean", x, writable=True)
+    running_var = _check_channel_param(running_var, "running_var", x, writable=True)
+    momentum = _check_scalar(momentum, "momentum", 0.0, 1.0, lo_open=False)
+    eps = _check_eps(eps)
+    L = math.prod(x.shape[2:])
+    if L == 1:
+        raise ValueError(f"instance_norm: expected more than 1 spatial element when using the "
+                         f"input's statistics, got input of shape {x.shape}")
+    tracked = running_mean is not None or running_var is not None
+    var = np.zeros(N * C) if tracked else None
+    y, mean, invstd = _rows_forward(x, N, C, 1, L, weight, bias, eps, (N, C), var)
+    if tracked and N and L:
+        if running_mean is not None:
+            running_mean[...] = ((1 - momentum) * running_mean
+                                 + momentum * mean.astype(np.float64).mean(axis=0))
+        if running_var is not None:
+            unbiased = var.reshape(N, C).mean(axis=0) * (L / (L - 1))
+            running_var[...] = (1 - momentum) * running_var + momentum * unbiased
+    return y, mean, invstd
+
+
+def instance_norm_backward(dy, x, weight, mean, invstd, use_input_stats=True, need_input=True,
+                           need_weight=True, need_bias=True):
+    """Gradients of instance_norm_forward, given what it returned (mean, invstd):
+    ``(dx, dweight, dbias)``, None where not needed.  With
+    ``use_input_stats=False`` the statistics are constants (Batch
+    Normalization's inference backward)."""
+    if not use_input_stats:
+        return batch_norm_backward(dy, x, weight, mean, invstd, training=False,
+                                   need_input=need_input, need_weight=need_weight,
+                                   need_bias=need_bias)
+    x = _check_input(x, "input")
+    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    N, C = x.shape[:2]
+    weight = _check_channel_param(weight, "weight", x)
+    mean = _check_saved(mean, "mean", x, (N, C))
+    invstd = _check_saved(invstd, "invstd", x, (N, C))
+    L = x.size // (N * C) if N * C else 0
+    return _rows_backward(dy, x, N, C, 1, L, weight, mean, invstd, need_input, need_weight,
+                          need_bias)
+
+
+def batch_renorm_forward(x, weight, bias, running_mean, running_var, r_max=1.0, d_max=0.0,
+                         momentum=0.1, eps=1e-5):
+    """Batch Renormalization's training forward (Ioffe, 2017), as Chainer's
+    ``BatchRenormalization``: with the batch's mean and std
+    ``sigma_B = sqrt(var_B + eps)`` and the running ones (before this step's
+    update) ``sigma = sqrt(running_var + eps)``,
+    ``r = clip(sigma_B / sigma, 1 / r_max, r_max)``,
+    ``d = clip((mean_B - running_mean) / sigma, -d_max, d_max)`` and
+    ``y = weight * (xhat * r + d) + bias``.  running_mean / running_var are then
+    updated as Batch Normalization's.  With r = 1 and d = 0 everywhere (always
+    so for r_max = 1, d_max = 0) y is batch_norm_forward's, bit for bit.
+
+    Returns ``(y, mean, invstd, r, d)``; r and d (float64, per channel) are
+    constants for the backward.
+    """
+    x = _check_input(x, "input")
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_renorm: running_mean and running_var are required")
+    rm = _check_channel_param(running_mean, "running_mean", x, writable=True)
+    rv = _check_channel_param(running_var, "running_var", x, writable=True)
+    r_max = _check_scalar(r_max, "r_max", 1.0, np.inf, lo_open=False)
+    d_max = _check_scalar(d_max, "d_max", 0.0, np.inf, lo_open=False)
+    eps = _check_eps(eps)
+    sigma = np.sqrt(rv.astype(np.float64) + eps)
+    mu = rm.astype(np.float64)
+    y, mean, invstd = batch_norm_forward(x, weight, bias, rm, rv, True, momentum, eps)
+    if x.size == 0:
+        return y, mean, invstd, np.ones(x.shape[1]), np.zeros(x.shape[1])
+    r = np.clip(1.0 / invstd.astype(np.float64) / sigma, 1.0 / r_max, r_max)
+    d = np.clip((mean.astype(np.float64) - mu) / sigma, -d_max, d_max)
+    if np.any(r != 1.0) or np.any(d != 0.0):
+        w = 1.0 if weight is None else np.asarray(weight, np.float64)
+        b = 0.0 if bias is None else np.asarray(bias, np.float64)
+        scale = (invstd * (w * r)).astype(x.dtype)
+        shift = np.broadcast_to(w * d + b, r.shape).astype(x.dtype)
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        _norm.channel_affine(x3, y.reshape(x3.shape), mean, scale, shift, get_num_threads())
+    return y, mean, invstd, r, d
+
+
+def batch_renorm_backward(dy, x, weight, mean, invstd, r, d, need_input=True,
+                          need_weight=True, need_bias=True):
+    """Gradients of batch_renorm_forward with r and d constants:
+    ``(dx, dweight, dbias)``.  dx is Batch Normalization's with the weight
+    ``weight * r``; ``dweight = r * sum(dy * xhat) + d * sum(dy)``,
+    ``dbias = sum(dy)``."""
+    x = _check_input(x, "input")
+    r = np.asarray(r, np.float64)
+    d = np.asarray(d, np.float64)
+    C = x.shape[1]
+    if r.shape != (C,) or d.shape != (C,):
+        raise ValueError(f"r and d must have shape ({C},), got {r.shape} and {d.shape}")
+    w = r if weight is None else r * np.asarray(weight, np.float64)
+    dx, dw, db = batch_norm_backward(dy, x, w.astype(x.dtype), mean, invstd, training=True,
+                                     need_input=need_input,
+                                     need_weight=need_weight and weight is not None,
+                                     need_bias=(need_bias or need_weight)
+                                     and weight is not None)
+    if dw is not None:
+        dw = (r * dw + d * db).astype(x.dtype)
+    return dx, dw, db if need_bias else None
+
+
+def _check_virtual_batch(virtual_batch_size):
+    if (isinstance(virtual_batch_size, bool)
+            or not isinstance(virtual_batch_size, numbers.Integral) or virtual_batch_size < 1):
+        raise ValueError(f"virtual_batch_size must be a positive int, got "
+                         f"{virtual_batch_size!r}")
+    return int(virtual_batch_size)
+
+
+def _chunks(N, size):
+    """(start, stop) of the ghost batches: consecutive runs of `size` samples,
+    the last one holding what is left."""
+    return [(n, min(n + size, N)) for n in range(0, N, size)]
+
+
+def ghost_batch_norm_forward(x, weight, bias, running_mean, running_var, virtual_batch_size,
+                             momentum=0.1, eps=1e-5):
+    """Ghost Batch Normalization's training forward (Hoffer et al., 2017): each
+    run of ``virtual_batch_size`` samples (the last one: what is left) is
+    normalized with its own statistics, as batch_norm_forward would normalize
+    it alone.  running_mean / running_var, when given, are updated once:
+    ``running = (1 - momentum) * running + momentum * stat``, stat the average
+    of the chunks' means and of their unbiased variances, each weighted by its
+    number of samples.  With one chunk this is batch_norm_forward, bit for bit.
+
+    Returns ``(y, mean, invstd)``, the statistics of shape (chunks, C).
+    """
+    x = _check_input(x, "input")
+    size = _check_virtual_batch(virtual_batch_size)
+    N, C = x.shape[:2]
+    if N <= size:
+        y, mean, invstd = batch_norm_forward(x, weight, bias, running_mean, running_var, True,
+                                             momentum, eps)
+        return y, mean.reshape(1, C), invstd.reshape(1, C)
+    weight = _check_channel_param(weight, "weight", x)
+    bias = _check_channel_param(bias, "bias", x)
+    running_mean = _check_channel_param(running_mean, "running_mean", x, writable=True)
+    running_var = _check_channel_param(running_var, "running_var", x, writable=True)
+    momentum = _check_scalar(momentum, "momentum", 0.0, 1.0, lo_open=False)
+    eps = _check_eps(eps)
+    chunks = _chunks(N, size)
+    per_sample = x.size // (N * C) if C else 0
+    for a, b in chunks:
+        if (b - a) * per_sample == 1:
+            raise ValueError(f"ghost_batch_norm: the last ghost batch of input of shape "
+                             f"{x.shape} (virtual_batch_size={size}) has 1 value per channel; "
+                             "expected more than 1 (drop the last incomplete batch, or choose "
+                             "a batch size that leaves a remainder of 0 or at least 2)")
+    y = np.empty_like(x)
+    mean = np.zeros((len(chunks), C), x.dtype)
+    invstd = np.zeros((len(chunks), C), x.dtype)
+    stats = np.zeros((2, len(chunks), C), x.dtype)  # each chunk's mean and unbiased variance
+    if per_sample == 0 or C == 0:
+        return y, mean, invstd
+    for k, (a, b) in enumerate(chunks):
+        _core.forward_train(x[a:b], weight, bias, y[a:b], mean[k], invstd[k], stats[0, k],
+                            stats[1, k], 1.0, eps, get_num_threads())
+    if running_mean is not None or running_var is not None:
+        counts = np.array([b - a for a, b in chunks], np.float64) / N
+        step = counts @ stats.astype(np.float64)
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * step[0]
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * running_var + momentum * step[1]
+    return y, mean, invstd
+
+
+def ghost_batch_norm_backward(dy, x, weight, mean, invstd, virtual_batch_size, need_input=True,
+                              need_weight=True, need_bias=True):
+    """Gradients of ghost_batch_norm_forward: each ghost batch's Batch
+    Normalization gradient (its statistics depend on its samples);
+    dweight and dbias summed over the ghost batches in order."""
+    x = _check_input(x, "input")
+    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    N, C = x.shape[:2]
+    chunks = _chunks(N, _check_virtual_batch(virtual_batch_size)) or [(0, 0)]
+    k = len(chunks)
+    mean = _check_saved(mean, "mean", x, (k, C))
+    invstd = _check_saved(invstd, "invstd", x, (k, C))
+    if k == 1:
+        return batch_norm_backward(dy, x, weight, mean[0], invstd[0], True,
+                                   need_input=need_input, need_weight=need_weight,
+                                   need_bias=need_bias)
+    weight = _check_channel_param(weight, "weight", x)
+    dx = np.empty_like(x) if need_input else None
+    want_w = need_weight and weight is not None
+    want_b = need_bias and weight is not None
+    dws = np.zeros((k, C), x.dtype) if want_w else None
+    dbs = np.zeros((k, C), x.dtype) if want_b else None
+    if x.size and (need_input or want_w or want_b):
+        for j, (a, b) in enumerate(chunks):
+            _core.backward(dy[a:b], x[a:b], weight, mean[j], invstd[j],
+                           None if dx is None else dx[a:b], None if dws is None else dws[j],
+                           None if dbs is None else dbs[j], True, get_num_threads())
+    dweight = None if dws is None else dws.astype(np.float64).sum(axis=0).astype(x.dtype)
+    dbias = None if dbs is None else dbs.astype(np.float64).sum(axis=0).astype(x.dtype)
     return dx, dweight, dbias
 
 

@@ -1,7 +1,10 @@
 """Neural-network building blocks: layers, initialization, model utilities;
 ``fastbn.nn.functional`` holds the ops."""
 from . import functional, init, utils
-from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNormReLU1d, BatchNormReLU2d
+from .batchnorm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormReLU1d, BatchNormReLU2d,
+                        BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d)
+from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
+from .normalization import GroupNorm, LayerNorm
 from .syncbatchnorm import SyncBatchNorm
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .modules import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten,
@@ -9,8 +12,10 @@ from .modules import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, CrossEntropyLoss, Dr
 
 __all__ = ["functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList",
            "ModuleDict", "Identity",
-           "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d",
-           "SyncBatchNorm",
+           "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormReLU1d",
+           "BatchNormReLU2d", "SyncBatchNorm", "BatchRenorm1d", "BatchRenorm2d",
+           "GhostBatchNorm1d", "GhostBatchNorm2d", "GroupNorm", "LayerNorm", "InstanceNorm1d",
+           "InstanceNorm2d", "InstanceNorm3d",
            "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
            "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout",
            "CrossEntropyLoss", "NLLLoss"]

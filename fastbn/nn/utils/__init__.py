@@ -1,5 +1,6 @@
 """Model utilities, one module per concern as in ``torch.nn.utils``."""
 from .clip_grad import clip_grad_norm_
 from .fusion import FoldedBatchNorm, fold_batch_norm
+from .stats import update_bn
 
-__all__ = ["fold_batch_norm", "FoldedBatchNorm", "clip_grad_norm_"]
+__all__ = ["fold_batch_norm", "FoldedBatchNorm", "clip_grad_norm_", "update_bn"]
