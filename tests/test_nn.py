@@ -83,7 +83,7 @@ def test_batchnorm_init_and_repr():
     np.testing.assert_array_equal(bn.bias.data, 0)
     np.testing.assert_array_equal(bn.running_var, 1)
     assert bn.num_batches_tracked.dtype == np.int64
-    assert repr(bn) == "BatchNorm2d(5, eps=1e-05, momentum=0.1, affine=True, " \
+    assert repr(bn) == "BatchNorm2d(5, eps=1e-05, momentum=0.1, affine=True, bias=True, " \
                        "track_running_stats=True)"
 
 

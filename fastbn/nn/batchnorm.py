@@ -116,7 +116,8 @@ class _NormBase(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 class _BatchNorm(_NormBase):
@@ -244,7 +245,8 @@ class _BatchRenorm(_NormBase):
         def show(v):
             return getattr(v, "__name__", "schedule") if callable(v) else v
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, r_max={show(self.r_max)}, d_max={show(self.d_max)}")
+                f"affine={self.affine}, bias={self.bias is not None}, r_max={show(self.r_max)}, "
+                f"d_max={show(self.d_max)}")
 
 
 _RENORM_DOC = """Batch Renormalization over {shape} input (Ioffe, 2017).
@@ -343,6 +345,7 @@ class _GhostBatchNorm(_NormBase):
     def extra_repr(self):
         return (f"{self.num_features}, virtual_batch_size={self.virtual_batch_size}, "
                 f"eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
 

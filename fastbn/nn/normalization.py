@@ -55,6 +55,8 @@ class GroupNorm(Module):
         Learn a per-channel weight (init 1) and bias (init 0).
     device, dtype
         PyTorch's factory keywords: the CPU, float32 (default) or float64.
+    bias : bool, default True
+        Keyword only: with ``affine``, learn the bias too.
 
     Attributes
     ----------
@@ -81,24 +83,26 @@ class GroupNorm(Module):
     """
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None,
-                 dtype=None):
+                 dtype=None, *, bias=True):
         super().__init__()
         self.num_groups = _positive_int("num_groups", num_groups)
         self.num_channels = _positive_int("num_channels", num_channels)
         if self.num_channels % self.num_groups:
-            raise ValueError(f"num_channels must be divisible by num_groups, got "
-                             f"num_channels={num_channels} and num_groups={num_groups}")
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups})")
         self.eps = _check_eps(eps)
         self.affine = bool(affine)
         dtype = factory_dtype(device, dtype)
         C = self.num_channels
         self.register_parameter("weight", Parameter(np.ones(C, dtype)) if affine else None)
-        self.register_parameter("bias", Parameter(np.zeros(C, dtype)) if affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(C, dtype)) if affine and bias
+                                else None)
 
     def reset_parameters(self):
         """The weight back to 1, the bias to 0."""
-        if self.affine:
+        if self.weight is not None:
             self.weight.data[...] = 1
+        if self.bias is not None:
             self.bias.data[...] = 0
 
     def forward(self, input):
@@ -111,7 +115,8 @@ class GroupNorm(Module):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
 
 
 class LayerNorm(Module):
@@ -193,4 +198,4 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
