@@ -7,10 +7,31 @@ and hidden Linear layers a bias instead):
 - ``convnet``: [conv3x3 -> BN+ReLU (fused) -> maxpool2] with 32 then 64 channels, then Linear;
 - ``mlp``: Flatten -> [Linear(256) -> BN+ReLU (fused)] x 2 -> Linear.
 
+``--norm`` swaps the normalization of any preset by converting the built model
+(:func:`convert_norm`): every BatchNorm (and fused BatchNorm+ReLU) becomes the chosen layer
+(and a ReLU):
+
+- ``batch``: BatchNorm (the default); ``none``: no normalization (``--no-bn``);
+- ``group``: GroupNorm with 32 groups where the channels allow (Wu and He's default; at
+  least 2 values a group);
+- ``layer``: GroupNorm with one group, Layer Normalization over all of a sample's
+  channels and positions with per-channel parameters (Wu and He's LN; on (N, C) input it
+  is nn.LayerNorm(C));
+- ``renorm``: Batch Renormalization with Ioffe's schedule over the run's steps: BatchNorm
+  (r_max 1, d_max 0) for the first 5%, then r_max rising to 3 by 30% and d_max to 5 by 20%;
+- ``ghost``: Ghost BatchNorm, ghost batches of 16 samples (BatchNorm for batches of at
+  most 16).
+
+``--recalibrate`` recomputes, after training, the running statistics of every BatchNorm
+layer (batch, renorm, ghost) from one pass over the training images in batches of 500, as
+torch.optim.swa_utils.update_bn (fastbn.nn.utils.update_bn), and saves them with the last
+checkpoint; GroupNorm, LayerNorm and none have no running statistics, so it has nothing to
+do there and says so.
+
 SGD with momentum; the learning rate follows a cosine from --lr down to 0 over the epochs.
 
 Resuming: ``--resume PATH`` continues the run saved in PATH with the settings stored there
-(model, BN, dataset, batch size, seed, optimizer, learning rate, momentum, schedule,
+(model, normalization, dataset, batch size, seed, optimizer, learning rate, momentum, schedule,
 epochs) and goes on saving to PATH (or to --checkpoint).  Flags given beside it:
 
 - ``--epochs N`` (at least the epochs done) makes the run N epochs long: the cosine then
@@ -29,7 +50,8 @@ Every file a run will write is checked before it starts.
 it (fastbn.nn.utils.fold_batch_norm), for inference, in the checkpoint format
 (fastbn.train.load_model reads it), and prints its held-out accuracy beside the unfolded
 one.
-``--resume PATH --fold OUT`` on a finished run exports it without training.
+``--resume PATH --fold OUT`` on a finished run exports it without training (and
+``--resume PATH --recalibrate`` recalibrates it).
 
 ``--distributed`` (under ``mpiexec -n R``): data-parallel over R MPI ranks; each takes
 ``batch_size / R`` samples of every step from its DistributedSampler shard, BatchNorm
@@ -53,13 +75,14 @@ from . import checkpoint, data, nn, optim
 from . import random as _random
 from ._config import get_num_threads, threads as _threads
 from ._io import atomic_write, check_writable
+from .nn.batchnorm import _BatchNorm
 from .progress import ProgressBar
 from .tensor import Tensor, no_grad
 
 CheckpointError = checkpoint.CheckpointError
 
-__all__ = ["convnet", "mlp", "PRESETS", "DATASETS", "SETTINGS", "load_data", "evaluate",
-           "train_step", "load_model", "TrainingInterrupted", "TrainingDiverged",
+__all__ = ["convnet", "mlp", "PRESETS", "DATASETS", "NORMS", "SETTINGS", "convert_norm",
+           "build_model", "load_data", "evaluate", "train_step", "load_model", "TrainingInterrupted", "TrainingDiverged",
            "add_arguments", "run", "main"]
 
 
@@ -91,6 +114,101 @@ DATASETS = {"digits": (1, 8, 8), "mnist": (1, 28, 28)}
 NUM_CLASSES = 10
 DIVERGED = 1000 * math.log(NUM_CLASSES)  # a loss above this stops the run
 
+# --norm: name -> what the run's line calls it
+NORMS = {"batch": "BatchNorm", "group": "GroupNorm", "layer": "LayerNorm",
+         "renorm": "Batch Renormalization", "ghost": "Ghost BatchNorm", "none": "no normalization"}
+NORM_GROUPS = 32     # GroupNorm's groups where the channels allow (Wu and He's default)
+GHOST_BATCH = 16     # samples per ghost batch of --norm ghost
+# --norm renorm's limits, Ioffe's schedule in fractions of the run's steps (the paper's
+# ImageNet run: 5k, 25k and 40k steps): BatchNorm (r_max 1, d_max 0) until RENORM_HOLD,
+# then linear to r_max 3 at RENORM_R_FULL and d_max 5 at RENORM_D_FULL
+RENORM_HOLD, RENORM_R_FULL, RENORM_D_FULL = 0.05, 0.30, 0.20
+
+
+class _Ramp:
+    """step -> lo until step `start`, then linear to hi at step `end`, hi after."""
+
+    def __init__(self, lo, hi, start, end):
+        self.lo, self.hi, self.start, self.end = lo, hi, start, max(end, start + 1)
+
+    def __call__(self, step):
+        t = min(max((step - self.start) / (self.end - self.start), 0.0), 1.0)
+        return self.lo + (self.hi - self.lo) * t
+
+    def __repr__(self):
+        return f"ramp({self.lo:g} -> {self.hi:g}, steps {self.start}-{self.end})"
+
+
+def _groups(channels, spatial):
+    """GroupNorm's groups for a layer of `channels`: the most up to NORM_GROUPS that divide
+    them, with at least 2 values a group on (N, C) input (not `spatial`)."""
+    most = NORM_GROUPS if spatial else min(NORM_GROUPS, channels // 2)
+    return max(g for g in range(1, max(most, 1) + 1) if channels % g == 0)
+
+
+def _replacement(bn, norm, total_steps):
+    """The layer (and ReLU) that takes BatchNorm bn's place under --norm norm."""
+    C, dims = bn.num_features, bn._input_ndims
+    dtype = bn.weight.dtype if bn.weight is not None else bn.running_mean.dtype
+    spatial = dims == nn.BatchNorm2d._input_ndims
+    if norm == "group":
+        layer = nn.GroupNorm(_groups(C, spatial), C, eps=bn.eps, dtype=dtype)
+    elif norm == "layer":
+        layer = nn.GroupNorm(1, C, eps=bn.eps, dtype=dtype)
+    elif dims not in (nn.BatchNorm1d._input_ndims, nn.BatchNorm2d._input_ndims):
+        raise ValueError(f"--norm {norm}: {NORMS[norm]} has no layer for the model's "
+                         f"{type(bn).__name__}")
+    elif norm == "renorm":
+        hold = int(RENORM_HOLD * total_steps)
+        layer = (nn.BatchRenorm2d if spatial else nn.BatchRenorm1d)(
+            C, bn.eps, bn.momentum, dtype=dtype,
+            r_max=_Ramp(1.0, 3.0, hold, int(RENORM_R_FULL * total_steps)),
+            d_max=_Ramp(0.0, 5.0, hold, int(RENORM_D_FULL * total_steps)))
+    else:
+        layer = (nn.GhostBatchNorm2d if spatial else nn.GhostBatchNorm1d)(
+            C, GHOST_BATCH, bn.eps, bn.momentum, dtype=dtype)
+    return nn.Sequential(layer, nn.ReLU()) if bn._relu else layer
+
+
+def convert_norm(model, norm, total_steps=1):
+    """model with every BatchNorm1d/2d and BatchNormReLU1d/2d replaced as ``--norm norm``
+    says (the module docstring lists them), a BatchNormReLU by the new layer and a ReLU
+    (an nn.Sequential of the two); the new layers are freshly initialized.  Like
+    nn.SyncBatchNorm.convert_sync_batchnorm it changes model in place and returns it (the
+    new root when model itself is a BatchNorm), so it applies to any model.
+
+    Parameters
+    ----------
+    model : Module
+    norm : str
+        A key of NORMS; "batch" and "none" leave model as it is.
+    total_steps : int
+        The run's optimizer steps, for renorm's schedule.
+
+    Returns
+    -------
+    Module
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown normalization {norm!r} (choose one of {', '.join(NORMS)})")
+    if norm in ("batch", "none"):
+        return model
+    if isinstance(model, _BatchNorm) and type(model).forward is _BatchNorm.forward:
+        return _replacement(model, norm, total_steps)
+    for name, child in list(model.named_children()):
+        converted = convert_norm(child, norm, total_steps)
+        if converted is not child:
+            model.add_module(name, converted)
+    return model
+
+
+def build_model(config, image_shape, steps_per_epoch):
+    """The network a run's settings describe: its preset (``bn=False`` for --norm none),
+    converted to its normalization; freshly initialized from fastbn's random state."""
+    norm = config["norm"]
+    model = PRESETS[config["model"]](image_shape, NUM_CLASSES, bn=norm != "none")
+    return convert_norm(model, norm, config["epochs"] * steps_per_epoch)
+
 # What a flag given beside --resume may do to a stored setting.
 FIXED = "fixed"              # refused unless it is the stored value
 LENGTH = "length"            # the run's epochs: at least those done
@@ -119,7 +237,8 @@ def _is_number(value, lo, hi=math.inf):
 SETTINGS = {
     "model": Setting("--model", "convnet", lambda v: isinstance(v, str) and v in PRESETS,
                      f"one of {sorted(PRESETS)}", FIXED),
-    "bn": Setting("--no-bn", True, lambda v: isinstance(v, bool), "true or false", FIXED),
+    "norm": Setting("--norm", "batch", lambda v: isinstance(v, str) and v in NORMS,
+                    f"one of {sorted(NORMS)}", FIXED),
     "dataset": Setting("--dataset", "digits", lambda v: isinstance(v, str) and v in DATASETS,
                        f"one of {sorted(DATASETS)}", FIXED),
     "data_dir": Setting("--data-dir", None, lambda v: v is None or isinstance(v, str),
@@ -235,6 +354,17 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
+def _recalibrate(model, images, labels, batch_size=500):
+    """nn.utils.update_bn over the images in batches of batch_size; returns how many
+    layers had their running statistics recomputed."""
+    layers = sum(isinstance(m, nn.utils.stats._BATCH_STATISTICS) and m.track_running_stats
+                 for m in model.modules())
+    if layers:
+        nn.utils.update_bn(data.DataLoader(data.TensorDataset(images, labels),
+                                           batch_size=batch_size), model)
+    return layers
+
+
 def train_step(model, x, y, loss_fn, optimizer, after_backward=None):
     """One optimizer step on the batch (x, y); returns ``(loss as a float, logits)``.
     ``after_backward``: called between backward and step (gradient sync)."""
@@ -296,6 +426,9 @@ def _stored_run(state, path):
     config = extra.get("config")
     if not isinstance(config, dict):
         bad("extra.config", "a dict of the run's settings", config)
+    if "norm" not in config and isinstance(config.get("bn"), bool):
+        # written before --norm: "bn" said BatchNorm or none
+        config = {**config, "norm": "batch" if config.pop("bn") else "none"}
     for key, setting in SETTINGS.items():
         if key not in config:
             raise CheckpointError(f"{path}: field 'extra.config.{key}' is missing")
@@ -337,7 +470,8 @@ def load_model(path):
     path = os.fspath(path)
     state = checkpoint.load_checkpoint(path)
     config, extra = _stored_run(state, path)
-    model = PRESETS[config["model"]](DATASETS[config["dataset"]], NUM_CLASSES, bn=config["bn"])
+    steps = extra["train_size"] // config["batch_size"] if "train_size" in extra else 1
+    model = build_model(config, DATASETS[config["dataset"]], steps)
     if extra.get("folded") is True:
         model = nn.utils.fold_batch_norm(model)
     weights = state.get("model")
@@ -350,8 +484,19 @@ def load_model(path):
 
 def _given(args):
     """The settings the command line gives explicitly (flags left out are None)."""
-    return {key: getattr(args, key) for key in SETTINGS
-            if getattr(args, key, None) is not None}
+    given = {key: getattr(args, key) for key in SETTINGS
+             if getattr(args, key, None) is not None}
+    if getattr(args, "no_bn", False):
+        if given.get("norm", "none") != "none":
+            raise ValueError(f"--no-bn and --norm {given['norm']} contradict each other "
+                             "(--no-bn is --norm none)")
+        given["norm"] = "none"
+    return given
+
+
+def _norm_flag(args, value):
+    """How the command line asked for normalization `value`: --no-bn or --norm VALUE."""
+    return "--no-bn" if getattr(args, "no_bn", False) else f"--norm {value}"
 
 
 def _value(value):
@@ -379,9 +524,11 @@ def _configure(args, world, path=None, stored=None, done=0):
                 "without --distributed"
             raise ValueError(f"{path} was trained on {_plural(old, 'MPI rank')}, this run has "
                              f"{value}: resume it {where}")
-        if key == "bn":
-            raise ValueError(f"--no-bn: {path} holds a net trained with BN, which a resumed "
-                             "run keeps (leave --no-bn out)")
+        if key == "norm":
+            flag = _norm_flag(args, value)
+            raise ValueError(f"{flag}: {path} holds a net trained with "
+                             f"{'BN' if old == 'batch' else NORMS[old]} (--norm {old}), which a "
+                             f"resumed run keeps (leave {flag.split()[0]} out)")
         if setting.on_resume == FIXED:
             raise ValueError(f"{setting.flag} {_value(value)}: {path} was trained with "
                              f"{setting.flag} {_value(old)}, which a resumed run keeps (leave "
@@ -482,10 +629,15 @@ def run(args, out=None):
     checkpoint_path = args.checkpoint or args.resume
     if lead:
         _check_outputs(args)
-    if config["bn"] and config["batch_size"] < 2:
-        raise ValueError(f"--batch-size {config['batch_size']}: BatchNorm needs at least 2 "
-                         "samples per batch for its statistics (use a larger --batch-size, "
-                         "or --no-bn)")
+    norm, batch = config["norm"], config["batch_size"]
+    if norm in ("batch", "renorm", "ghost") and batch < 2:
+        raise ValueError(f"--batch-size {batch}: {NORMS[norm]} needs at least 2 samples per "
+                         "batch for its statistics (use a larger --batch-size, or --norm "
+                         "group, layer or none)")
+    if norm == "ghost" and batch > GHOST_BATCH and batch % GHOST_BATCH == 1:
+        raise ValueError(f"--batch-size {batch}: --norm ghost would leave a ghost batch of 1 "
+                         f"sample (ghost batches of {GHOST_BATCH}); choose a batch size that "
+                         "leaves none or at least 2")
     if dist:
         dist.check_batch(config["batch_size"])
     threads = args.threads
@@ -498,7 +650,7 @@ def run(args, out=None):
         raise ValueError(f"{args.resume} was trained on {extra['train_size']} images; this "
                          f"data has {len(x_train)} (is --data-dir the same MNIST?)")
     _random.manual_seed(config["seed"])
-    model = PRESETS[config["model"]](x_train.shape[1:], NUM_CLASSES, bn=config["bn"])
+    model = build_model(config, x_train.shape[1:], len(x_train) // config["batch_size"])
     optimizer = optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
     scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["epochs"])
     loss_fn = nn.CrossEntropyLoss()
@@ -526,7 +678,8 @@ def run(args, out=None):
             print(note, file=out, flush=True)
 
     epochs = config["epochs"]
-    say(f"training {config['model']} ({'with' if config['bn'] else 'without'} BN) on "
+    say(f"training {config['model']} ("
+        + {"none": "without BN", "batch": "with BN"}.get(norm, f"with {NORMS[norm]}") + ") on "
         f"{config['dataset']}: {len(x_train)} train / {len(x_test)} held-out images, "
         f"{_plural(epochs, 'epoch')}, batch {config['batch_size']}, {threads} thread(s)"
         + (f" per rank, {world} ranks" if dist else ""))
@@ -567,6 +720,19 @@ def run(args, out=None):
                         say(f"epoch {epoch}/{epochs}  loss {np.mean(epoch_losses):.4f}  "
                             f"train acc {100 * correct / n:.1f}%  {n / seconds:.0f} "
                             f"samples/s  {seconds:.1f} s")
+            recalibrated = None
+            if args.recalibrate:
+                recalibrated = _recalibrate(model, x_train, y_train)
+                if recalibrated and checkpoint_path and lead and epoch:
+                    with _ctrl_c_deferred():  # the statistics go with the last epoch
+                        checkpoint.save(checkpoint_path, model, optimizer, scheduler, epoch,
+                                        config=config, losses=np.array(losses),
+                                        steps=len(losses), train_seconds=train_seconds,
+                                        train_size=len(x_train))
+                say(f"recalibrated the running statistics of {_plural(recalibrated, 'layer')} "
+                    f"over the {len(x_train)} training images" if recalibrated else
+                    f"--recalibrate: {NORMS[norm]} keeps no running statistics; nothing to "
+                    "recalibrate")
             accuracy, test_loss = evaluate(model, x_test, y_test)
             folded = nn.utils.fold_batch_norm(model) if args.fold else None
             folded_accuracy = evaluate(folded, x_test, y_test)[0] if args.fold else None
@@ -583,7 +749,8 @@ def run(args, out=None):
 
     metrics = {"test_accuracy": accuracy, "test_loss": test_loss, "train_seconds": train_seconds,
                "steps": len(losses), "samples_per_second": len(losses) * config["batch_size"]
-               / train_seconds if train_seconds else 0.0, "with_bn": config["bn"],
+               / train_seconds if train_seconds else 0.0, "with_bn": norm != "none",
+               "norm": norm, "recalibrated": bool(recalibrated),
                "model": config["model"], "dataset": config["dataset"], "epochs": epoch,
                "threads": threads, "seed": config["seed"], "world_size": world,
                "losses": losses}
@@ -677,8 +844,18 @@ def add_arguments(parser):
     d = {key: s.default for key, s in SETTINGS.items()}
     parser.add_argument("--model", choices=sorted(PRESETS), default=None,
                         help=f"network preset (default: {d['model']})")
-    parser.add_argument("--no-bn", dest="bn", action="store_const", const=False, default=None,
-                        help="leave out Batch Normalization (layers get biases instead)")
+    parser.add_argument("--norm", choices=list(NORMS), default=None,
+                        help="what takes the place of the preset's BatchNorm layers: batch "
+                             "(BatchNorm), group (GroupNorm, 32 groups), layer (LayerNorm), "
+                             "renorm (Batch Renormalization), ghost (Ghost BatchNorm, ghost "
+                             "batches of 16) or none (default: "
+                             f"{d['norm']})")
+    parser.add_argument("--no-bn", action="store_true",
+                        help="leave out Batch Normalization (layers get biases instead): "
+                             "--norm none")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="after training, recompute the BatchNorm layers' running "
+                             "statistics over the training images (nn.utils.update_bn)")
     parser.add_argument("--lr", type=_number(0.0), default=None,
                         help="SGD learning rate, cosine-annealed per epoch; with --resume, "
                              f"from the next epoch (default: {d['lr']})")
