@@ -33,7 +33,7 @@ NETS = {"mlp": "the Figure 1 MLP (784-100-100-100-10, sigmoid)",
 # Dropout as commonly placed for each net: after every hidden layer of the narrow MLP, at
 # a low rate; before the classifier of the convnet, at Srivastava et al.'s 0.5
 DROPOUT = {"mlp": 0.2, "convnet": 0.5}
-SETTINGS = {"mlp_steps": (2500, 600), "convnet_steps": (500, 150), "records": (10, 5)}
+SETTINGS = {"mlp_steps": (2500, 600), "convnet_steps": (400, 150), "records": (10, 5)}
 TRAIN_EVAL = 2000  # training images whose accuracy gives the train/test gap
 
 
@@ -46,7 +46,7 @@ def add_arguments(parser):
     parser.add_argument("--mlp-steps", type=positive, default=None,
                         help="SGD steps per MLP run (default: 2500; --quick: 600)")
     parser.add_argument("--convnet-steps", type=positive, default=None,
-                        help="SGD steps per convnet run (default: 500; --quick: 150)")
+                        help="SGD steps per convnet run (default: 400; --quick: 150)")
     parser.add_argument("--mlp-lrs", type=common._positive_float, nargs="+",
                         default=[0.5, 2.0, 8.0],
                         help="the MLP's learning-rate grid (default: 0.5 2 8)")

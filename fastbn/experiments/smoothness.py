@@ -33,7 +33,7 @@ HELP = "Santurkar et al. (2018): landscape probes and noisy BN, VGG-style convne
 ETAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 VGG = (8, 8, "M", 16, 16, "M", 32, 32, "M")
 TAP_PERCENTILES = (5, 15, 50, 85, 95)
-SETTINGS = {"steps": (1000, 300), "eval_every": (50, 25), "probe_every": (50, 50),
+SETTINGS = {"steps": (1000, 300), "eval_every": (100, 50), "probe_every": (50, 50),
             "lrs": ([0.1, 0.5], [0.1])}
 KINDS = {"standard": "no BN", "bn": "BN", "noisy": "noisy BN"}
 
@@ -44,7 +44,7 @@ def add_arguments(parser):
                         help="SGD steps per net (default: 1000; --quick: 300)")
     parser.add_argument("--eval-every", type=positive, default=None,
                         help="measure test and training accuracy every this many steps "
-                             "(default: 50; --quick: 25)")
+                             "(default: 100; --quick: 50)")
     parser.add_argument("--probe-every", type=positive, default=None,
                         help="probe the landscape every this many steps (default: 50)")
     parser.add_argument("--lrs", type=common._positive_float, nargs="+", default=None,
