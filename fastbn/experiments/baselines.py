@@ -268,7 +268,8 @@ STYLES = {"none": ("k", "-"), "bn": ("tab:blue", "-"), "wn": ("tab:green", "-"),
 
 def plot(result):
     """Test accuracy of each variant (at its grid winner) against steps and against
-    training time, one row per net, as a matplotlib Figure."""
+    training time (steps times the side-by-side time per step), one row per net, as a
+    matplotlib Figure."""
     from matplotlib.figure import Figure
 
     nets = result["nets"]
@@ -279,12 +280,11 @@ def plot(result):
             r = net["runs"][i]
             color, ls = STYLES[r["variant"]]
             style = dict(color=color, ls=ls, label=f"{r['label']} (lr {r['lr']:g})")
-            row[0].plot(r["steps"][1:], r["accuracy"][1:], **style)
-            row[1].plot(r["seconds"][1:], r["accuracy"][1:], **style)
-        low = min(0.8, min(min(net["runs"][i]["accuracy"][-1] for i in net["best"].values()),
-                           0.9))
-        for ax, xlabel in zip(row, ("steps", "training time (s)")):
-            ax.set(xlabel=xlabel, ylim=(low, 1.0))
+            steps = np.asarray(r["steps"][1:], float)
+            row[0].plot(steps, r["accuracy"][1:], **style)
+            row[1].plot(steps * net["step_ms"][r["variant"]] / 1e3, r["accuracy"][1:], **style)
+        for ax, xlabel in zip(row, ("steps", "steps x time per step (s)")):
+            ax.set(xlabel=xlabel, ylim=(0.8, 1.0))
             ax.axhline(result["config"]["target"], color="0.6", lw=0.8, ls=":")
         row[0].set(ylabel="test accuracy", title=f"{name}: test accuracy against steps")
         row[1].set(title="against training time")

@@ -13,6 +13,7 @@ and with "noisy" BN (noise of a time-varying mean and variance added after every
   distance between grad L(x) and grad L(x - eta g)) and the effective beta-smoothness
   (the largest ||grad L(x) - grad L(x - eta g)|| / ||eta g||).
 """
+import argparse
 import functools
 import math
 
@@ -69,9 +70,12 @@ def add_arguments(parser):
 
 
 def _nonnegative(text):
-    value = float(text) if text.strip().lower() not in ("nan", "inf", "-inf") else -1.0
-    if not value >= 0:
-        raise common.argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
