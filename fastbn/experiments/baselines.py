@@ -33,7 +33,7 @@ NETS = {"mlp": "the Figure 1 MLP (784-100-100-100-10, sigmoid)",
 # Dropout as commonly placed for each net: after every hidden layer of the narrow MLP, at
 # a low rate; before the classifier of the convnet, at Srivastava et al.'s 0.5
 DROPOUT = {"mlp": 0.2, "convnet": 0.5}
-SETTINGS = {"mlp_steps": (2500, 600), "convnet_steps": (400, 150), "records": (10, 5)}
+SETTINGS = {"mlp_steps": (2500, 400), "convnet_steps": (250, 40), "records": (10, 2)}
 TRAIN_EVAL = 2000  # training images whose accuracy gives the train/test gap
 
 
@@ -44,9 +44,9 @@ def add_arguments(parser):
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         default=list(VARIANTS), help="which variants to run (default: all)")
     parser.add_argument("--mlp-steps", type=positive, default=None,
-                        help="SGD steps per MLP run (default: 2500; --quick: 600)")
+                        help="SGD steps per MLP run (default: 2500; --quick: 400)")
     parser.add_argument("--convnet-steps", type=positive, default=None,
-                        help="SGD steps per convnet run (default: 400; --quick: 150)")
+                        help="SGD steps per convnet run (default: 250; --quick: 40)")
     parser.add_argument("--mlp-lrs", type=common._positive_float, nargs="+",
                         default=[0.5, 2.0, 8.0],
                         help="the MLP's learning-rate grid (default: 0.5 2 8)")
@@ -55,7 +55,7 @@ def add_arguments(parser):
                         help="the convnet's learning-rate grid (default: 0.02 0.1 0.5)")
     parser.add_argument("--records", type=positive, default=None,
                         help="test-accuracy measurements per run, evenly spaced, besides "
-                             "those at 100, 200, 500, ... steps (default: 10; --quick: 5)")
+                             "those at 100, 200, 500, ... steps (default: 10; --quick: 2)")
     parser.add_argument("--validation", type=positive, default=1000,
                         help="training images held out to choose each variant's learning "
                              "rate (default: 1000)")
@@ -149,7 +149,7 @@ def run(args, say=print):
         batch = (Tensor(nd.x_train[:args.batch_size]), Tensor(nd.y_train[:args.batch_size]))
         costs = common.step_costs(
             {v: functools.partial(build, net, v, shape, args.seed, args.init_std)
-             for v in args.variants}, *batch, lr=0.0)
+             for v in args.variants}, *batch, lr=0.0, rounds=5 if args.quick else 15)
         best = {}
         for variant in args.variants:
             mine = [i for i, r in enumerate(runs) if r["variant"] == variant]

@@ -332,7 +332,8 @@ def run(args, say=print):
     batch = (Tensor(d.x_train[:args.batch_size]), Tensor(d.y_train[:args.batch_size]))
     costs = common.step_costs(
         {kind: functools.partial(vgg, d.x_train.shape[1:], kind, args.seed, args.noise_mean,
-                                 args.noise_std) for kind in KINDS}, *batch, lr=0.0)
+                                 args.noise_std) for kind in KINDS}, *batch, lr=0.0,
+        rounds=5 if args.quick else 15)
     return {"data": d.source, "runs": runs, "step_ms": costs,
             "config": {"steps": args.steps, "lrs": lrs, "batch_size": args.batch_size,
                        "seed": args.seed, "threads": args.threads,
