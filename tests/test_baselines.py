@@ -88,7 +88,7 @@ def test_settle_quick():
     assert (args.mlp_steps, args.convnet_steps, args.records) == (7, 40, 2)
     args = parser.parse_args(["reproduce", "baselines"])
     common.settle_quick(args, baselines.SETTINGS)
-    assert (args.mlp_steps, args.convnet_steps, args.records) == (2500, 250, 10)
+    assert (args.mlp_steps, args.convnet_steps, args.records) == (2000, 200, 8)
 
 
 def test_bad_settings_are_one_line_errors(tmp_path, capsys):

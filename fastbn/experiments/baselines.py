@@ -33,7 +33,7 @@ NETS = {"mlp": "the Figure 1 MLP (784-100-100-100-10, sigmoid)",
 # Dropout as commonly placed for each net: after every hidden layer of the narrow MLP, at
 # a low rate; before the classifier of the convnet, at Srivastava et al.'s 0.5
 DROPOUT = {"mlp": 0.2, "convnet": 0.5}
-SETTINGS = {"mlp_steps": (2500, 400), "convnet_steps": (250, 40), "records": (10, 2)}
+SETTINGS = {"mlp_steps": (2000, 400), "convnet_steps": (200, 40), "records": (8, 2)}
 TRAIN_EVAL = 2000  # training images whose accuracy gives the train/test gap
 
 
@@ -44,9 +44,9 @@ def add_arguments(parser):
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
                         default=list(VARIANTS), help="which variants to run (default: all)")
     parser.add_argument("--mlp-steps", type=positive, default=None,
-                        help="SGD steps per MLP run (default: 2500; --quick: 400)")
+                        help="SGD steps per MLP run (default: 2000; --quick: 400)")
     parser.add_argument("--convnet-steps", type=positive, default=None,
-                        help="SGD steps per convnet run (default: 250; --quick: 40)")
+                        help="SGD steps per convnet run (default: 200; --quick: 40)")
     parser.add_argument("--mlp-lrs", type=common._positive_float, nargs="+",
                         default=[0.5, 2.0, 8.0],
                         help="the MLP's learning-rate grid (default: 0.5 2 8)")
@@ -55,7 +55,7 @@ def add_arguments(parser):
                         help="the convnet's learning-rate grid (default: 0.02 0.1 0.5)")
     parser.add_argument("--records", type=positive, default=None,
                         help="test-accuracy measurements per run, evenly spaced, besides "
-                             "those at 100, 200, 500, ... steps (default: 10; --quick: 2)")
+                             "those at 100, 200, 500, ... steps (default: 8; --quick: 2)")
     parser.add_argument("--validation", type=positive, default=1000,
                         help="training images held out to choose each variant's learning "
                              "rate (default: 1000)")
