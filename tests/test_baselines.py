@@ -71,8 +71,9 @@ def test_quick_run_end_to_end(tmp_path, capsys):
         for r in runs:
             assert r["steps"][-1] == steps and r["gap"] == pytest.approx(
                 r["train_accuracy"] - r["accuracy"][-1])
-            hits = [i for i, a in enumerate(r["accuracy"]) if a >= cfg["target"]]
-            assert r["target"]["steps"] == (r["steps"][hits[0]] if hits else None)
+            for t in cfg["targets"]:
+                hits = [i for i, a in enumerate(r["accuracy"]) if a >= t]
+                assert r["targets"][f"{t:g}"]["steps"] == (r["steps"][hits[0]] if hits else None)
     with open(os.path.join(out, "results.md")) as f:
         md = f.read()
     assert "## Baselines" in md and "### The Figure 1 MLP" in md and "weight norm" in md
@@ -88,16 +89,16 @@ def test_settle_quick():
     assert (args.mlp_steps, args.convnet_steps, args.records) == (7, 40, 2)
     args = parser.parse_args(["reproduce", "baselines"])
     common.settle_quick(args, baselines.SETTINGS)
-    assert (args.mlp_steps, args.convnet_steps, args.records) == (2000, 200, 8)
+    assert (args.mlp_steps, args.convnet_steps, args.records) == (3000, 200, 8)
 
 
 def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert cli.main(["reproduce", "baselines", *QUICK, "--validation", "1400", "--out",
                      str(tmp_path)]) == 1
     assert "--validation 1400" in capsys.readouterr().err
-    assert cli.main(["reproduce", "baselines", *QUICK, "--target", "1", "--out",
+    assert cli.main(["reproduce", "baselines", *QUICK, "--targets", "0.9", "1", "--out",
                      str(tmp_path)]) == 1
-    assert "--target" in capsys.readouterr().err
+    assert "--targets" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["reproduce", "baselines", "--variants", "layernorm"])
     assert os.listdir(tmp_path) == []
