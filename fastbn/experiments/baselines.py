@@ -8,9 +8,8 @@ Every variant trains at each learning rate of a small grid (same seed, batches a
 initial weights) and is reported at the rate whose net does best on validation images
 held out of the training split.  The table gives test accuracy at fixed steps, steps and
 training time to 90% and 95%, the final train/test gap (the regularization claim) and the
-time per
-step (the paper's worry that "the extra cost added in each training step may undo the
-accelerating effect")."""
+time per step (the paper's worry that "the extra cost added in each training step may
+undo the accelerating effect")."""
 import functools
 import math
 
