@@ -55,7 +55,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     with open(os.path.join(out, "results.json")) as f:
         result = json.load(f)["baselines"]
     cfg = result["config"]
-    assert cfg["quick"] and cfg["records"] == 2 and cfg["train_images"] == 1437 - 300
+    assert cfg["quick"] and cfg["records"] == 1 and cfg["train_images"] == 1437 - 300
     for name, steps in (("mlp", 40), ("convnet", 12)):
         net = result["nets"][name]
         assert net["steps"] == steps
@@ -86,7 +86,7 @@ def test_settle_quick():
     parser = cli.build_parser()
     args = parser.parse_args(["reproduce", "baselines", "--quick", "--mlp-steps", "7"])
     common.settle_quick(args, baselines.SETTINGS)
-    assert (args.mlp_steps, args.convnet_steps, args.records) == (7, 40, 2)
+    assert (args.mlp_steps, args.convnet_steps, args.records) == (7, 40, 1)
     args = parser.parse_args(["reproduce", "baselines"])
     common.settle_quick(args, baselines.SETTINGS)
     assert (args.mlp_steps, args.convnet_steps, args.records) == (3000, 200, 8)

@@ -33,7 +33,7 @@ NETS = {"mlp": "the Figure 1 MLP (784-100-100-100-10, sigmoid)",
 # Dropout as commonly placed for each net: after every hidden layer of the narrow MLP, at
 # a low rate; before the classifier of the convnet, at Srivastava et al.'s 0.5
 DROPOUT = {"mlp": 0.2, "convnet": 0.5}
-SETTINGS = {"mlp_steps": (3000, 400), "convnet_steps": (200, 40), "records": (8, 2)}
+SETTINGS = {"mlp_steps": (3000, 400), "convnet_steps": (200, 40), "records": (8, 1)}
 TRAIN_EVAL = 2000  # training images whose accuracy gives the train/test gap
 
 
@@ -55,7 +55,7 @@ def add_arguments(parser):
                         help="the convnet's learning-rate grid (default: 0.02 0.1 0.5)")
     parser.add_argument("--records", type=positive, default=None,
                         help="test-accuracy measurements per run, evenly spaced, besides "
-                             "those at 100, 200, 500, ... steps (default: 8; --quick: 2)")
+                             "those at 100, 200, 500, ... steps (default: 8; --quick: 1)")
     parser.add_argument("--validation", type=positive, default=1000,
                         help="training images held out to choose each variant's learning "
                              "rate (default: 1000)")
