@@ -213,9 +213,7 @@ def markdown(result):
              f"out to choose each variant's learning rate (the best final validation "
              f"accuracy), so the nets train on {cfg['train_images']}. Plain SGD, batch "
              f"{cfg['batch_size']}, seed {cfg['seed']} (the same initial weights, batches "
-             f"and dropout draws for every variant), {cfg['threads']} thread(s). Time is "
-             "training time (batch gathering, forward, backward, update; not the "
-             "evaluations)."]
+             f"and dropout draws for every variant), {cfg['threads']} thread(s)."]
     for net in result["nets"].values():
         runs = net["runs"]
         winners = [runs[i] for i in net["best"].values()]
