@@ -19,6 +19,7 @@ from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.limits cimport INT_MAX
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cnp.import_array()
@@ -33,10 +34,23 @@ cdef enum:
     MIN_WIDTH = 64           # rows (or columns) of the output per unit, at least
     ALIGN = 16               # unit widths are multiples of it (the kernels' tiles)
 
+cdef Py_ssize_t _size_limit = INT_MAX    # the largest size or leading dimension of one call
+
 ctypedef int (*_set_threads_t)(int) noexcept nogil
 cdef _set_threads_t _set_threads = NULL  # sets the BLAS's thread count, returns the old one
 cdef PyThread_type_lock _lock = PyThread_allocate_lock()
 cdef int _holders = 0, _saved = 0
+
+
+def set_size_limit(Py_ssize_t limit):
+    """The largest size or leading dimension one BLAS call of matmul gets (default
+    INT_MAX, the 32-bit BLAS's); returns the previous one.  Lowered, it sends small
+    products through the splitting that large ones need."""
+    global _size_limit
+    if limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    previous, _size_limit = _size_limit, min(limit, INT_MAX)
+    return previous
 
 
 def set_thread_control(size_t address):
@@ -86,21 +100,67 @@ cdef void dgemm_rm(bint ta, bint tb, int m, int n, int k, double alpha, const do
     dgemm(&trb, &tra, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
-cdef inline void _matmul_block(bint ta, bint tb, int m, int n, int k, const floating* a,
-                               int lda, const floating* b, int ldb, floating* c, int ldc,
-                               bint by_rows, int width, Py_ssize_t u) noexcept nogil:
+cdef inline Py_ssize_t _ld(Py_ssize_t ld, Py_ssize_t row, Py_ssize_t limit) noexcept nogil:
+    """A leading dimension for one call: ld itself, or for a matrix passed one row
+    at a time (ld over the limit) the row's length, which the BLAS accepts and never
+    steps by."""
+    return ld if ld <= limit else row
+
+
+cdef void _gemm_split(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                      floating* c, Py_ssize_t ldc) noexcept nogil:
+    """c = op(a) @ op(b) in calls whose sizes and leading dimensions fit the BLAS's
+    ints (_size_limit): one call when they do, else blocks of at most that many rows,
+    columns and depth, the depth blocks summed in order (fixed by the shape, so the
+    bits do not depend on the thread count); a matrix whose rows are longer than the
+    limit goes one row per call."""
+    cdef Py_ssize_t L = _size_limit, mb = L, nb = L, kb = L, i, j, p, mi, nj, kp
+    if max(m, n, k) <= L and max(lda, ldb, ldc) <= L:
+        gemm_rm(ta, tb, <int>m, <int>n, <int>k, a, <int>lda, b, <int>ldb, 0, c, <int>ldc)
+        return
+    if ldc > L or (lda > L and not ta):  # c's rows, and a's when they are op(a)'s
+        mb = 1
+    if (lda > L and ta) or (ldb > L and not tb):  # rows of depth
+        kb = 1
+    if ldb > L and tb:  # b's rows are op(b)'s columns
+        nb = 1
+    i = 0
+    while i < m:
+        mi = min(mb, m - i)
+        j = 0
+        while j < n:
+            nj = min(nb, n - j)
+            p = 0
+            while p < k:
+                kp = min(kb, k - p)
+                gemm_rm(ta, tb, <int>mi, <int>nj, <int>kp,
+                        a + (p * lda + i if ta else i * lda + p),
+                        <int>_ld(lda, mi if ta else kp, L),
+                        b + (j * ldb + p if tb else p * ldb + j),
+                        <int>_ld(ldb, kp if tb else nj, L),
+                        0 if p == 0 else 1, c + i * ldc + j, <int>_ld(ldc, nj, L))
+                p += kp
+            j += nj
+        i += mi
+
+
+cdef inline void _matmul_block(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                               const floating* a, Py_ssize_t lda, const floating* b,
+                               Py_ssize_t ldb, floating* c, Py_ssize_t ldc, bint by_rows,
+                               Py_ssize_t width, Py_ssize_t u) noexcept nogil:
     """Unit u of c = op(a) @ op(b): width rows, or columns when by_rows is false."""
-    cdef int lo = u * width, w
+    cdef Py_ssize_t lo = u * width, w
     if by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
         w = min(width, m - lo)
-        gemm_rm(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, 0, c + lo * ldc,
-                ldc)
+        _gemm_split(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, c + lo * ldc,
+                    ldc)
     else:        # columns lo.. of op(b)
         w = min(width, n - lo)
-        gemm_rm(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, 0, c + lo, ldc)
+        _gemm_split(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, c + lo, ldc)
 
 
-cdef int _unit_width(int m, int n, int k) noexcept nogil:
+cdef Py_ssize_t _unit_width(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """Rows (or columns, the longer side) of c per unit, from the shape alone, so
     each element's sum is the same at any thread count: the whole side below
     SERIAL_BELOW, else an even number of units (two threads stay balanced), as
@@ -115,13 +175,14 @@ cdef int _unit_width(int m, int n, int k) noexcept nogil:
     return min(max(width, MIN_WIDTH), side)
 
 
-cdef void _matmul(bint ta, bint tb, int m, int n, int k, const floating* a, int lda,
-                  const floating* b, int ldb, floating* c, int ldc, int nt) noexcept nogil:
+cdef void _matmul(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                  const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                  floating* c, Py_ssize_t ldc, int nt) noexcept nogil:
     """c = op(a) @ op(b), cut into units of whole rows, or of columns when it has
     more of those (_unit_width).  One thread loops outside any parallel region,
     whose start costs as much as a small product."""
     cdef bint by_rows = m >= n
-    cdef int width = _unit_width(m, n, k)
+    cdef Py_ssize_t width = _unit_width(m, n, k)
     cdef Py_ssize_t units = ((m if by_rows else n) + width - 1) // width, u
     if nt == 1 or units == 1:
         for u in range(units):
@@ -135,8 +196,8 @@ def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint ta, bint tb, int 
     """out = op(a) @ op(b), op transposing when ta / tb: 2-D C-contiguous arrays
     of one dtype, shapes checked by fastbn/kernels.py (data pointers only: a
     fused memoryview signature costs a microsecond a call)."""
-    cdef int m = out.shape[0], n = out.shape[1], k = a.shape[0] if ta else a.shape[1]
-    cdef int lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
+    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], k = a.shape[0] if ta else a.shape[1]
+    cdef Py_ssize_t lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
     cdef int nt = max(nthreads, 1)
     cdef void* ap = cnp.PyArray_DATA(a)
     cdef void* bp = cnp.PyArray_DATA(b)

@@ -1,13 +1,13 @@
-"""Parameter updates of fastbn.optim's SGD and Adam: one pass over a parameter,
-its gradient and its state, in place (the loops: _optim.h), for a list of
-parameters in one call (PyTorch's foreach): SGD's step over the MLP's 14
-parameters took 27 us one call each, 17 us in one.
+"""Parameter updates of fastbn.optim's SGD, Adam, AdamW, RMSprop and Adadelta: one
+pass over a parameter, its gradient and its state, in place (the loops: _optim.h),
+for a list of parameters in one call (PyTorch's foreach): SGD's step over the MLP's
+14 parameters took 27 us one call each, 17 us in one.
 
 Before these, each update was a handful of NumPy operations per parameter,
 each a pass with its own temporary: the MLP's 14 parameters took 58 us a
 step, a tenth of the whole step.
 
-sgd_many and adam_many check the arrays themselves, cheaply, and return False,
+The *_many functions check the arrays themselves, cheaply, and return False,
 touching nothing, unless each is a plain (exactly ndarray), aligned,
 C-contiguous array of its parameter's dtype (float32 or float64) and shape,
 the parameter and its state writable; fastbn/kernels.py then checks them with
@@ -200,3 +200,168 @@ def adam_many(list ps, list gs, list ms, list vs, list steps, double lr, double 
     finally:
         free(a)
     return True
+
+
+# -- AdamW, RMSprop, Adadelta: PyTorch's update rules (_optim.h) -----------------------------
+cdef extern from "_optim.h" nogil:
+    void fastbn_adamw_float(float*, const float*, float*, float*, float*, Py_ssize_t, float,
+                            float, float, float, float, float, float)
+    void fastbn_adamw_double(double*, const double*, double*, double*, double*, Py_ssize_t,
+                             double, double, double, double, double, double, double)
+    void fastbn_rmsprop_float(float*, const float*, float*, float*, float*, Py_ssize_t, float,
+                              float, float, float, float, float)
+    void fastbn_rmsprop_double(double*, const double*, double*, double*, double*, Py_ssize_t,
+                               double, double, double, double, double, double)
+    void fastbn_adadelta_float(float*, const float*, float*, float*, Py_ssize_t, float, float,
+                               float, float, float)
+    void fastbn_adadelta_double(double*, const double*, double*, double*, Py_ssize_t, double,
+                                double, double, double, double)
+
+cdef enum:
+    _ADAMW, _RMSPROP, _ADADELTA
+    _NHYPER = 7
+
+
+cdef struct _TorchParam:
+    _Param a          # p, g, s1, s2 as in _gather
+    void* s3          # AdamW: max_exp_avg_sq; RMSprop: momentum buffer (NULL: none)
+    double h[_NHYPER]  # the loop's hyperparameters, in its argument order
+    float hf[_NHYPER]  # the same, each rounded once to float
+
+
+cdef inline void* _at(void* base, Py_ssize_t lo, bint is_double) noexcept nogil:
+    if base == NULL:
+        return NULL
+    return <void*>(<double*>base + lo) if is_double else <void*>(<float*>base + lo)
+
+
+cdef void _torch_run(int op, _TorchParam* t, Py_ssize_t lo, Py_ssize_t n) noexcept nogil:
+    """op's loop on values lo .. lo + n - 1 of one parameter."""
+    cdef bint dbl = t.a.is_double
+    cdef void* p = _at(t.a.p, lo, dbl)
+    cdef void* g = _at(t.a.g, lo, dbl)
+    cdef void* s1 = _at(t.a.s1, lo, dbl)
+    cdef void* s2 = _at(t.a.s2, lo, dbl)
+    cdef void* s3 = _at(t.s3, lo, dbl)
+    cdef double* h = t.h
+    cdef float* f = t.hf
+    if op == _ADAMW:
+        if dbl:
+            fastbn_adamw_double(<double*>p, <double*>g, <double*>s1, <double*>s2, <double*>s3,
+                                n, h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+        else:
+            fastbn_adamw_float(<float*>p, <float*>g, <float*>s1, <float*>s2, <float*>s3, n,
+                               f[0], f[1], f[2], f[3], f[4], f[5], f[6])
+    elif op == _RMSPROP:
+        if dbl:
+            fastbn_rmsprop_double(<double*>p, <double*>g, <double*>s1, <double*>s2,
+                                  <double*>s3, n, h[0], h[1], h[2], h[3], h[4], h[5])
+        else:
+            fastbn_rmsprop_float(<float*>p, <float*>g, <float*>s1, <float*>s2, <float*>s3, n,
+                                 f[0], f[1], f[2], f[3], f[4], f[5])
+    else:
+        if dbl:
+            fastbn_adadelta_double(<double*>p, <double*>g, <double*>s1, <double*>s2, n, h[0],
+                                   h[1], h[2], h[3], h[4])
+        else:
+            fastbn_adadelta_float(<float*>p, <float*>g, <float*>s1, <float*>s2, n, f[0], f[1],
+                                  f[2], f[3], f[4])
+
+
+cdef void _torch_update(int op, _TorchParam* t, int nt) noexcept nogil:
+    # element by element, as _sgd: blocks change no bits
+    cdef Py_ssize_t u, lo, n = t.a.n
+    if nt == 1:
+        _torch_run(op, t, 0, n)
+        return
+    for u in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=nt):
+        lo = u * BLOCK
+        _torch_run(op, t, lo, min(BLOCK, n - lo))
+
+
+cdef _TorchParam* _gather_torch(list ps, list gs, list s1, list s2, list s3, list hyper,
+                                bint s2_optional) except? NULL:
+    """Each parameter's pointers and hyperparameters (hyper[i], a tuple of floats), to
+    be freed; NULL unless every operand is plain (module docstring): s1[i] an array
+    like ps[i], s2[i] too (or None where s2_optional), s3[i] an array like it or None."""
+    cdef Py_ssize_t k = len(ps), i, j
+    cdef _TorchParam* out
+    if len(s2) != k or len(s3) != k or len(hyper) != k:
+        return NULL
+    cdef _Param* a = _gather(ps, gs, s1, None)    # checks ps, gs and s1 (or None)
+    if a == NULL:
+        return NULL
+    try:
+        for i in range(k):
+            if not (s1[i] is not None
+                    and (_like(s2[i], ps[i], True) or (s2_optional and s2[i] is None))
+                    and (s3[i] is None or _like(s3[i], ps[i], True))):
+                return NULL
+        out = <_TorchParam*>malloc(max(k, 1) * sizeof(_TorchParam))
+        if out == NULL:
+            raise MemoryError()
+        for i in range(k):
+            out[i].a = a[i]
+            out[i].a.s2 = NULL if s2[i] is None else cnp.PyArray_DATA(<cnp.ndarray>s2[i])
+            out[i].s3 = NULL if s3[i] is None else cnp.PyArray_DATA(<cnp.ndarray>s3[i])
+            for j in range(len(hyper[i])):
+                out[i].h[j] = hyper[i][j]
+                out[i].hf[j] = <float>out[i].h[j]
+        return out
+    finally:
+        free(a)
+
+
+cdef bint _torch_many(int op, list ps, list gs, list s1, list s2, list s3, list hyper,
+                      bint s2_optional, int nthreads) except -1:
+    """op's update of every parameter; False, touching nothing, unless every operand
+    is plain."""
+    cdef Py_ssize_t k = len(ps), i
+    cdef _TorchParam* t = _gather_torch(ps, gs, s1, s2, s3, hyper, s2_optional)
+    if t == NULL:
+        return False
+    try:
+        with nogil:
+            for i in range(k):
+                _torch_update(op, &t[i], _threads(t[i].a.n, nthreads))
+    finally:
+        free(t)
+    return True
+
+
+def adamw_many(list ps, list gs, list ms, list vs, list vmaxs, list steps, double lr,
+               double weight_decay, double beta1, double beta2, double eps, int nthreads):
+    """For each parameter p = ps[i], AdamW's step number steps[i] (from 1), as
+    PyTorch's: p *= 1 - lr * weight_decay, m = lerp(m, g, 1 - beta1),
+    v = beta2 * v + (1 - beta2) * g * g, vmax = max(vmax, v) when vmaxs[i] is an
+    array (amsgrad), p -= lr / (1 - beta1**step) * m
+    / (sqrt(v or vmax) / (1 - beta2**step) ** 0.5 + eps).  False, touching nothing,
+    unless every array is plain (module docstring)."""
+    hyper = [(1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2,
+              -(lr / (1 - beta1 ** step)), (1 - beta2 ** step) ** 0.5, eps) for step in steps]
+    return _torch_many(_ADAMW, ps, gs, ms, vs, vmaxs, hyper, False, nthreads)
+
+
+def rmsprop_many(list ps, list gs, list square_avgs, list grad_avgs, list bufs, double lr,
+                 double weight_decay, double alpha, double eps, double momentum,
+                 int nthreads):
+    """For each parameter p = ps[i], RMSprop's step as PyTorch's: d = g + weight_decay
+    * p, sq = alpha * sq + (1 - alpha) * d * d, centered when grad_avgs[i] is an
+    array (ga = lerp(ga, d, 1 - alpha), avg = sqrt(sq - ga * ga) + eps; else
+    sqrt(sq) + eps), with momentum when bufs[i] is one (buf = momentum * buf
+    + d / avg, p -= lr * buf; else p -= lr * d / avg).  False, touching nothing,
+    unless every array is plain (module docstring)."""
+    hyper = [(-lr, weight_decay, alpha, 1 - alpha, eps, momentum)] * len(ps)
+    return _torch_many(_RMSPROP, ps, gs, square_avgs, grad_avgs, bufs, hyper, True, nthreads)
+
+
+def adadelta_many(list ps, list gs, list square_avgs, list acc_deltas, double lr,
+                  double weight_decay, double rho, double eps, int nthreads):
+    """For each parameter p = ps[i], Adadelta's step as PyTorch's: d = g
+    + weight_decay * p, sq = rho * sq + (1 - rho) * d * d,
+    delta = sqrt(acc + eps) / sqrt(sq + eps) * d, acc = rho * acc + (1 - rho)
+    * delta * delta, p -= lr * delta.  False, touching nothing, unless every
+    array is plain (module docstring)."""
+    hyper = [(-lr, weight_decay, rho, 1 - rho, eps)] * len(ps)
+    return _torch_many(_ADADELTA, ps, gs, square_avgs, acc_deltas, [None] * len(ps), hyper,
+                       False, nthreads)

@@ -5,7 +5,6 @@ import pytest
 
 import fastbn
 from fastbn import Tensor, nn
-from fastbn.nn.utils import fold_batch_norm
 
 
 def _bn_reference(x, weight, bias, eps):
@@ -264,32 +263,6 @@ def test_dtype_conversion_in_place():
     assert model.float().to("cpu") is model
     with pytest.raises(TypeError):
         model.to(np.int32)
-
-
-def test_fold_batch_norm_matches_eval_model():
-    rng = np.random.default_rng(10)
-    model = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5),
-                          nn.ReLU(),
-                          nn.Sequential(nn.Conv2d(5, 4, 3, bias=True), nn.BatchNorm2d(4)),
-                          nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6, affine=False),
-                          nn.ReLU(), nn.Linear(6, 3))
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            m.running_mean[...] = rng.standard_normal(m.num_features)
-            m.running_var[...] = rng.uniform(0.2, 3, m.num_features)
-            if m.affine:
-                m.weight.data[...] = rng.uniform(0.5, 2, m.num_features)
-                m.bias.data[...] = rng.standard_normal(m.num_features)
-    x = Tensor(rng.standard_normal((3, 2, 4, 4)).astype(np.float32))
-    model.eval()
-    expected = model(x).data
-    model.train()
-    folded = fold_batch_norm(model)
-    assert model.training and isinstance(model[1], nn.BatchNorm2d)  # unchanged
-    assert not folded.training
-    assert isinstance(folded[1], nn.Identity) and isinstance(folded[3][1], nn.Identity)
-    assert isinstance(folded[6], nn.Identity) and folded[0].bias is not None
-    np.testing.assert_allclose(folded(x).data, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_and_activations():

@@ -17,6 +17,7 @@ import sys
 
 from .. import _config
 from .. import train as _train
+from .._io import check_folder
 
 __all__ = ["add_arguments", "main"]
 
@@ -35,6 +36,14 @@ def add_arguments(parser):
     return parser
 
 
+def _check_out(path):
+    """Before the experiment runs: its results must have a place."""
+    try:
+        check_folder(path)
+    except OSError as exc:
+        raise ValueError(f"--out {path}: {exc.strerror}") from None
+
+
 def main(args):
     """Run the experiment args name and write its outputs; a bad setting or data file
     prints one line and returns 1."""
@@ -44,11 +53,14 @@ def main(args):
         print(*parts, flush=True)
 
     try:
+        _check_out(args.out)
         with _config.threads(args.threads), _train._blas_threads(args.threads):
             result = EXPERIMENTS[args.experiment_name].run(args, say)
         paths = save(args.out, args.experiment_name, result, say)
+    except BrokenPipeError:  # stdout's reader left: python -m fastbn's to handle
+        raise
     except (ValueError, OSError) as exc:
-        print(f"fastbn reproduce: error: {exc}", file=sys.stderr)
+        print(f"fastbn reproduce: error: {_train.error_line(exc)}", file=sys.stderr)
         return 1
     print("wrote " + ", ".join(paths))
     return 0

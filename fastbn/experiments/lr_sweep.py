@@ -57,8 +57,8 @@ def run(args, say=print):
             step, seconds = common.reach(log, target)
             entry["targets"][f"{target:g}"] = {"steps": step, "seconds": seconds}
         runs.append(entry)
-        reached = ", ".join(f"{float(t):.0%} at " + (f"step {r['steps']} ({r['seconds']:.1f} s)"
-                                                     if r["steps"] is not None else "never")
+        reached = ", ".join(f"{float(t):.0%} " + (f"at step {r['steps']} ({r['seconds']:.1f} s)"
+                                                  if r["steps"] is not None else "not reached")
                             for t, r in entry["targets"].items())
         say(f"{label} (lr {lr:g}): final {100 * entry['final_accuracy']:.2f}%, best "
             f"{100 * entry['best_accuracy']:.2f}%; {reached}; "
