@@ -14,7 +14,7 @@ import numpy as np
 
 from ..module import Module, Parameter
 
-__all__ = ["WeightNorm", "weight_norm", "remove_weight_norm"]
+__all__ = ["weight_norm", "remove_weight_norm"]
 
 
 def _norm_except_dim(v, dim):
