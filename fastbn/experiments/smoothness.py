@@ -3,10 +3,10 @@ Optimization?", at small scale: a VGG-style convnet trained on MNIST without BN,
 and with "noisy" BN (noise of a time-varying mean and variance added after every BN).
 
 - Their Figures 1 and 2: training and test accuracy over training, and the distribution
-  of one layer's pre-activations, without BN, with BN and with noisy BN.  Noisy BN's
-  layer inputs move more than the plain net's, yet it trains about as BN does: BN's gain
-  does not come from steadier layer-input distributions (less "internal covariate
-  shift").
+  of one layer's pre-activations, without BN, with BN and with noisy BN.  The paper finds
+  that noisy BN's layer inputs move more than the plain net's, yet it trains about as BN
+  does: BN's gain would not come from steadier layer-input distributions (less "internal
+  covariate shift").
 - Their Figure 4: at regular steps, from the point x of that step along its gradient g
   on its own batch (train-mode BN, batch statistics, as in training): the loss variation
   (the range of L(x - eta g) over a grid of eta), the gradient predictiveness (the l2
