@@ -150,7 +150,7 @@ def run(args, say=print):
         batch = (Tensor(nd.x_train[:args.batch_size]), Tensor(nd.y_train[:args.batch_size]))
         costs = common.step_costs(
             {v: functools.partial(build, net, v, shape, args.seed, args.init_std)
-             for v in args.variants}, *batch, lr=0.0, rounds=5 if args.quick else 15)
+             for v in args.variants}, *batch, lr=0.0, rounds=10 if args.quick else 30)
         best = {}
         for variant in args.variants:
             mine = [i for i, r in enumerate(runs) if r["variant"] == variant]
@@ -240,10 +240,10 @@ def markdown(result):
                           for n in (r["targets"][t]["steps"] for t in targets))
                 + f" | {_pct(r['train_accuracy'])} | {100 * r['gap']:+.2f} | "
                   f"{cost:.3f}{ratio} |")
-        lines += ["", "Time per step: the median over alternating rounds of 3 steps on one "
-                      "batch, every variant side by side (fresh nets), so that the shared "
-                      "machine's load reaches them alike; the time to a target is steps "
-                      "times that. Each run's own step times are in results.json."]
+        lines += ["", "Time per step: the median over rounds of one step of every variant "
+                      "on one batch, side by side (fresh nets, the order rotating), so that "
+                      "the shared machine's load reaches them alike; the time to a target "
+                      "is steps times that. Each run's own step times are in results.json."]
         lines += ["", "Every run: final test accuracy / validation accuracy (the winner's "
                       "in bold):", "",
                   "| variant | " + " | ".join(f"lr {lr:g}" for lr in net["lrs"]) + " |",

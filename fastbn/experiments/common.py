@@ -271,28 +271,28 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
     return log
 
 
-def step_costs(builders, x, y, lr, rounds=15, steps=3):
+def step_costs(builders, x, y, lr, rounds=30):
     """Median milliseconds per training step (forward, backward, plain SGD update) of
-    fresh nets, measured side by side: ``rounds`` turns of ``steps`` steps each on the
-    batch (x, y), the nets taking turns, so that changes in the machine's load reach them
-    alike (one net's run at a time cannot give that on a shared machine).
+    fresh nets, measured side by side: ``rounds`` rounds of one step of each net on the
+    batch (x, y), the order rotating from round to round, so that changes in the
+    machine's load reach them alike (one net's run at a time cannot give that on a
+    shared machine).
 
     ``builders``: ``{key: callable returning a fresh model}``; x, y: a batch as Tensors.
     Returns ``{key: ms}``.  Draws from the global generator (dropout)."""
     loss_fn = nn.CrossEntropyLoss()
-    nets = {}
+    nets = []
     for key, build in builders.items():
         model = build().train()
         optimizer = optim.SGD(model.parameters(), lr=lr)
         _train.train_step(model, x, y, loss_fn, optimizer)  # warm-up: allocator, caches
-        nets[key] = (model, optimizer)
-    times = {key: [] for key in nets}
-    for _ in range(rounds):
-        for key, (model, optimizer) in nets.items():
+        nets.append((key, model, optimizer))
+    times = {key: [] for key, _, _ in nets}
+    for r in range(rounds):
+        for key, model, optimizer in nets[r % len(nets):] + nets[:r % len(nets)]:
             t0 = time.perf_counter()
-            for _ in range(steps):
-                _train.train_step(model, x, y, loss_fn, optimizer)
-            times[key].append((time.perf_counter() - t0) / steps)
+            _train.train_step(model, x, y, loss_fn, optimizer)
+            times[key].append(time.perf_counter() - t0)
     return {key: 1e3 * float(np.median(t)) for key, t in times.items()}
 
 

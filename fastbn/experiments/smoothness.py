@@ -333,7 +333,7 @@ def run(args, say=print):
     costs = common.step_costs(
         {kind: functools.partial(vgg, d.x_train.shape[1:], kind, args.seed, args.noise_mean,
                                  args.noise_std) for kind in KINDS}, *batch, lr=0.0,
-        rounds=5 if args.quick else 15)
+        rounds=10 if args.quick else 30)
     return {"data": d.source, "runs": runs, "step_ms": costs,
             "config": {"steps": args.steps, "lrs": lrs, "batch_size": args.batch_size,
                        "seed": args.seed, "threads": args.threads,
@@ -407,8 +407,8 @@ def markdown(result):
         lines.append(f"| {r['label']}{note} | {_pct(r['final_accuracy'])} | "
                      f"{_pct(r['best_accuracy'])} | {_pct(r['train_accuracy'][-1])} | "
                      + " | ".join(cells) + f" | {cost:.2f} |")
-    lines += ["", "Time per step: the median over alternating rounds of 3 steps on one "
-                  "batch, the three nets side by side (fresh nets), so that the shared "
+    lines += ["", "Time per step: the median over rounds of one step of each net on one "
+                  "batch, side by side (fresh nets, the order rotating), so that the shared "
                   "machine's load reaches them alike; the time to a target is steps times "
                   "that. Each run's own step times are in results.json."]
     lines += ["", "Test accuracy during training:", "",
