@@ -4,7 +4,7 @@ from . import functional, init, utils
 from .batchnorm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormReLU1d, BatchNormReLU2d,
                         BatchRenorm1d, BatchRenorm2d, GhostBatchNorm1d, GhostBatchNorm2d)
 from .instancenorm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
-from .normalization import GroupNorm, LayerNorm
+from .normalization import GroupNorm, L2Norm, LayerNorm
 from .syncbatchnorm import SyncBatchNorm
 from .module import Identity, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .modules import (AdaptiveAvgPool2d, AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten,
@@ -15,7 +15,7 @@ __all__ = ["functional", "init", "utils", "Module", "Parameter", "Sequential", "
            "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNormReLU1d",
            "BatchNormReLU2d", "SyncBatchNorm", "BatchRenorm1d", "BatchRenorm2d",
            "GhostBatchNorm1d", "GhostBatchNorm2d", "GroupNorm", "LayerNorm", "InstanceNorm1d",
-           "InstanceNorm2d", "InstanceNorm3d",
+           "InstanceNorm2d", "InstanceNorm3d", "L2Norm",
            "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
            "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout",
            "CrossEntropyLoss", "NLLLoss"]

@@ -2,5 +2,7 @@
 from .clip_grad import clip_grad_norm_
 from .fusion import FoldedBatchNorm, fold_batch_norm
 from .stats import update_bn
+from .weight_norm import remove_weight_norm, weight_norm
 
-__all__ = ["fold_batch_norm", "FoldedBatchNorm", "clip_grad_norm_", "update_bn"]
+__all__ = ["fold_batch_norm", "FoldedBatchNorm", "clip_grad_norm_", "update_bn", "weight_norm",
+           "remove_weight_norm"]
