@@ -14,55 +14,90 @@
 #endif
 #include "_simd.h"
 
-#define FASTBN_NORM_LOOPS(T, S)                                                     \
-/* y = (x - m) * s * w + b over a row of n values, w and b per position            \
-   (x - m first: a constant row gives exactly b) */                               \
-FASTBN_DISPATCH static void fastbn_row_affine_##S(const T *FASTBN_RESTRICT x,      \
-        T *FASTBN_RESTRICT y, ptrdiff_t n, T m, T s, const T *FASTBN_RESTRICT w,     \
-        const T *FASTBN_RESTRICT b)                                                  \
-{                                                                                   \
+/* The position path's terms of the weight and bias gradients of K rows n apart,
+   per position i: the K rows' dy and s * dy * (x - m) summed in T in registers,
+   then added to the double partials p1, p2 once, not once a row. */
+#define FASTBN_ROWS_Q(T, K)                                                         \
     FASTBN_SIMD                                                                     \
-    for (ptrdiff_t i = 0; i < n; i++)                                               \
-        y[i] = (x[i] - m) * s * w[i] + b[i];                                        \
-}                                                                                   \
-/* Over a row of n values: *out1 = sum(dy * w), *out2 = sum(dy * w * (x - m)) */  \
-FASTBN_DISPATCH FASTBN_SUMS static void fastbn_row_grad_sums_##S(                   \
-        const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, ptrdiff_t n, T m,   \
-        const T *FASTBN_RESTRICT w, double *out1, double *out2)                      \
+    for (ptrdiff_t i = 0; i < n; i++) {                                             \
+        T a1 = 0, a2 = 0;                                                           \
+        for (ptrdiff_t r = 0; r < (K); r++) {                                       \
+            T g = dy[r * n + i];                                                    \
+            a1 += g;                                                                \
+            a2 += invstd[r] * g * (x[r * n + i] - mean[r]);                         \
+        }                                                                           \
+        p1[i] += (double)a1;                                                        \
+        p2[i] += (double)a2;                                                        \
+    }
+
+/* The position path's loops run over `rows` consecutive rows of n values, each with
+   its mean and invstd; the rows are whole samples of G groups, and row r's weight,
+   bias and gradient partials per position start at (r % G) * n. */
+#define FASTBN_NORM_LOOPS(T, S)                                                     \
+/* y = (x - m) * s * w + b (x - m first: a constant row gives exactly b) */        \
+FASTBN_DISPATCH static void fastbn_rows_affine_##S(const T *FASTBN_RESTRICT x,     \
+        T *FASTBN_RESTRICT y, ptrdiff_t rows, ptrdiff_t n, const T *mean,            \
+        const T *invstd, const T *w, const T *b, ptrdiff_t G)                       \
 {                                                                                   \
-    double s1 = 0, s2 = 0;                                                          \
-    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, T g = dy[i] * w[i], g, g * (x[i] - m), s1, s2) \
-    *out1 = s1;                                                                     \
-    *out2 = s2;                                                                     \
-}                                                                                   \
-/* Over a row of n values, w per position: dx = s * w * dy - kx * (x - m) - k0    \
-   when dx is not NULL, and when q1 is not NULL the row's terms of the            \
-   per-position weight and bias gradients, q1 += dy, q2 += s * dy * (x - m), in   \
-   double (the work unit's partials, added to row after row: in this pass,        \
-   which waits on dx's writes anyway, they cost next to nothing) */               \
-FASTBN_DISPATCH static void fastbn_row_dx_##S(const T *FASTBN_RESTRICT x,          \
-        const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t n, T m, T s,   \
-        const T *FASTBN_RESTRICT w, T kx, T k0, double *FASTBN_RESTRICT q1,          \
-        double *FASTBN_RESTRICT q2)                                                  \
-{                                                                                   \
-    if (q1 == NULL) {                                                               \
+    for (ptrdiff_t r = 0; r < rows; r++, x += n, y += n) {                          \
+        const T m = mean[r], s = invstd[r];                                         \
+        const T *FASTBN_RESTRICT wg = w + r % G * n, *FASTBN_RESTRICT bg = b + r % G * n; \
         FASTBN_SIMD                                                                 \
         for (ptrdiff_t i = 0; i < n; i++)                                           \
-            dx[i] = s * w[i] * dy[i] - kx * (x[i] - m) - k0;                        \
-    } else if (dx == NULL) {                                                        \
+            y[i] = (x[i] - m) * s * wg[i] + bg[i];                                  \
+    }                                                                               \
+}                                                                                   \
+/* per row: out1 = sum(dy * w), out2 = sum(dy * w * (x - mean)) */                  \
+FASTBN_DISPATCH FASTBN_SUMS static void fastbn_rows_grad_sums_##S(                  \
+        const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, ptrdiff_t rows,     \
+        ptrdiff_t n, const T *mean, const T *w, ptrdiff_t G, double *out1,           \
+        double *out2)                                                               \
+{                                                                                   \
+    for (ptrdiff_t r = 0; r < rows; r++, x += n, dy += n) {                         \
+        const T m = mean[r];                                                        \
+        const T *FASTBN_RESTRICT wg = w + r % G * n;                                \
+        double s1 = 0, s2 = 0;                                                      \
+        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, T g = dy[i] * wg[i], g, g * (x[i] - m), \
+                            s1, s2)                                                 \
+        out1[r] = s1;                                                               \
+        out2[r] = s2;                                                               \
+    }                                                                               \
+}                                                                                   \
+/* dx = invstd * w * dy - kx * (x - mean) - k0, kx and k0 per row */              \
+FASTBN_DISPATCH static void fastbn_rows_dx_##S(const T *FASTBN_RESTRICT x,         \
+        const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t rows,          \
+        ptrdiff_t n, const T *mean, const T *invstd, const T *w, ptrdiff_t G,        \
+        const T *kx, const T *k0)                                                   \
+{                                                                                   \
+    for (ptrdiff_t r = 0; r < rows; r++, x += n, dy += n, dx += n) {                \
+        const T m = mean[r], s = invstd[r], a = kx[r], c = k0[r];                   \
+        const T *FASTBN_RESTRICT wg = w + r % G * n;                                \
         FASTBN_SIMD                                                                 \
-        for (ptrdiff_t i = 0; i < n; i++) {                                         \
-            q1[i] += (double)dy[i];                                                 \
-            q2[i] += (double)(s * dy[i] * (x[i] - m));                              \
+        for (ptrdiff_t i = 0; i < n; i++)                                           \
+            dx[i] = s * wg[i] * dy[i] - a * (x[i] - m) - c;                         \
+    }                                                                               \
+}                                                                                   \
+/* the rows' terms of the per-position weight and bias gradients, q1 += dy and     \
+   q2 += invstd * dy * (x - mean) (the work unit's double partials), four rows at   \
+   a time when they share positions (G = 1).  A pass of its own after dx's, over   \
+   rows still in cache: folded into dx's pass, where dx's writes went to memory, it \
+   had cost five times as much (LayerNorm of (64, 197, 384)) */                    \
+FASTBN_DISPATCH static void fastbn_rows_param_sums_##S(const T *FASTBN_RESTRICT x, \
+        const T *FASTBN_RESTRICT dy, ptrdiff_t rows, ptrdiff_t n, const T *mean,     \
+        const T *invstd, ptrdiff_t G, double *q1, double *q2)                       \
+{                                                                                   \
+    for (ptrdiff_t r0, g = 0; rows > 0; rows -= r0, g = (g + r0) % G) {             \
+        double *FASTBN_RESTRICT p1 = q1 + g * n, *FASTBN_RESTRICT p2 = q2 + g * n;  \
+        r0 = G == 1 && rows >= 4 ? 4 : 1;                                           \
+        if (r0 == 4) {                                                              \
+            FASTBN_ROWS_Q(T, 4)                                                     \
+        } else {                                                                    \
+            FASTBN_ROWS_Q(T, 1)                                                     \
         }                                                                           \
-    } else {                                                                        \
-        FASTBN_SIMD                                                                 \
-        for (ptrdiff_t i = 0; i < n; i++) {                                         \
-            T d = x[i] - m;                                                         \
-            dx[i] = s * w[i] * dy[i] - kx * d - k0;                                 \
-            q1[i] += (double)dy[i];                                                 \
-            q2[i] += (double)(s * dy[i] * d);                                       \
-        }                                                                           \
+        x += r0 * n;                                                                \
+        dy += r0 * n;                                                               \
+        mean += r0;                                                                 \
+        invstd += r0;                                                               \
     }                                                                               \
 }
 
