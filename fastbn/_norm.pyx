@@ -226,12 +226,13 @@ cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
 cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
     """Units u0 to u1 - 1, block by block."""
     cdef Rows c = (<Rows*>arg)[0]  # a local copy: stores to the data cannot change it
-    cdef Py_ssize_t r, r1 = min(u1 * c.per_unit, c.R)
-    for r in range(u0 * c.per_unit, r1, c.block):
+    cdef Py_ssize_t r = u0 * c.per_unit, r1 = min(u1 * c.per_unit, c.R)
+    while r < r1:
         if c.dbl:
             _forward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot)
         else:
             _forward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
+        r += c.block
 
 
 cdef inline void _rows_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t n,
@@ -353,12 +354,13 @@ cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noe
             q1, q2 = c.s1 + u * CL, c.s2 + u * CL
             memset(q1, 0, CL * sizeof(double))
             memset(q2, 0, CL * sizeof(double))
-        r1 = min((u + 1) * c.per_unit, c.R)
-        for r in range(u * c.per_unit, r1, c.block):
+        r, r1 = u * c.per_unit, min((u + 1) * c.per_unit, c.R)
+        while r < r1:
             if c.dbl:
                 _backward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot, q1, q2)
             else:
                 _backward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot, q1, q2)
+            r += c.block
 
 
 cdef void _param_grads(const floating* invstd, const Rows* c, Py_ssize_t units,

@@ -430,20 +430,25 @@ def batch_renorm_forward(x, weight, bias, running_mean, running_var, r_max=1.0, 
     rv = _check_channel_param(running_var, "running_var", x, writable=True)
     r_max = _check_scalar(r_max, "r_max", 1.0, np.inf, lo_open=False)
     d_max = _check_scalar(d_max, "d_max", 0.0, np.inf, lo_open=False)
+    C = x.shape[1]
+    if r_max == 1.0 and d_max == 0.0:  # r = 1, d = 0: Batch Normalization
+        y, mean, invstd = batch_norm_forward(x, weight, bias, rm, rv, True, momentum, eps)
+        return y, mean, invstd, np.ones(C), np.zeros(C)
     eps = _check_eps(eps)
-    sigma = np.sqrt(rv.astype(np.float64) + eps)
-    mu = rm.astype(np.float64)
+    sigma = np.sqrt(rv + np.float64(eps))
+    mu = rm.astype(np.float64)  # before the update
     y, mean, invstd = batch_norm_forward(x, weight, bias, rm, rv, True, momentum, eps)
-    if x.size == 0:
-        return y, mean, invstd, np.ones(x.shape[1]), np.zeros(x.shape[1])
-    r = np.clip(1.0 / invstd.astype(np.float64) / sigma, 1.0 / r_max, r_max)
-    d = np.clip((mean.astype(np.float64) - mu) / sigma, -d_max, d_max)
-    if np.any(r != 1.0) or np.any(d != 0.0):
+    r = np.divide(1.0, invstd * sigma)
+    np.minimum(np.maximum(r, 1.0 / r_max, out=r), r_max, out=r)
+    d = np.subtract(mean, mu)
+    d /= sigma
+    np.minimum(np.maximum(d, -d_max, out=d), d_max, out=d)
+    if x.size and ((r != 1.0).any() or d.any()):
         w = 1.0 if weight is None else np.asarray(weight, np.float64)
         b = 0.0 if bias is None else np.asarray(bias, np.float64)
         scale = (invstd * (w * r)).astype(x.dtype)
-        shift = np.broadcast_to(w * d + b, r.shape).astype(x.dtype)
-        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        shift = (w * d + b).astype(x.dtype)
+        x3 = x.reshape(x.shape[0], C, -1)
         _norm.channel_affine(x3, y.reshape(x3.shape), mean, scale, shift, get_num_threads())
     return y, mean, invstd, r, d
 
@@ -460,6 +465,9 @@ def batch_renorm_backward(dy, x, weight, mean, invstd, r, d, need_input=True,
     C = x.shape[1]
     if r.shape != (C,) or d.shape != (C,):
         raise ValueError(f"r and d must have shape ({C},), got {r.shape} and {d.shape}")
+    if not d.any() and not (r != 1.0).any():  # Batch Normalization's gradients
+        return batch_norm_backward(dy, x, weight, mean, invstd, True, need_input=need_input,
+                                   need_weight=need_weight, need_bias=need_bias)
     w = r if weight is None else r * np.asarray(weight, np.float64)
     dx, dw, db = batch_norm_backward(dy, x, w.astype(x.dtype), mean, invstd, training=True,
                                      need_input=need_input,

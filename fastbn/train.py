@@ -434,6 +434,8 @@ def _stored_run(state, path):
             raise CheckpointError(f"{path}: field 'extra.config.{key}' is missing")
         if not setting.valid(config[key]):
             bad(f"extra.config.{key}", setting.expected, config[key])
+    if config["dataset"] == "digits" and config["data_dir"] is not None:  # built in
+        bad("extra.config.data_dir", "null with the digits", config["data_dir"])
     epoch = state.get("epoch")
     if not (_is_int(epoch, 0) and epoch <= config["epochs"]):
         bad("epoch", f"an int in [0, {config['epochs']}]", epoch)
