@@ -58,6 +58,88 @@ def threads(n):
         _local.threads = previous
 
 
+def _quota_cpus(directory, v2):
+    """CPUs (rounded up) the CPU quota of one cgroup directory allows, or None."""
+    try:
+        if v2:
+            with open(os.path.join(directory, "cpu.max")) as f:
+                quota, period = f.read().split()[:2]
+            if quota == "max":
+                return None
+        else:
+            with open(os.path.join(directory, "cpu.cfs_quota_us")) as f:
+                quota = f.read()
+            with open(os.path.join(directory, "cpu.cfs_period_us")) as f:
+                period = f.read()
+        quota, period = int(quota), int(period)
+    except (OSError, ValueError):
+        return None
+    return -(-quota // period) if quota > 0 and period > 0 else None
+
+
+def _cgroup_cpus():
+    """The tightest CPU quota of this process's cgroups and their ancestors, in
+    CPUs rounded up (a container's --cpus), or None (none, or not Linux)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    limits = []
+    for _, controllers, path in entries:
+        if controllers == "":  # cgroup v2
+            root, v2 = "/sys/fs/cgroup", True
+        elif "cpu" in controllers.split(","):
+            root, v2 = os.path.join("/sys/fs/cgroup", controllers), False
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for i in range(len(parts), -1, -1):
+            limits.append(_quota_cpus(os.path.join(root, *parts[:i]), v2))
+    limits = [n for n in limits if n is not None]
+    return min(limits) if limits else None
+
+
+def available_cores():
+    """CPUs this process may run on: its affinity mask (``os.sched_getaffinity``,
+    else ``os.cpu_count()``), capped by a cgroup CPU quota (a container's CPU
+    limit) when there is one.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return max(min(n, quota) if quota else n, 1)
+
+
+def auto_threads(processes=1):
+    """Threads for each of ``processes`` processes that share this machine's cores
+    (MPI ranks on one node, say): the cores available to this process
+    (:func:`available_cores`) divided among them, at most
+    :func:`get_num_threads` (which follows ``OMP_NUM_THREADS``), 1 at least.
+    Only cores count, not the processes already using them: fastbn's kernels
+    keep their speed when other processes compete (docs/threads.md).
+
+    Parameters
+    ----------
+    processes : int
+        Processes (>= 1) sharing the cores.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a positive int, got {processes!r}")
+    return max(min(get_num_threads(), available_cores()) // processes, 1)
+
+
 def _openmp_runtime():
     """Path of the OpenMP runtime library loaded in this process, if any."""
     try:
@@ -140,6 +222,7 @@ def show_config(as_dict=False):
         "openmp_runtime": _openmp_runtime(),
         "num_threads": get_num_threads(),
         "num_procs": _openmp_helpers.num_procs() if omp_version else os.cpu_count(),
+        "available_cores": available_cores(),
         "build_flags": _openmp_helpers.build_flags(),
         "numpy": {"version": numpy.__version__, "blas": _blas_info(numpy)},
         "scipy": {"version": scipy.__version__, "blas": _blas_info(scipy)},

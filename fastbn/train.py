@@ -22,7 +22,7 @@ import numpy as np
 
 from . import checkpoint, data, nn, optim
 from . import random as _random
-from ._config import get_num_threads, threads as _threads
+from ._config import auto_threads, threads as _threads
 from ._io import atomic_write
 from .progress import ProgressBar
 from .tensor import Tensor, no_grad
@@ -148,9 +148,8 @@ def run(args, out=None):
     quiet = args.quiet or not lead
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=out, flush=True))
     threads = args.threads
-    if threads is None:  # digits' 8x8 layers are too small to gain from a parallel region
-        threads = 1 if args.dataset == "digits" else get_num_threads() // (
-            dist.local_ranks if dist else 1) or 1
+    if threads == "auto":  # the cores free to this process, shared among a node's ranks
+        threads = auto_threads(dist.local_ranks if dist else 1)
     config = {"model": args.model, "bn": not args.no_bn, "dataset": args.dataset,
               "batch_size": args.batch_size, "seed": args.seed, "epochs": args.epochs,
               "world_size": dist.world if dist else 1}
@@ -278,6 +277,16 @@ def _int(lo):
     return parse
 
 
+def _threads_arg(text):
+    if text == "auto":
+        return text
+    try:
+        return _int(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or an integer >= 1, got {text!r}") from None
+
+
 def _number(lo, hi=None):
     def parse(text):
         try:
@@ -306,10 +315,10 @@ def add_arguments(parser):
                         help=f"total epochs, counting those of a resumed run (default: {d['epochs']})")
     parser.add_argument("--batch-size", type=_int(1), default=d["batch_size"],
                         help=f"(default: {d['batch_size']})")
-    parser.add_argument("--threads", type=_int(1), default=None,
-                        help="threads for the kernels and BLAS (default: 1 on digits, whose tiny "
-                             "layers run fastest serially; fastbn's default otherwise, "
-                             "divided among the ranks on a machine with --distributed)")
+    parser.add_argument("--threads", type=_threads_arg, default="auto",
+                        help="threads for the kernels and BLAS, or auto: the cores this process "
+                             "may use, divided among the ranks on a machine with --distributed "
+                             "(default: auto; see docs/threads.md)")
     parser.add_argument("--seed", type=_int(0),
                         default=d["seed"], help=f"seed for init and shuffling (default: {d['seed']})")
     parser.add_argument("--dataset", choices=("digits", "mnist"), default=d["dataset"],
