@@ -44,6 +44,9 @@ cdef enum:
     TILE = 512          # positions per wide work unit: its double sums stay in L1
     NC_TILE = 2048      # channels per pass over (N, C) rows: the per-channel vectors of
     # the normalization and dx stay in L1 ((64,4096) inference forward 57 -> 45 us)
+    NC_UNIT = 2048      # values per (N, C) normalization or dx unit: the threads of a
+    # short call end together (units of 8192 left one waiting 1.3 us in (256,1024)'s
+    # 21 us inference forward)
     WIDE_ROWS = 128     # fewest rows per wide reduction block
     SERIAL_BELOW = 32768  # values; smaller calls run on the calling thread alone, where
     # waking the team costs a tenth of a small layer's forward
@@ -201,14 +204,16 @@ cdef inline int _threads(Py_ssize_t size, int nthreads) noexcept nogil:
     return 1 if size < SERIAL_BELOW else max(nthreads, 1)
 
 
-cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g, Py_ssize_t u,
-                            const floating* shift, const floating* rs, const floating* rb,
-                            double* p1, double* p2) noexcept nogil:
-    """Partials of the segments of unit u (one read of x, and of dy when not NULL):
+cdef inline void _units_sums(const floating* x, const floating* dy, const Segs* g,
+                             Py_ssize_t u0, Py_ssize_t u1, const floating* shift,
+                             const floating* rs, const floating* rb, double* p1,
+                             double* p2) noexcept nogil:
+    """Partials of the segments of units u0 to u1 - 1 (one read of x, and of dy
+    when not NULL):
     moments p1 = sum(x - shift[c]), p2 = sum((x - shift[c])^2), or gradient sums
     p1 = sum(dy), p2 = sum(dy * (x - shift[c])) with shift = the mean."""
-    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
-    if g.pieces == 1:  # whole rows: one call
+    cdef Py_ssize_t k, off, w, c, k0 = u0 * g.per_unit, k1 = _unit_end(g, u1 - 1)
+    if g.pieces == 1:  # whole rows: one call (each row's partial its own)
         _seg_sums(x + k0 * g.L, NULL if dy == NULL else dy + k0 * g.L, k1 - k0, g.L,
                   k0 % g.C, g.C, shift, rs, rb, p1 + k0, p2 + k0)
         return
@@ -235,13 +240,14 @@ cdef inline void _channel_totals(const Segs* g, Py_ssize_t c0, Py_ssize_t c1,
                 t2[c] += p2[k + c * g.pieces]
 
 
-cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u,
-                              const floating* center, const floating* scale,
-                              const floating* shift, bint relu) noexcept nogil:
-    """y = (x - center[c]) * scale[c] + shift[c] over unit u (one read, one write),
+cdef inline void _units_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u0,
+                               Py_ssize_t u1, const floating* center, const floating* scale,
+                               const floating* shift, bint relu) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c] over units u0 to u1 - 1 (one read,
+    one write),
     then the ReLU if relu.  Subtracting the mean first makes a constant channel
     map to exactly `shift`."""
-    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+    cdef Py_ssize_t k, off, w, c, k0 = u0 * g.per_unit, k1 = _unit_end(g, u1 - 1)
     if g.pieces == 1:  # whole rows: one call
         _seg_affine(x + k0 * g.L, y + k0 * g.L, k1 - k0, g.L, k0 % g.C, g.C, center, scale,
                     shift, relu)
@@ -251,13 +257,13 @@ cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_
         _seg_affine(x + off, y + off, 1, w, c, g.C, center, scale, shift, relu)
 
 
-cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, const Segs* g,
-                          Py_ssize_t u, const floating* mean, const floating* k_dy,
-                          const floating* k_x, const floating* k_0, const floating* rs,
-                          const floating* rb) noexcept nogil:
-    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c] over unit u, g = dy masked
-    by the ReLU when rs is not NULL."""
-    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+cdef inline void _units_dx(const floating* x, const floating* dy, floating* dx,
+                           const Segs* g, Py_ssize_t u0, Py_ssize_t u1, const floating* mean,
+                           const floating* k_dy, const floating* k_x, const floating* k_0,
+                           const floating* rs, const floating* rb) noexcept nogil:
+    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c] over units u0 to u1 - 1,
+    g = dy masked by the ReLU when rs is not NULL."""
+    cdef Py_ssize_t k, off, w, c, k0 = u0 * g.per_unit, k1 = _unit_end(g, u1 - 1)
     if g.pieces == 1:  # whole rows: one call
         _seg_dx(x + k0 * g.L, dy + k0 * g.L, dx + k0 * g.L, k1 - k0, g.L, k0 % g.C, g.C,
                 mean, k_dy, k_x, k_0, rs, rb)
@@ -449,7 +455,7 @@ cdef Call _call(bint dbl, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, bint grads,
     c.nbr = (N + R - 1) // R
     c.ntile = (C * L + TILE - 1) // TILE
     c.per_totals = max(TOTALS_WORK // ((c.nbr * L if c.wide else N * c.g.pieces) + 16), 1)
-    c.nc_rows = max(BLOCK // max(C, 1), 1)
+    c.nc_rows = max(NC_UNIT // max(C, 1), 1)
     c.stage = STAGE_SUMS
     c.sums = True
     c.relu = False
@@ -457,24 +463,25 @@ cdef Call _call(bint dbl, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, bint grads,
     return c
 
 
-cdef inline void _sums_of(const floating* x, const Call* c, Py_ssize_t u) noexcept nogil:
-    if c.wide:
+cdef inline void _sums_of(const floating* x, const Call* c, Py_ssize_t u0,
+                          Py_ssize_t u1) noexcept nogil:
+    cdef Py_ssize_t u
+    if not c.wide:
+        _units_sums(x, <const floating*>c.dy, &c.g, u0, u1, <const floating*>c.shift,
+                    <const floating*>c.rs, <const floating*>c.rb, c.p1, c.p2)
+        return
+    for u in range(u0, u1):
         _wide_unit_sums(x, <const floating*>c.dy, <const floating*>c.pos, c.rs != NULL, c.N,
                         c.C * c.L, u // c.ntile, u % c.ntile, c.p1, c.p2)
-    else:
-        _unit_sums(x, <const floating*>c.dy, &c.g, u, <const floating*>c.shift,
-                   <const floating*>c.rs, <const floating*>c.rb, c.p1, c.p2)
 
 
 cdef void _sums_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """The partials of units u0 to u1 - 1 (_unit_sums / _wide_unit_sums)."""
+    """The partials of units u0 to u1 - 1 (_units_sums / _wide_unit_sums)."""
     cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
-    cdef Py_ssize_t u
-    for u in range(u0, u1):
-        if c.dbl:
-            _sums_of(<const double*>c.x, &c, u)
-        else:
-            _sums_of(<const float*>c.x, &c, u)
+    if c.dbl:
+        _sums_of(<const double*>c.x, &c, u0, u1)
+    else:
+        _sums_of(<const float*>c.x, &c, u0, u1)
 
 
 cdef inline void _forward_stats(floating* alpha, const Call* c, Py_ssize_t c0,
@@ -546,53 +553,50 @@ cdef void _totals_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexc
             _backward_coefs(<float*>c.k1, &c, c0, c1)
 
 
-cdef inline void _affine_of(const floating* x, const Call* c, Py_ssize_t u) noexcept nogil:
-    cdef Py_ssize_t r0 = u * c.nc_rows
+cdef inline void _affine_of(const floating* x, const Call* c, Py_ssize_t u0,
+                            Py_ssize_t u1) noexcept nogil:
     if c.L == 1:
-        _nc_rows_affine(x, <floating*>c.out, c.C, r0, min(r0 + c.nc_rows, c.N),
+        _nc_rows_affine(x, <floating*>c.out, c.C, u0 * c.nc_rows, min(u1 * c.nc_rows, c.N),
                         <const floating*>c.k1, <const floating*>c.k2, <const floating*>c.k3,
                         c.relu)
     else:
-        _unit_affine(x, <floating*>c.out, &c.g, u, <const floating*>c.k1,
-                     <const floating*>c.k2, <const floating*>c.k3, c.relu)
+        _units_affine(x, <floating*>c.out, &c.g, u0, u1, <const floating*>c.k1,
+                      <const floating*>c.k2, <const floating*>c.k3, c.relu)
 
 
 cdef void _affine_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
     """out = (src - k1[c]) * k2[c] + k3[c], then the ReLU if relu, over units
     u0 to u1 - 1."""
     cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
-    cdef Py_ssize_t u
-    for u in range(u0, u1):
-        if c.dbl:
-            _affine_of(<const double*>c.src, &c, u)
-        else:
-            _affine_of(<const float*>c.src, &c, u)
+    if c.dbl:
+        _affine_of(<const double*>c.src, &c, u0, u1)
+    else:
+        _affine_of(<const float*>c.src, &c, u0, u1)
 
 
-cdef inline void _dx_of(const floating* x, const Call* c, Py_ssize_t u) noexcept nogil:
-    cdef Py_ssize_t r0 = u * c.nc_rows
+cdef inline void _dx_of(const floating* x, const Call* c, Py_ssize_t u0,
+                        Py_ssize_t u1) noexcept nogil:
     cdef const floating* dy = <const floating*>c.dy
     cdef const floating* mean = <const floating*>c.shift
     cdef const floating* rs = <const floating*>c.rs
     cdef const floating* rb = <const floating*>c.rb
     if c.L == 1:
-        _nc_rows_dx(x, dy, <floating*>c.out, c.C, r0, min(r0 + c.nc_rows, c.N), mean,
-                    <const floating*>c.k1, <const floating*>c.k2, <const floating*>c.k3, rs, rb)
+        _nc_rows_dx(x, dy, <floating*>c.out, c.C, u0 * c.nc_rows, min(u1 * c.nc_rows, c.N),
+                    mean, <const floating*>c.k1, <const floating*>c.k2, <const floating*>c.k3,
+                    rs, rb)
     else:
-        _unit_dx(x, dy, <floating*>c.out, &c.g, u, mean, <const floating*>c.k1,
-                 <const floating*>c.k2, <const floating*>c.k3, rs, rb)
+        _units_dx(x, dy, <floating*>c.out, &c.g, u0, u1, mean, <const floating*>c.k1,
+                  <const floating*>c.k2, <const floating*>c.k3, rs, rb)
 
 
 cdef void _dx_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
     """dx = k1[c] * g - k2[c] * (x - mean[c]) - k3[c] over units u0 to u1 - 1,
     g = dy masked by the ReLU when rs is not NULL."""
     cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
-    cdef Py_ssize_t u
-    for u in range(u0, u1):
-        if c.dbl:
-            _dx_of(<const double*>c.x, &c, u)
-        else:
-            _dx_of(<const float*>c.x, &c, u)
+    if c.dbl:
+        _dx_of(<const double*>c.x, &c, u0, u1)
+    else:
+        _dx_of(<const float*>c.x, &c, u0, u1)
 
 
 cdef void _reduce(Call* c, int nt) noexcept nogil:

@@ -265,6 +265,10 @@ static void* fastbn_worker(void* arg) {
     int w = (int)(intptr_t)arg;
     fastbn_mailbox* m = &fastbn_pool.mail[w];
     int64_t backoff = FASTBN_BACKOFF_NS, woke_at = 0;
+    /* wall and CPU time when last seen awake and running or spinning: time lost
+       between then and the end of a loop it took part in was lost while it held
+       units (a gap while spinning is caught there) */
+    int64_t wall = 0, cpu_time = 0;
     int spun = 0;
     for (;;) {
         if (spun <= 0) {
@@ -282,7 +286,8 @@ static void* fastbn_worker(void* arg) {
             while (fastbn_load(&m->state) == FASTBN_IDLE)
                 fastbn_wait(&m->state, FASTBN_IDLE);
             fastbn_store(&m->sleeping, FASTBN_AWAKE);
-            woke_at = fastbn_now_ns();
+            woke_at = wall = fastbn_now_ns();
+            cpu_time = fastbn_cpu_ns();
         }
         int expected = FASTBN_POSTED;
         int cpu = fastbn_cpu();
@@ -303,12 +308,14 @@ static void* fastbn_worker(void* arg) {
             __atomic_fetch_add(&fastbn_stats.why[FASTBN_WHY_LATE_START], 1, __ATOMIC_RELAXED);
         } else if (__atomic_compare_exchange_n(&m->state, &expected, FASTBN_RUNNING, 0,
                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-            int64_t wall = fastbn_now_ns(), cpu_time = fastbn_cpu_ns();
             fastbn_run_units(w + 1);
             fastbn_store(&m->state, FASTBN_IDLE);
             if (fastbn_load(&m->waiting))
                 fastbn_wake(&m->state);
-            if ((fastbn_now_ns() - wall) - (fastbn_cpu_ns() - cpu_time) > FASTBN_GAP_NS) {
+            int64_t wall_then = wall, cpu_then = cpu_time;
+            wall = fastbn_now_ns();
+            cpu_time = fastbn_cpu_ns();
+            if ((wall - wall_then) - (cpu_time - cpu_then) > FASTBN_GAP_NS) {
                 spun = -1 - FASTBN_WHY_HELD;  /* descheduled while it held units */
                 continue;
             }
