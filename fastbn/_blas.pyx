@@ -18,6 +18,7 @@ cimport numpy as cnp
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
+from libc.limits cimport INT_MAX
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from ._parallel cimport parallel_for
@@ -34,10 +35,23 @@ cdef enum:
     MIN_WIDTH = 64           # rows (or columns) of the output per unit, at least
     ALIGN = 16               # unit widths are multiples of it (the kernels' tiles)
 
+cdef Py_ssize_t _size_limit = INT_MAX    # the largest size or leading dimension of one call
+
 ctypedef int (*_set_threads_t)(int) noexcept nogil
 cdef _set_threads_t _set_threads = NULL  # sets the BLAS's thread count, returns the old one
 cdef PyThread_type_lock _lock = PyThread_allocate_lock()
 cdef int _holders = 0, _saved = 0
+
+
+def set_size_limit(Py_ssize_t limit):
+    """The largest size or leading dimension one BLAS call of matmul gets (default
+    INT_MAX, the 32-bit BLAS's); returns the previous one.  Lowered, it sends small
+    products through the splitting that large ones need."""
+    global _size_limit
+    if limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    previous, _size_limit = _size_limit, min(limit, INT_MAX)
+    return previous
 
 
 def set_thread_control(size_t address):
@@ -89,25 +103,71 @@ cdef void dgemm_rm(bint ta, bint tb, int m, int n, int k, double alpha, const do
 
 ctypedef struct Product:  # one call's operands (of the data's type) and units
     bint dbl, ta, tb, by_rows
-    int m, n, k, lda, ldb, ldc, width
+    Py_ssize_t m, n, k, lda, ldb, ldc, width
     const void* a
     const void* b
     void* c
 
 
+cdef inline Py_ssize_t _ld(Py_ssize_t ld, Py_ssize_t row, Py_ssize_t limit) noexcept nogil:
+    """A leading dimension for one call: ld itself, or for a matrix passed one row
+    at a time (ld over the limit) the row's length, which the BLAS accepts and never
+    steps by."""
+    return ld if ld <= limit else row
+
+
+cdef void _gemm_split(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                      floating* c, Py_ssize_t ldc) noexcept nogil:
+    """c = op(a) @ op(b) in calls whose sizes and leading dimensions fit the BLAS's
+    ints (_size_limit): one call when they do, else blocks of at most that many rows,
+    columns and depth, the depth blocks summed in order (fixed by the shape, so the
+    bits do not depend on the thread count); a matrix whose rows are longer than the
+    limit goes one row per call."""
+    cdef Py_ssize_t L = _size_limit, mb = L, nb = L, kb = L, i, j, p, mi, nj, kp
+    if max(m, n, k) <= L and max(lda, ldb, ldc) <= L:
+        gemm_rm(ta, tb, <int>m, <int>n, <int>k, a, <int>lda, b, <int>ldb, 0, c, <int>ldc)
+        return
+    if ldc > L or (lda > L and not ta):  # c's rows, and a's when they are op(a)'s
+        mb = 1
+    if (lda > L and ta) or (ldb > L and not tb):  # rows of depth
+        kb = 1
+    if ldb > L and tb:  # b's rows are op(b)'s columns
+        nb = 1
+    i = 0
+    while i < m:
+        mi = min(mb, m - i)
+        j = 0
+        while j < n:
+            nj = min(nb, n - j)
+            p = 0
+            while p < k:
+                kp = min(kb, k - p)
+                gemm_rm(ta, tb, <int>mi, <int>nj, <int>kp,
+                        a + (p * lda + i if ta else i * lda + p),
+                        <int>_ld(lda, mi if ta else kp, L),
+                        b + (j * ldb + p if tb else p * ldb + j),
+                        <int>_ld(ldb, kp if tb else nj, L),
+                        0 if p == 0 else 1, c + i * ldc + j, <int>_ld(ldc, nj, L))
+                p += kp
+            j += nj
+        i += mi
+
+
 cdef inline void _block_of(const floating* a, const Product* p, Py_ssize_t u) noexcept nogil:
+    """Unit u of c = op(a) @ op(b): width rows, or columns when by_rows is false."""
     cdef bint ta = p.ta, tb = p.tb
-    cdef int m = p.m, n = p.n, k = p.k, lda = p.lda, ldb = p.ldb, ldc = p.ldc
-    cdef int lo = u * p.width, width = p.width, w
+    cdef Py_ssize_t m = p.m, n = p.n, k = p.k, lda = p.lda, ldb = p.ldb, ldc = p.ldc
+    cdef Py_ssize_t lo = u * p.width, width = p.width, w
     cdef const floating* b = <const floating*>p.b
     cdef floating* c = <floating*>p.c
     if p.by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
         w = min(width, m - lo)
-        gemm_rm(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, 0, c + lo * ldc,
-                ldc)
+        _gemm_split(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, c + lo * ldc,
+                    ldc)
     else:        # columns lo.. of op(b)
         w = min(width, n - lo)
-        gemm_rm(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, 0, c + lo, ldc)
+        _gemm_split(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, c + lo, ldc)
 
 
 cdef void _blocks(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
@@ -122,7 +182,7 @@ cdef void _blocks(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept no
             _block_of(<const float*>p.a, &p, u)
 
 
-cdef int _unit_width(int m, int n, int k) noexcept nogil:
+cdef Py_ssize_t _unit_width(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     """Rows (or columns, the longer side) of c per unit, from the shape alone, so
     each element's sum is the same at any thread count: the whole side below
     SERIAL_BELOW, else an even number of units (two threads stay balanced), as

@@ -33,15 +33,24 @@ def get_num_threads():
     return n if n is not None else _openmp_helpers.max_threads()
 
 
+# Far more threads than any machine uses: beyond some count the OpenMP runtime kills the
+# process (libgomp builds a team's start data on the caller's stack, and 100000 threads
+# overflowed it: signal 11; it exits when the system refuses a thread).
+MAX_THREADS = max(1024, 4 * _openmp_helpers.num_procs())
+
+
 def _check_threads(n):
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    if n > MAX_THREADS:
+        raise ValueError(f"number of threads must be at most {MAX_THREADS}, got {n}")
     return n
 
 
 def set_num_threads(n):
-    """Use n threads in every fastbn kernel from now on (process-wide).
-    ``set_num_threads(None)`` returns to the OpenMP runtime's default."""
+    """Use n threads in every fastbn kernel from now on (process-wide): 1 to 1024, or
+    to 4 per processor on a larger machine.  ``set_num_threads(None)`` returns to the
+    OpenMP runtime's default."""
     global _global_threads
     _global_threads = None if n is None else _check_threads(n)
 

@@ -6,20 +6,28 @@ Signatures follow ``torch.nn.functional``.  Arguments may be Tensors, NumPy
 arrays or Python numbers; non-Tensors are constants (no gradient).  Only this
 module talks to the tape; the heavy lifting is in ``fastbn.kernels``.
 """
+import collections
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
 from . import kernels
+from . import random as _random
+from ._types import as_dtype
 from .autograd import Function, Tensor, _FLOATS
 
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log",
-    "sum", "mean", "reshape", "transpose", "getitem", "flatten",
+    "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "absolute",
+    "maximum", "minimum",
+    "sum", "mean", "extremum", "argmax", "argmin",
+    "eq", "ne", "lt", "le", "gt", "ge",
+    "reshape", "transpose", "getitem", "flatten", "unsqueeze", "squeeze", "cat", "stack",
+    "clone", "to_dtype",
     "relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
-    "linear", "batch_norm", "batch_norm_relu", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "cross_entropy", "mse_loss", "dropout", "manual_seed",
+    "linear", "batch_norm", "batch_norm_relu", "conv2d", "max_pool2d", "avg_pool2d",
+    "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "dropout", "manual_seed",
 ]
 
 def _const(x, like=None):
@@ -175,10 +183,10 @@ class MatMul(Function):
         return ga, gb
 
 
-def _elementwise(op, a, b):
+def _elementwise(op, a, b, **params):
     a, b = _pair(a, b)
     try:
-        return op.apply(a, b)
+        return op.apply(a, b, **params)
     except ValueError:
         raise ValueError(f"{op.__name__.lower()}: shapes {a.shape} and {b.shape} do not "
                          "broadcast") from None
@@ -217,6 +225,107 @@ def exp(a):
 
 def log(a):
     return Log.apply(_const(a))
+
+
+class Sqrt(Function):
+    @staticmethod
+    def forward(a):
+        out = np.sqrt(a)
+        return out, out
+
+    @staticmethod
+    def backward(out, g, inputs):
+        return (g / (2 * out),)
+
+
+class Abs(Function):
+    @staticmethod
+    def forward(a):
+        return np.abs(a), a
+
+    @staticmethod
+    def backward(a, g, inputs):
+        return (g * np.sign(a),)
+
+
+class Maximum(Function):
+    """Elementwise maximum (``largest``) or minimum; a tie sends half the gradient
+    to each operand, as PyTorch's."""
+
+    @staticmethod
+    def forward(a, b, largest):
+        return (np.maximum if largest else np.minimum)(a, b), (a, b, largest)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        a, b, largest = saved
+        a_wins = (a > b) if largest else (a < b)
+        share = np.where(a_wins, 1.0, np.where(a == b, 0.5, 0.0)).astype(g.dtype, copy=False)
+        return (g * share if inputs[0].requires_grad else None,
+                g * (1 - share) if inputs[1].requires_grad else None)
+
+
+def sqrt(a):
+    """Elementwise square root (``torch.sqrt``).
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        float32 or float64.
+
+    Returns
+    -------
+    Tensor
+        Of a's shape and dtype; the gradient is ``g / (2 * sqrt(a))``.
+    """
+    return Sqrt.apply(_float_tensor(a, "sqrt"))
+
+
+def absolute(a):
+    """Elementwise absolute value (``torch.abs``).
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        ``|a|``; the gradient is ``sign(a) * g`` (0 at 0, as PyTorch's).
+    """
+    return Abs.apply(_const(a))
+
+
+def maximum(a, b):
+    """Elementwise maximum of two broadcastable tensors (``torch.maximum``).
+
+    Parameters
+    ----------
+    a, b : Tensor or array_like
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        Where they tie, each operand gets half the gradient, as in PyTorch.
+    """
+    return _elementwise(Maximum, a, b, largest=True)
+
+
+def minimum(a, b):
+    """Elementwise minimum of two broadcastable tensors (``torch.minimum``); ties share
+    the gradient as in :func:`maximum`.
+
+    Parameters
+    ----------
+    a, b : Tensor or array_like
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+    """
+    return _elementwise(Maximum, a, b, largest=False)
 
 
 def matmul(a, b):
@@ -282,6 +391,242 @@ def mean(a, axis=None, keepdims=False):
         raise ValueError(f"mean: cannot average over an empty set (shape {a.shape}, axis {axis})")
     # 1/count in the tensor's dtype family, so float32 stays float32
     return Sum.apply(a, axes=axes, keepdims=keepdims, scale=1.0 / count)
+
+
+MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
+MaxResult.__doc__ = """``(values, indices)`` of ``max(dim)``/``min(dim)`` (torch.return_types.max)."""
+
+
+class ExtremumAll(Function):
+    """max() or min() of every element; ties share the gradient evenly (PyTorch's)."""
+
+    @staticmethod
+    def forward(a, largest):
+        out = (np.maximum if largest else np.minimum).reduce(a, axis=None)
+        return np.asarray(out), (a, out)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        a, out = saved
+        hit = np.isnan(a) if np.isnan(out) else a == out
+        return (hit * (g / np.count_nonzero(hit)),)
+
+
+class ExtremumDim(Function):
+    """Values of max(dim)/min(dim); the gradient goes to the returned index."""
+
+    @staticmethod
+    def forward(a, index, dim, keepdim):
+        values = np.take_along_axis(a, index, axis=dim)
+        return (values if keepdim else values.squeeze(dim)), (a.shape, index, dim, keepdim)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        shape, index, dim, keepdim = saved
+        ga = np.zeros(shape, dtype=g.dtype)
+        np.put_along_axis(ga, index, g if keepdim else np.expand_dims(g, dim), axis=dim)
+        return (ga,)
+
+
+def _reduced_dim(input, dim, op):
+    """input as a Tensor and dim as a non-negative axis, for an op that reduces one dim."""
+    x = _const(input)
+    if x.data.size == 0:
+        raise ValueError(f"{op}: cannot reduce an empty tensor (shape {x.shape})")
+    return x, None if dim is None else _dim(dim, x, op)
+
+
+def extremum(input, dim=None, keepdim=False, largest=True):
+    """``torch.max``/``torch.min`` of one tensor.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to reduce; None reduces every element.
+    keepdim : bool, optional
+        Keep the reduced dim with length 1.
+    largest : bool, optional
+        True for max, False for min.
+
+    Returns
+    -------
+    Tensor or MaxResult
+        Without ``dim``, the extreme element as a 0-d tensor (ties share the gradient
+        evenly); with it, ``MaxResult(values, indices)``: the values on the tape (the
+        gradient goes to the returned index) and int64 indices without gradient.  NaN
+        counts as the extreme, as in PyTorch.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
+    """
+    op = "max" if largest else "min"
+    x, d = _reduced_dim(input, dim, op)
+    if d is None:
+        return ExtremumAll.apply(x, largest=largest)
+    if x.data.ndim == 0:    # dim 0 of a 0-d tensor is the element itself, as in PyTorch
+        return MaxResult(clone(x), Tensor(np.zeros((), np.int64)))
+    index = np.expand_dims((np.argmax if largest else np.argmin)(x.data, axis=d), d)
+    values = ExtremumDim.apply(x, index=index, dim=d, keepdim=bool(keepdim))
+    index = index if keepdim else index.squeeze(d)
+    return MaxResult(values, Tensor(index.astype(np.int64, copy=False)))
+
+
+def _arg_extremum(input, dim, keepdim, largest):
+    op = "argmax" if largest else "argmin"
+    x, d = _reduced_dim(input, dim, op)
+    find = np.argmax if largest else np.argmin
+    if d is None:
+        index = np.asarray(find(x.data))
+        if keepdim:
+            index = index.reshape((1,) * x.data.ndim)
+    else:
+        index = find(x.data, axis=d, keepdims=bool(keepdim)) if x.data.ndim else np.asarray(0)
+    return Tensor(index.astype(np.int64, copy=False))
+
+
+def argmax(input, dim=None, keepdim=False):
+    """Indices of the largest values (``torch.argmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to search; None searches the flattened tensor.
+    keepdim : bool, optional
+        Keep the searched dim(s) with length 1.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, without gradient; the first one where values tie.
+    """
+    return _arg_extremum(input, dim, keepdim, True)
+
+
+def argmin(input, dim=None, keepdim=False):
+    """Indices of the smallest values (``torch.argmin``); arguments as :func:`argmax`.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, without gradient.
+    """
+    return _arg_extremum(input, dim, keepdim, False)
+
+
+# ---------------------------------------------------------------------------
+# Comparisons: bool tensors, no gradient
+# ---------------------------------------------------------------------------
+def _compare(ufunc, name, a, b):
+    x = a.data if isinstance(a, Tensor) else np.asarray(a)
+    y = b.data if isinstance(b, Tensor) else np.asarray(b)
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: operands must be numeric, got {x.dtype} and {y.dtype}")
+    try:
+        return Tensor(np.asarray(ufunc(x, y)))
+    except ValueError:
+        raise ValueError(f"{name}: shapes {x.shape} and {y.shape} do not broadcast") from None
+
+
+def eq(input, other):
+    """``input == other`` elementwise (``torch.eq``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
+    return _compare(np.equal, "eq", input, other)
+
+
+def ne(input, other):
+    """``input != other`` elementwise (``torch.ne``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
+    return _compare(np.not_equal, "ne", input, other)
+
+
+def lt(input, other):
+    """``input < other`` elementwise (``torch.lt``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
+    return _compare(np.less, "lt", input, other)
+
+
+def le(input, other):
+    """``input <= other`` elementwise (``torch.le``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
+    return _compare(np.less_equal, "le", input, other)
+
+
+def gt(input, other):
+    """``input > other`` elementwise (``torch.gt``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
+    return _compare(np.greater, "gt", input, other)
+
+
+def ge(input, other):
+    """``input >= other`` elementwise (``torch.ge``).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands that broadcast together.
+
+    Returns
+    -------
+    Tensor
+        bool, without gradient.
+    """
+    return _compare(np.greater_equal, "ge", input, other)
 
 
 class Reshape(Function):
@@ -372,6 +717,206 @@ def flatten(input, start_dim=1, end_dim=-1):
     return Reshape.apply(x, shape=shape)
 
 
+def unsqueeze(input, dim):
+    """input with a new dim of length 1 (``torch.unsqueeze``), on the tape.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    dim : int
+        Where the new dim goes, ``-ndim - 1 <= dim <= ndim``.
+
+    Returns
+    -------
+    Tensor
+    """
+    x = _const(input)
+    nd = x.data.ndim
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not -nd - 1 <= dim <= nd:
+        raise ValueError(f"unsqueeze: dim {dim!r} is out of range for a tensor of shape "
+                         f"{x.shape} (expected [{-nd - 1}, {nd}])")
+    d = int(dim) % (nd + 1)
+    return Reshape.apply(x, shape=x.shape[:d] + (1,) + x.shape[d:])
+
+
+def squeeze(input, dim=None):
+    """input without dims of length 1 (``torch.squeeze``), on the tape.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    dim : int or tuple of int, optional
+        Only these dims; a named dim whose length is not 1 stays, as in PyTorch.
+
+    Returns
+    -------
+    Tensor
+    """
+    x = _const(input)
+    dims = range(x.data.ndim) if dim is None else _axes(dim, x.data.ndim, "squeeze")
+    drop = {d for d in dims if x.data.ndim and x.shape[d] == 1}
+    return Reshape.apply(x, shape=tuple(n for d, n in enumerate(x.shape) if d not in drop))
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(*arrays, dim):
+        return np.concatenate(arrays, axis=dim), (dim, np.cumsum([a.shape[dim] for a in arrays]))
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        dim, ends = saved
+        return tuple(part if t.requires_grad else None
+                     for t, part in zip(inputs, np.split(g, ends[:-1], axis=dim)))
+
+
+class Stack(Function):
+    @staticmethod
+    def forward(*arrays, dim):
+        return np.stack(arrays, axis=dim), dim
+
+    @staticmethod
+    def backward(dim, g, inputs):
+        return tuple(np.take(g, i, axis=dim) if t.requires_grad else None
+                     for i, t in enumerate(inputs))
+
+
+def _tensor_list(tensors, op):
+    if isinstance(tensors, (Tensor, np.ndarray)) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: expected a list or tuple of tensors, got "
+                        f"{type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"{op}: expected a non-empty list of tensors")
+    out = [_const(t) for t in tensors]
+    kinds = {t.data.dtype.kind for t in out}
+    if not kinds <= set("biuf"):
+        raise TypeError(f"{op}: tensors must be numeric, got dtypes "
+                        f"{sorted({str(t.dtype) for t in out})}")
+    return out
+
+
+def cat(tensors, dim=0):
+    """Join tensors along an existing dim (``torch.cat``), on the tape.
+
+    Parameters
+    ----------
+    tensors : list or tuple of Tensor
+        Tensors with the same number of dims and the same sizes except along ``dim``;
+        their dtypes promote as in PyTorch (each gets its gradient in its own dtype).
+    dim : int, optional
+        The dim to join along.
+
+    Returns
+    -------
+    Tensor
+
+    Raises
+    ------
+    ValueError
+        For an empty list, 0-d tensors or sizes that do not match.
+    """
+    ts = _tensor_list(tensors, "cat")
+    nd = ts[0].data.ndim
+    if nd == 0:
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated")
+    d = _dim(dim, ts[0], "cat")
+    for i, t in enumerate(ts):
+        if t.data.ndim != nd or t.shape[:d] + t.shape[d + 1:] != ts[0].shape[:d] + ts[0].shape[d + 1:]:
+            raise ValueError(f"cat: tensor {i} has shape {t.shape}, which does not match "
+                             f"tensor 0's {ts[0].shape} except in dim {d}")
+    return Cat.apply(*ts, dim=d)
+
+
+def stack(tensors, dim=0):
+    """Join tensors of one shape along a new dim (``torch.stack``), on the tape.
+
+    Parameters
+    ----------
+    tensors : list or tuple of Tensor
+        Tensors of one shape.
+    dim : int, optional
+        Where the new dim goes, ``-ndim - 1 <= dim <= ndim``.
+
+    Returns
+    -------
+    Tensor
+    """
+    ts = _tensor_list(tensors, "stack")
+    for i, t in enumerate(ts):
+        if t.shape != ts[0].shape:
+            raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has "
+                             f"{ts[0].shape}; all must be equal")
+    nd = ts[0].data.ndim
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not -nd - 1 <= dim <= nd:
+        raise ValueError(f"stack: dim {dim!r} is out of range for stacking tensors of shape "
+                         f"{ts[0].shape} (expected [{-nd - 1}, {nd}])")
+    return Stack.apply(*ts, dim=int(dim) % (nd + 1))
+
+
+class Clone(Function):
+    @staticmethod
+    def forward(a):
+        return a.copy(), None
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        return (g,)
+
+
+class Cast(Function):
+    """A copy in another floating dtype; the tape casts the gradient back."""
+
+    @staticmethod
+    def forward(a, dtype):
+        return a.astype(dtype), None
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        return (g,)
+
+
+def clone(input):
+    """A copy of input that owns its data (``torch.clone``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        On the tape: the gradient flows through unchanged.
+    """
+    return Clone.apply(_const(input))
+
+
+def to_dtype(input, dtype, copy=False):
+    """input in another dtype (``Tensor.to(dtype)``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    dtype : dtype
+        ``fastbn.float32``, ``fastbn.long``, ...
+    copy : bool, optional
+        Copy even when the dtype is already ``dtype``.
+
+    Returns
+    -------
+    Tensor
+        input itself when nothing changes; a float32/float64 copy of a float32/float64
+        tensor stays on the tape (its gradient is cast back), other conversions carry no
+        gradient, as in PyTorch.
+    """
+    x = _const(input)
+    dtype = as_dtype(dtype)
+    if dtype is x.data.dtype:               # builtin dtypes are singletons
+        return clone(x) if copy else x
+    if dtype in _FLOATS and x.data.dtype in _FLOATS:
+        return Cast.apply(x, dtype=dtype)
+    return Tensor(x.data.astype(dtype))
+
+
 # ---------------------------------------------------------------------------
 # Activations
 # ---------------------------------------------------------------------------
@@ -452,7 +997,21 @@ class LogSoftmax(Function):
         return (g - np.exp(out) * g.sum(axis=dim, keepdims=True),)
 
 
-def relu(input):
+def relu(input, inplace=False):
+    """max(input, 0), keeping NaN (``torch.nn.functional.relu``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    inplace : bool, optional
+        Accepted for PyTorch's signature; the result is always a new tensor (what
+        ``x = F.relu(x, inplace=True)`` uses).
+
+    Returns
+    -------
+    Tensor
+    """
     return ReLU.apply(_float_tensor(input, "relu"))
 
 
@@ -475,14 +1034,51 @@ def _dim(dim, x, op):
     return int(dim) % max(nd, 1)
 
 
-def softmax(input, dim):
+def _softmax_dim(dim, x, op):
+    """dim, or PyTorch's legacy choice when it is None (with its deprecation warning)."""
+    if dim is None:
+        warnings.warn(f"Implicit dimension choice for {op} has been deprecated. Change the "
+                      "call to include dim=X as an argument.", UserWarning, stacklevel=3)
+        dim = 0 if x.data.ndim in (0, 1, 3) else 1
+    return _dim(dim, x, op)
+
+
+def softmax(input, dim=None):
+    """exp(input) / sum(exp(input)) along ``dim`` (``torch.nn.functional.softmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    dim : int, optional
+        The dim that sums to 1.  None picks PyTorch's legacy choice (0 for 0-, 1- and
+        3-D input, else 1) with its deprecation warning.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _float_tensor(input, "softmax")
-    return Softmax.apply(x, dim=_dim(dim, x, "softmax"))
+    return Softmax.apply(x, dim=_softmax_dim(dim, x, "softmax"))
 
 
-def log_softmax(input, dim):
+def log_softmax(input, dim=None):
+    """log(softmax(input)) along ``dim``, computed without taking the log of a
+    probability (``torch.nn.functional.log_softmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    dim : int, optional
+        As :func:`softmax`.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _float_tensor(input, "log_softmax")
-    return LogSoftmax.apply(x, dim=_dim(dim, x, "log_softmax"))
+    return LogSoftmax.apply(x, dim=_softmax_dim(dim, x, "log_softmax"))
 
 
 # ---------------------------------------------------------------------------
@@ -746,6 +1342,99 @@ def cross_entropy(input, target, reduction="mean"):
     return CrossEntropy.apply(x, target=ti, reduction=reduction)
 
 
+class NLLLoss(Function):
+    """Negative log likelihood of log-probabilities (N, C) with class targets: the
+    gradient is ``-weight[t] * scale`` at each sample's target, 0 elsewhere."""
+
+    @staticmethod
+    def forward(x, rows, cols, w, denom, reduction, out_shape):
+        losses = np.zeros(out_shape, dtype=x.dtype).reshape(-1)
+        losses[rows] = -(x[rows, cols] * w)
+        if reduction == "none":
+            out = losses.reshape(out_shape)
+        else:
+            out = np.add.reduce(losses)
+            if reduction == "mean":
+                with np.errstate(invalid="ignore"):     # all ignored: NaN, as PyTorch
+                    out = out / denom
+        return np.asarray(out, dtype=x.dtype), (x.shape, rows, cols, w, denom, reduction)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        shape, rows, cols, w, denom, reduction = saved
+        gx = np.zeros(shape, dtype=g.dtype)
+        if reduction == "none":
+            gx[rows, cols] = -w * g.reshape(-1)[rows]
+        elif rows.size:
+            gx[rows, cols] = -w * (g / denom if reduction == "mean" else g)
+        return (gx,)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log likelihood loss (``torch.nn.functional.nll_loss``).
+
+    Parameters
+    ----------
+    input : Tensor
+        Log-probabilities, float32/float64, of shape (N, C), (N, C, d1, ...) or (C,).
+    target : Tensor or array_like
+        Integer class indices of shape (N,), (N, d1, ...) or () in ``[0, C)``, or
+        ``ignore_index``.
+    weight : Tensor or array_like, optional
+        A rescaling weight per class, shape (C,).
+    ignore_index : int, optional
+        A target value that contributes neither loss nor gradient.
+    reduction : {'mean', 'sum', 'none'}, optional
+        ``'mean'`` divides the sum by the total weight of the targets not ignored (NaN
+        when every target is ignored, as in PyTorch).
+
+    Returns
+    -------
+    Tensor
+        A 0-d loss, or one loss per target with ``reduction='none'``.
+
+    Raises
+    ------
+    TypeError
+        For a non-integer target.
+    ValueError
+        For mismatched shapes, a target out of range or a bad reduction.
+    """
+    x = _float_tensor(input, "nll_loss")
+    _check_reduction(reduction, "nll_loss")
+    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"nll_loss: target must hold integer class indices, got dtype {t.dtype}")
+    xs = x.shape
+    unbatched = x.data.ndim == 1
+    expected = () if unbatched else xs[:1] + xs[2:]
+    if x.data.ndim < 1 or t.shape != expected:
+        raise ValueError(f"nll_loss: input of shape {xs} needs a target of shape {expected}, "
+                         f"got {t.shape}")
+    C = xs[0] if unbatched else xs[1]
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"nll_loss: ignore_index must be an int, got {ignore_index!r}")
+    w = None
+    if weight is not None:
+        w = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        if w.shape != (C,):
+            raise ValueError(f"nll_loss: weight must have shape ({C},), got {w.shape}")
+        w = w.astype(x.data.dtype, copy=False)
+    flat = t.reshape(-1).astype(np.int64, copy=False)
+    rows = np.flatnonzero(flat != ignore_index)
+    cols = flat[rows]
+    if cols.size and (cols.min() < 0 or cols.max() >= C):
+        raise ValueError(f"nll_loss: target values must be in [0, {C}) or ignore_index "
+                         f"({ignore_index}), got min {cols.min()} max {cols.max()}")
+    wt = np.ones(cols.size, x.data.dtype) if w is None else w[cols]
+    denom = np.add.reduce(wt, dtype=x.data.dtype)
+    # (samples, classes): a view with the class axis last
+    x2 = x if x.data.ndim == 2 else reshape(x, (1, C)) if unbatched else \
+        reshape(transpose(x, (0,) + tuple(range(2, x.data.ndim)) + (1,)), (-1, C))
+    return NLLLoss.apply(x2, rows=rows, cols=cols, w=wt, denom=denom, reduction=reduction,
+                         out_shape=t.shape)
+
+
 class MSELoss(Function):
     @staticmethod
     def forward(x, target, reduction):
@@ -778,13 +1467,7 @@ def mse_loss(input, target, reduction="mean"):
 # ---------------------------------------------------------------------------
 # Dropout
 # ---------------------------------------------------------------------------
-_generator = np.random.default_rng()
-
-
-def manual_seed(seed):
-    """Reseed the generator dropout uses when it is given none."""
-    global _generator
-    _generator = np.random.default_rng(seed)
+manual_seed = _random.manual_seed
 
 
 class Dropout(Function):
@@ -797,15 +1480,33 @@ class Dropout(Function):
         return (g * mask,)
 
 
-def dropout(input, p=0.5, training=True, generator=None):
-    """Zero each element with probability p and scale the rest by 1/(1-p).
-    generator: a ``numpy.random.Generator`` (default: the module's, see manual_seed)."""
+def dropout(input, p=0.5, training=True, inplace=False, generator=None):
+    """Zero each element with probability p and scale the rest by 1/(1-p)
+    (``torch.nn.functional.dropout``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        float32 or float64.
+    p : float, optional
+        Probability of zeroing, in [0, 1].
+    training : bool, optional
+        False returns input unchanged.
+    inplace : bool, optional
+        Accepted for PyTorch's signature; the result is always a new tensor.
+    generator : numpy.random.Generator, optional
+        Default: fastbn's global generator, seeded by ``fastbn.manual_seed``.
+
+    Returns
+    -------
+    Tensor
+    """
     x = _float_tensor(input, "dropout")
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p!r}")
     if not training or p == 0:
         return x
-    rng = _generator if generator is None else generator
+    rng = _random.default_generator if generator is None else generator
     if p == 1:
         mask = np.zeros(x.shape, dtype=x.dtype)
     else:

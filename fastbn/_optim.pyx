@@ -1,13 +1,13 @@
-"""Parameter updates of fastbn.optim's SGD and Adam: one pass over a parameter,
-its gradient and its state, in place (the loops: _optim.h), for a list of
-parameters in one call (PyTorch's foreach): SGD's step over the MLP's 14
-parameters took 27 us one call each, 17 us in one.
+"""Parameter updates of fastbn.optim's SGD, Adam, AdamW, RMSprop and Adadelta: one
+pass over a parameter, its gradient and its state, in place (the loops: _optim.h),
+for a list of parameters in one call (PyTorch's foreach): SGD's step over the MLP's
+14 parameters took 27 us one call each, 17 us in one.
 
 Before these, each update was a handful of NumPy operations per parameter,
 each a pass with its own temporary: the MLP's 14 parameters took 58 us a
 step, a tenth of the whole step.
 
-sgd_many and adam_many check the arrays themselves, cheaply, and return False,
+The *_many functions check the arrays themselves, cheaply, and return False,
 touching nothing, unless each is a plain (exactly ndarray), aligned,
 C-contiguous array of its parameter's dtype (float32 or float64) and shape,
 the parameter and its state writable; fastbn/kernels.py then checks them with
@@ -17,7 +17,7 @@ cimport numpy as cnp
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 
-from ._parallel cimport parallel_for
+from ._parallel cimport parallel_for, unit_fn
 
 cnp.import_array()
 
@@ -96,18 +96,43 @@ cdef struct _Step:     # one call: every parameter's units in one loop
     bint nesterov
 
 
+cdef inline _Param* _nth(void* params, size_t stride, Py_ssize_t i) noexcept nogil:
+    """Parameter i of an array of structs stride bytes apart, each starting with its _Param."""
+    return <_Param*>(<char*>params + i * stride)
+
+
+cdef inline _Param* _owner(void* params, size_t stride, Py_ssize_t k,
+                           Py_ssize_t u) noexcept nogil:
+    """The parameter whose units hold unit u: the last whose first unit is <= u."""
+    cdef Py_ssize_t lo = 0, hi = k - 1, mid
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _nth(params, stride, mid).unit <= u:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _nth(params, stride, lo)
+
+
+cdef void _loop(void* params, size_t stride, Py_ssize_t k, int nthreads, unit_fn fn,
+                void* ctx) noexcept nogil:
+    """Every parameter's units (BLOCK values each, numbered in turn) in one loop,
+    on one thread below SERIAL_BELOW values."""
+    cdef Py_ssize_t i, units = 0, values = 0
+    cdef _Param* q
+    for i in range(k):
+        q = _nth(params, stride, i)
+        q.unit = units
+        units += (q.n + BLOCK - 1) // BLOCK
+        values += q.n
+    parallel_for(units, 1 if values < SERIAL_BELOW else nthreads, fn, ctx)
+
+
 cdef inline void _update(const _Step* c, Py_ssize_t u) noexcept nogil:
     """Unit u: BLOCK values of the parameter whose units hold it (element by
     element: blocks change no bits).  float32 hyperparameters are rounded once
     from the double (NumPy scales by the Python float the same way)."""
-    cdef Py_ssize_t lo = 0, hi = c.k - 1, mid
-    while lo < hi:  # the last parameter whose first unit is <= u
-        mid = (lo + hi + 1) // 2
-        if c.a[mid].unit <= u:
-            lo = mid
-        else:
-            hi = mid - 1
-    cdef const _Param* q = &c.a[lo]
+    cdef const _Param* q = _owner(c.a, sizeof(_Param), c.k, u)
     cdef Py_ssize_t o = (u - q.unit) * BLOCK, n = min(<Py_ssize_t>BLOCK, q.n - o)
     if c.adam and q.is_double:
         fastbn_adam_double(<double*>q.p + o, <const double*>q.g + o, <double*>q.s1 + o,
@@ -136,13 +161,7 @@ cdef void _units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nog
 
 
 cdef void _run(_Step* c, int nthreads) noexcept nogil:
-    """Every parameter's units in one loop, on one thread below SERIAL_BELOW values."""
-    cdef Py_ssize_t i, units = 0, values = 0
-    for i in range(c.k):
-        c.a[i].unit = units
-        units += (c.a[i].n + BLOCK - 1) // BLOCK
-        values += c.a[i].n
-    parallel_for(units, 1 if values < SERIAL_BELOW else nthreads, _units, c)
+    _loop(c.a, sizeof(_Param), c.k, nthreads, _units, c)
 
 
 def sgd_many(list ps, list gs, list bufs, list firsts, double lr, double weight_decay,
@@ -194,3 +213,175 @@ def adam_many(list ps, list gs, list ms, list vs, list steps, double lr, double 
     finally:
         free(a)
     return True
+
+
+# -- AdamW, RMSprop, Adadelta: PyTorch's update rules (_optim.h) -----------------------------
+cdef extern from "_optim.h" nogil:
+    void fastbn_adamw_float(float*, const float*, float*, float*, float*, Py_ssize_t, float,
+                            float, float, float, float, float, float)
+    void fastbn_adamw_double(double*, const double*, double*, double*, double*, Py_ssize_t,
+                             double, double, double, double, double, double, double)
+    void fastbn_rmsprop_float(float*, const float*, float*, float*, float*, Py_ssize_t, float,
+                              float, float, float, float, float)
+    void fastbn_rmsprop_double(double*, const double*, double*, double*, double*, Py_ssize_t,
+                               double, double, double, double, double, double)
+    void fastbn_adadelta_float(float*, const float*, float*, float*, Py_ssize_t, float, float,
+                               float, float, float)
+    void fastbn_adadelta_double(double*, const double*, double*, double*, Py_ssize_t, double,
+                                double, double, double, double)
+
+cdef enum:
+    _ADAMW, _RMSPROP, _ADADELTA
+    _NHYPER = 7
+
+
+cdef struct _TorchParam:
+    _Param a          # p, g, s1, s2 as in _gather; first (_nth finds it there)
+    void* s3          # AdamW: max_exp_avg_sq; RMSprop: momentum buffer (NULL: none)
+    double h[_NHYPER]  # the loop's hyperparameters, in its argument order
+    float hf[_NHYPER]  # the same, each rounded once to float
+
+
+cdef inline void* _at(void* base, Py_ssize_t lo, bint is_double) noexcept nogil:
+    if base == NULL:
+        return NULL
+    return <void*>(<double*>base + lo) if is_double else <void*>(<float*>base + lo)
+
+
+cdef void _torch_run(int op, _TorchParam* t, Py_ssize_t lo, Py_ssize_t n) noexcept nogil:
+    """op's loop on values lo .. lo + n - 1 of one parameter."""
+    cdef bint dbl = t.a.is_double
+    cdef void* p = _at(t.a.p, lo, dbl)
+    cdef void* g = _at(t.a.g, lo, dbl)
+    cdef void* s1 = _at(t.a.s1, lo, dbl)
+    cdef void* s2 = _at(t.a.s2, lo, dbl)
+    cdef void* s3 = _at(t.s3, lo, dbl)
+    cdef double* h = t.h
+    cdef float* f = t.hf
+    if op == _ADAMW:
+        if dbl:
+            fastbn_adamw_double(<double*>p, <double*>g, <double*>s1, <double*>s2, <double*>s3,
+                                n, h[0], h[1], h[2], h[3], h[4], h[5], h[6])
+        else:
+            fastbn_adamw_float(<float*>p, <float*>g, <float*>s1, <float*>s2, <float*>s3, n,
+                               f[0], f[1], f[2], f[3], f[4], f[5], f[6])
+    elif op == _RMSPROP:
+        if dbl:
+            fastbn_rmsprop_double(<double*>p, <double*>g, <double*>s1, <double*>s2,
+                                  <double*>s3, n, h[0], h[1], h[2], h[3], h[4], h[5])
+        else:
+            fastbn_rmsprop_float(<float*>p, <float*>g, <float*>s1, <float*>s2, <float*>s3, n,
+                                 f[0], f[1], f[2], f[3], f[4], f[5])
+    else:
+        if dbl:
+            fastbn_adadelta_double(<double*>p, <double*>g, <double*>s1, <double*>s2, n, h[0],
+                                   h[1], h[2], h[3], h[4])
+        else:
+            fastbn_adadelta_float(<float*>p, <float*>g, <float*>s1, <float*>s2, n, f[0], f[1],
+                                  f[2], f[3], f[4])
+
+
+cdef struct _TorchStep:  # one call: every parameter's units in one loop, as _Step
+    int op
+    _TorchParam* t
+    Py_ssize_t k
+
+
+cdef void _torch_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Units u0 to u1 - 1, BLOCK values each (element by element, as _update:
+    blocks change no bits)."""
+    cdef _TorchStep c = (<_TorchStep*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef _TorchParam* t
+    cdef Py_ssize_t u, o
+    for u in range(u0, u1):
+        t = <_TorchParam*>_owner(c.t, sizeof(_TorchParam), c.k, u)
+        o = (u - t.a.unit) * BLOCK
+        _torch_run(c.op, t, o, min(<Py_ssize_t>BLOCK, t.a.n - o))
+
+
+cdef _TorchParam* _gather_torch(list ps, list gs, list s1, list s2, list s3, list hyper,
+                                bint s2_optional) except? NULL:
+    """Each parameter's pointers and hyperparameters (hyper[i], a tuple of floats), to
+    be freed; NULL unless every operand is plain (module docstring): s1[i] an array
+    like ps[i], s2[i] too (or None where s2_optional), s3[i] an array like it or None."""
+    cdef Py_ssize_t k = len(ps), i, j
+    cdef _TorchParam* out
+    if len(s2) != k or len(s3) != k or len(hyper) != k:
+        return NULL
+    cdef _Param* a = _gather(ps, gs, s1, None)    # checks ps, gs and s1 (or None)
+    if a == NULL:
+        return NULL
+    try:
+        for i in range(k):
+            if not (s1[i] is not None
+                    and (_like(s2[i], ps[i], True) or (s2_optional and s2[i] is None))
+                    and (s3[i] is None or _like(s3[i], ps[i], True))):
+                return NULL
+        out = <_TorchParam*>malloc(max(k, 1) * sizeof(_TorchParam))
+        if out == NULL:
+            raise MemoryError()
+        for i in range(k):
+            out[i].a = a[i]
+            out[i].a.s2 = NULL if s2[i] is None else cnp.PyArray_DATA(<cnp.ndarray>s2[i])
+            out[i].s3 = NULL if s3[i] is None else cnp.PyArray_DATA(<cnp.ndarray>s3[i])
+            for j in range(len(hyper[i])):
+                out[i].h[j] = hyper[i][j]
+                out[i].hf[j] = <float>out[i].h[j]
+        return out
+    finally:
+        free(a)
+
+
+cdef bint _torch_many(int op, list ps, list gs, list s1, list s2, list s3, list hyper,
+                      bint s2_optional, int nthreads) except -1:
+    """op's update of every parameter; False, touching nothing, unless every operand
+    is plain."""
+    cdef _TorchStep c
+    c.t = _gather_torch(ps, gs, s1, s2, s3, hyper, s2_optional)
+    if c.t == NULL:
+        return False
+    c.op, c.k = op, len(ps)
+    try:
+        with nogil:
+            _loop(c.t, sizeof(_TorchParam), c.k, nthreads, _torch_units, &c)
+    finally:
+        free(c.t)
+    return True
+
+
+def adamw_many(list ps, list gs, list ms, list vs, list vmaxs, list steps, double lr,
+               double weight_decay, double beta1, double beta2, double eps, int nthreads):
+    """For each parameter p = ps[i], AdamW's step number steps[i] (from 1), as
+    PyTorch's: p *= 1 - lr * weight_decay, m = lerp(m, g, 1 - beta1),
+    v = beta2 * v + (1 - beta2) * g * g, vmax = max(vmax, v) when vmaxs[i] is an
+    array (amsgrad), p -= lr / (1 - beta1**step) * m
+    / (sqrt(v or vmax) / (1 - beta2**step) ** 0.5 + eps).  False, touching nothing,
+    unless every array is plain (module docstring)."""
+    hyper = [(1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2,
+              -(lr / (1 - beta1 ** step)), (1 - beta2 ** step) ** 0.5, eps) for step in steps]
+    return _torch_many(_ADAMW, ps, gs, ms, vs, vmaxs, hyper, False, nthreads)
+
+
+def rmsprop_many(list ps, list gs, list square_avgs, list grad_avgs, list bufs, double lr,
+                 double weight_decay, double alpha, double eps, double momentum,
+                 int nthreads):
+    """For each parameter p = ps[i], RMSprop's step as PyTorch's: d = g + weight_decay
+    * p, sq = alpha * sq + (1 - alpha) * d * d, centered when grad_avgs[i] is an
+    array (ga = lerp(ga, d, 1 - alpha), avg = sqrt(sq - ga * ga) + eps; else
+    sqrt(sq) + eps), with momentum when bufs[i] is one (buf = momentum * buf
+    + d / avg, p -= lr * buf; else p -= lr * d / avg).  False, touching nothing,
+    unless every array is plain (module docstring)."""
+    hyper = [(-lr, weight_decay, alpha, 1 - alpha, eps, momentum)] * len(ps)
+    return _torch_many(_RMSPROP, ps, gs, square_avgs, grad_avgs, bufs, hyper, True, nthreads)
+
+
+def adadelta_many(list ps, list gs, list square_avgs, list acc_deltas, double lr,
+                  double weight_decay, double rho, double eps, int nthreads):
+    """For each parameter p = ps[i], Adadelta's step as PyTorch's: d = g
+    + weight_decay * p, sq = rho * sq + (1 - rho) * d * d,
+    delta = sqrt(acc + eps) / sqrt(sq + eps) * d, acc = rho * acc + (1 - rho)
+    * delta * delta, p -= lr * delta.  False, touching nothing, unless every
+    array is plain (module docstring)."""
+    hyper = [(-lr, weight_decay, rho, 1 - rho, eps)] * len(ps)
+    return _torch_many(_ADADELTA, ps, gs, square_avgs, acc_deltas, [None] * len(ps), hyper,
+                       False, nthreads)

@@ -30,6 +30,8 @@ import threading
 
 import numpy as np
 
+from ._types import CPU, as_dtype, check_device, is_dtype
+
 __all__ = ["Tensor", "tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled"]
 
 
@@ -83,6 +85,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _as_array(data, dtype):
+    dtype = as_dtype(dtype)
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, np.ndarray):
@@ -139,13 +142,30 @@ class Tensor:
         return self.data.shape if dim is None else self.data.shape[dim]
 
     def numel(self):
+        """The number of elements."""
         return self.data.size
+
+    def dim(self):
+        """The number of dimensions (``ndim``)."""
+        return self.data.ndim
+
+    device = property(lambda self: CPU, doc="Where the data lives: always the CPU.")
+    is_cuda = property(lambda self: False, doc="False: fastbn runs on the CPU only.")
 
     def __len__(self):
         return len(self.data)
 
     def numpy(self):
-        """The underlying array (shared, not copied), like ``torch.Tensor.numpy``."""
+        """The underlying array (shared, not copied), like ``torch.Tensor.numpy``.
+
+        Raises
+        ------
+        RuntimeError
+            If the tensor requires grad (as PyTorch: use ``detach().numpy()``).
+        """
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on a Tensor that requires grad. Use "
+                               "tensor.detach().numpy() instead.")
         return self.data
 
     def __array__(self, dtype=None, copy=None):
@@ -154,6 +174,7 @@ class Tensor:
         return self.data if dtype is None else self.data.astype(dtype, copy=False)
 
     def item(self):
+        """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
             raise ValueError(f"item(): only one-element tensors can be converted to a "
                              f"Python scalar, got shape {self.shape}")
@@ -218,9 +239,50 @@ class Tensor:
                 node._inputs = node._saved = None
 
 
-def tensor(data, requires_grad=False, dtype=None):
-    """Shortcut for ``Tensor(data, requires_grad, dtype)``."""
-    return Tensor(data, requires_grad, dtype)
+def tensor(data, *, dtype=None, device=None, requires_grad=False):
+    """A new tensor holding a copy of ``data``, with PyTorch's dtype inference.
+
+    Parameters
+    ----------
+    data : array_like or Tensor
+        Python numbers and (nested) lists, NumPy arrays, or a Tensor.  Arrays keep
+        their dtype; Python floats become float32, ints int64 and bools bool, as
+        ``torch.tensor`` infers them.
+    dtype : dtype, optional
+        The tensor's dtype (``fastbn.float32``, ``fastbn.long``, ...).
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Record operations on it for ``backward`` (float32/float64 only).
+
+    Returns
+    -------
+    Tensor
+        A leaf that owns its data.
+
+    Raises
+    ------
+    TypeError
+        For data that is not numeric or an unsupported dtype.
+    """
+    check_device(device)
+    dtype = as_dtype(dtype)
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, (np.ndarray, np.generic)):
+        array = np.array(data, dtype=dtype)
+    else:
+        array = np.array(data)
+        if dtype is None:
+            kind = array.dtype.kind
+            if kind not in "biuf":
+                raise TypeError(f"tensor(): data must be numbers, lists of numbers or arrays, "
+                                f"got {type(data).__name__} of NumPy dtype {array.dtype}")
+            dtype = {"b": np.bool_, "f": np.float32}.get(kind, np.int64)
+        array = array.astype(dtype, copy=False)
+    if not is_dtype(array.dtype):
+        raise TypeError(f"tensor(): unsupported dtype {array.dtype}")
+    return Tensor(array, requires_grad)
 
 
 def _reachable(root):

@@ -1,5 +1,10 @@
-"""Command line: python -m fastbn {info,train,reproduce}."""
+"""Command line: python -m fastbn {info,train,reproduce}.
+
+Exit status: 0 done, 1 an error (one line on stderr), 2 bad arguments, 130 Ctrl-C,
+141 (128 + SIGPIPE) when the reader of the output went away (``| head``).
+"""
 import argparse
+import os
 import sys
 import time
 
@@ -83,8 +88,20 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command argv (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught
+        return status
+    except KeyboardInterrupt:  # train says more itself (where to resume from)
+        print(f"fastbn {args.command}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:
+        # stdout's reader left: stop quietly, as a program killed by SIGPIPE does, with
+        # stdout pointed at devnull so that the interpreter's last flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

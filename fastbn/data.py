@@ -10,6 +10,8 @@ import numbers
 import os
 import urllib.error
 import urllib.request
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -29,42 +31,111 @@ _MNIST_FILES = {  # kind -> ((images file, md5), (labels file, md5))
     "t10k": (("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
              ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
 }
-_IDX_IMAGES, _IDX_LABELS = 2051, 2049  # big-endian magic numbers: uint8 data, 3 / 1 dims
 
 
 def load_digits():
     """The UCI handwritten digits (1797 8x8 images, 10 classes; CC BY 4.0, see
     fastbn/datasets/README.md).  Returns ``(images, labels)``: float32 (1797, 1, 8, 8) in
     [0, 1] and int64 (1797,)."""
-    with np.load(_DIGITS, allow_pickle=False) as f:
-        images, labels = f["images"], f["labels"]
+    try:
+        with np.load(_DIGITS, allow_pickle=False) as f:
+            images, labels = f["images"], f["labels"]
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{_DIGITS}: cannot read the embedded digits ({exc}); "
+                         "reinstall fastbn") from None
+    for field, a, shape, top in (("images", images, (1797, 8, 8), 16),
+                                 ("labels", labels, (1797,), 9)):
+        if a.shape != shape or a.dtype != np.uint8 or a.max() > top:
+            raise ValueError(f"{_DIGITS}: field {field} is {a.dtype} {a.shape} up to "
+                             f"{a.max() if a.size else None}, expected uint8 {shape} up to "
+                             f"{top}; reinstall fastbn")
     return (images[:, None].astype(np.float32) / 16.0, labels.astype(np.int64))
 
 
 # -- MNIST -----------------------------------------------------------------------------------
+# IDX: a big-endian magic number 0x0000TTDD (TT the data type, 0x08 for unsigned bytes;
+# DD the number of dimensions), DD big-endian uint32 sizes, then the data.
+_IDX_UBYTE = 0x08
+_IDX_IMAGES = (2051, ("images", "rows", "columns"))
+_IDX_LABELS = (2049, ("labels",))
+_MNIST_SIDE = 28
+_MAX_ITEMS = 1 << 20  # images or labels in one file (MNIST has 70,000, EMNIST 814,255)
+_MAX_INFLATION = 1100  # deflate expands a byte 1032 times at most: a bound on gzip's output
 
-def _read_idx(path, magic, ndim):
-    """The uint8 array of an IDX file (gzipped or not), checking magic number and size."""
+
+def _read_into(f, buffer):
+    """Fill buffer from f; returns how many bytes it got (fewer at the end of f)."""
+    view, got = memoryview(buffer), 0
+    while got < len(view):
+        n = f.readinto(view[got:got + (1 << 24)])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _check_idx_header(path, header, magic, names):
+    """The sizes in an IDX header, each field checked: magic number (zero bytes, data
+    type, number of dimensions), then each size."""
+    ndim = len(names)
+    if len(header) < 4:
+        raise ValueError(f"{path}: truncated IDX file ({len(header)} bytes, its header needs "
+                         f"{4 + 4 * ndim})")
+    found = int.from_bytes(header[:4], "big")
+    what = f"{' x '.join(names)} of unsigned bytes"
+    for field, got, want in (("its first two bytes", found >> 16, 0),
+                             ("data type", header[2], _IDX_UBYTE),
+                             ("number of dimensions", header[3], ndim)):
+        if got != want:
+            raise ValueError(f"{path}: IDX magic number is {found}, expected {magic} "
+                             f"({what}): {field} {got:#04x}, expected {want:#04x} "
+                             "(wrong file, or not an IDX file)")
+    if len(header) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX file ({len(header)} bytes, its header needs "
+                         f"{4 + 4 * ndim})")
+    dims = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if not 1 <= dims[0] <= _MAX_ITEMS:
+        raise ValueError(f"{path}: IDX size 0 ({names[0]}) is {dims[0]}, expected 1 to "
+                         f"{_MAX_ITEMS}")
+    for i in range(1, ndim):
+        if dims[i] != _MNIST_SIDE:
+            raise ValueError(f"{path}: IDX size {i} ({names[i]}) is {dims[i]}, expected "
+                             f"{_MNIST_SIDE} (MNIST's images are 28x28)")
+    return dims
+
+
+def _read_idx(path, magic, names):
+    """The uint8 array of an IDX file (gzipped or not).  The header is read and checked
+    first; then exactly the bytes it declares are read (inflated as a stream, never more
+    than that and one byte more), and the file must end there."""
+    ndim = len(names)
+    gz = False
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
-        raise ValueError(f"{path}: cannot read ({exc})") from None
-    header = 4 + 4 * ndim
-    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
-    if found is not None and found != magic:
-        raise ValueError(f"{path}: IDX magic number is {found}, expected {magic} "
-                         "(wrong file, or not an IDX file)")
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX file ({len(raw)} bytes, header needs {header})")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    size = header + math.prod(dims)
-    if len(raw) != size:
-        raise ValueError(f"{path}: {len(raw)} bytes, but its header {dims} needs {size} "
-                         f"({'truncated' if len(raw) < size else 'trailing data'})")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+        with open(path, "rb") as raw:
+            stored = os.fstat(raw.fileno()).st_size
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+            header = f.read(4 + 4 * ndim)
+            dims = _check_idx_header(path, header, magic, names)
+            size = math.prod(dims)
+            room = (stored * _MAX_INFLATION if gz else stored) - len(header)
+            if size > room:
+                raise ValueError(f"{path}: truncated IDX file: its header declares {dims} "
+                                 f"({size} bytes of data), more than the file "
+                                 f"{'can inflate to' if gz else 'holds'}")
+            data = np.empty(size, dtype=np.uint8)
+            got = _read_into(f, data)
+            if got < size:
+                raise ValueError(f"{path}: truncated IDX file: its header declares {dims} "
+                                 f"({size} bytes of data), the file holds {got}")
+            if f.read(1):
+                raise ValueError(f"{path}: trailing data after the {size} bytes of data its "
+                                 f"header declares for {dims}")
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        what = "corrupt gzip data" if gz else "cannot read"
+        raise ValueError(f"{path}: {what} ({exc})") from None
+    return data.reshape(dims)
 
 
 def _find(directory, name):
@@ -125,13 +196,15 @@ def load_mnist(path=None, kind="t10k", download=False, mirror=MNIST_MIRROR):
             raise FileNotFoundError(f"{os.path.join(path, name)} not found (nor without .gz); "
                                     "pass download=True to fetch it")
         found.append(file)
-    images = _read_idx(found[0], _IDX_IMAGES, 3)
-    labels = _read_idx(found[1], _IDX_LABELS, 1)
+    images = _read_idx(found[0], *_IDX_IMAGES)
+    labels = _read_idx(found[1], *_IDX_LABELS)
     if len(images) != len(labels):
         raise ValueError(f"{found[0]} has {len(images)} images but {found[1]} has "
                          f"{len(labels)} labels")
-    if labels.size and labels.max() > 9:
-        raise ValueError(f"{found[1]}: label {labels.max()} out of range 0..9")
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise ValueError(f"{found[1]}: label {labels[bad[0]]} (item {bad[0]}) is out of range "
+                         "0..9")
     return images[:, None].astype(np.float32) / 255.0, labels.astype(np.int64)
 
 
@@ -233,13 +306,29 @@ class DataLoader:
 
     def _order(self):
         if self.sampler is not None:
-            return np.fromiter(self.sampler, dtype=np.intp)
+            return self._sampled()
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n)
         if self.seed is None:
             return _random.default_generator.permutation(n)
         return np.random.default_rng([self.seed, self.epoch]).permutation(n)
+
+    def _sampled(self):
+        """The sampler's indices for this epoch, checked before any batch is made."""
+        order = np.array(list(self.sampler))
+        n, expected = len(self.dataset), len(self.sampler)
+        if order.size and (order.ndim != 1 or order.dtype.kind not in "iu"):
+            raise TypeError(f"DataLoader: the sampler must give integer indices, got "
+                            f"{order.dtype} values of shape {order.shape}")
+        if len(order) != expected:
+            raise ValueError(f"DataLoader: the sampler gave {len(order)} indices but its "
+                             f"len() is {expected}")
+        bad = np.flatnonzero((order < 0) | (order >= n))
+        if bad.size:
+            raise ValueError(f"DataLoader: the sampler gave index {order[bad[0]]}, out of "
+                             f"range for a dataset of {n} samples")
+        return order.astype(np.intp, copy=False)
 
     def _fetch(self, index):
         if isinstance(self.dataset, TensorDataset):  # one fancy-indexing gather per array

@@ -1,8 +1,10 @@
 """Data-parallel training over MPI (mpi4py): one process per rank, started by mpiexec.
 
-- ``init_process_group()`` takes rank and world size from ``MPI.COMM_WORLD`` and makes an
-  uncaught exception on any rank stop the whole job (``MPI_Abort``) instead of leaving the
-  other ranks waiting in a collective forever.
+- ``init_process_group()`` takes rank and world size from ``MPI.COMM_WORLD`` and makes
+  every way a rank can leave end the job instead of leaving the other ranks waiting in a
+  collective forever: an uncaught exception aborts the job (``MPI_Abort``), and so does a
+  rank that exits (``sys.exit()``, the end of its script) while the others still wait in
+  MPI calls; when every rank exits, the job ends normally.
 - ``DistributedDataParallel(model)`` broadcasts rank 0's parameters and buffers, then
   ``allreduce_gradients()`` (call it after ``backward()``, before ``optimizer.step()``)
   averages the gradients in a few large allreduces (buckets), not one per parameter.
@@ -13,12 +15,14 @@ mpi4py is imported on first use, so ``import fastbn.distributed`` works without 
 A communicator can be any ``mpi4py.MPI.Comm`` (``process_group=``); the default is the
 one ``init_process_group`` set.
 """
+import atexit
 import math
 import numbers
 import os
 import shutil
 import subprocess
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -45,17 +49,97 @@ def _mpi():
 def init_process_group(comm=None):
     """Make ``comm`` (default ``MPI.COMM_WORLD``) the default communicator and return it.
 
-    With more than one rank, installs a ``sys.excepthook`` that prints the traceback
-    tagged with the rank and calls ``comm.Abort(1)``: a rank that dies alone would
-    otherwise leave the others blocked in their next collective.
+    With more than one rank (a collective call: every rank of comm makes it), a rank
+    that leaves alone would leave the others blocked in their next collective, so:
+
+    - a ``sys.excepthook`` prints the traceback tagged with the rank and calls
+      ``comm.Abort(1)``;
+    - at interpreter exit (``sys.exit()``, the end of the script, a caught Ctrl-C) the
+      rank waits for the others to exit too, then MPI finalizes as usual.  If instead
+      a rank it waits for keeps making MPI calls, i.e. waits in a collective that
+      will never complete, it aborts the job (in about 3 seconds).  A rank busy
+      outside MPI (writing files, evaluating) is waited for as long as it takes.
     """
-    global _default_comm
+    global _default_comm, _exit_rendezvous
     if comm is None:
         comm = _mpi().COMM_WORLD
     _default_comm = comm
-    if comm.Get_size() > 1 and not getattr(sys.excepthook, "_fastbn_abort", False):
-        sys.excepthook = _abort_hook(sys.excepthook)
+    if comm.Get_size() > 1:
+        if not getattr(sys.excepthook, "_fastbn_abort", False):
+            sys.excepthook = _abort_hook(sys.excepthook)
+        if _exit_rendezvous is None:
+            _exit_rendezvous = _ExitRendezvous(comm)
+            atexit.register(_exit_rendezvous.leave)
     return comm
+
+
+_exit_rendezvous = None
+_ABORT_GRACE = 0.25     # seconds; see abort()
+# Probing a peer that has not said it is exiting: a probe completes once the peer
+# has been inside MPI since it was sent (it matches a receive posted at start-up).
+# Two probes _PROBE_GAP apart that both complete, then _PROBE_SETTLE without word
+# that the peer exits: it is stuck in an MPI call that waits for this rank.
+_PROBE_GAP, _PROBE_SETTLE = 1.0, 2.0
+
+
+class _ExitRendezvous:
+    """What a rank does at interpreter exit, on a communicator of its own (a duplicate,
+    so its messages never meet the program's): tell every peer it is exiting (probe 0),
+    wait until it has heard the same from all of them, and abort the job if a peer
+    it has not heard from is found waiting inside MPI.  Each rank posts, at start-up,
+    the receives for its peers' two probes, so that a peer blocked in a collective
+    still completes them (MPI's progress runs there)."""
+
+    def __init__(self, comm):
+        MPI = _mpi()
+        self.comm = comm.Dup()
+        me = self.comm.Get_rank()
+        self.peers = [p for p in range(self.comm.Get_size()) if p != me]
+        self.buffers = [bytearray(1) for _ in range(2 * len(self.peers))]
+        self.inbox = {p: [self.comm.Irecv([self.buffers[2 * i + t], MPI.BYTE], p, tag=t)
+                          for t in (0, 1)] for i, p in enumerate(self.peers)}
+        self.token = bytearray(1)
+
+    def _probe(self, peer, tag):
+        return self.comm.Issend([self.token, _mpi().BYTE], peer, tag=tag)
+
+    def leave(self):
+        MPI = _mpi()
+        if MPI.Is_finalized():
+            return
+        sent = {p: [self._probe(p, 0)] for p in self.peers}
+        matched = {}          # peer -> when its latest probe was found complete
+        waiting = set(self.peers)
+        try:
+            while waiting:
+                now = time.monotonic()
+                waiting = {p for p in waiting if not self.inbox[p][0].Test()}
+                for p in sorted(waiting):
+                    probes = sent[p]
+                    if p not in matched or len(matched[p]) < len(probes):
+                        if probes[-1].Test():
+                            matched.setdefault(p, []).append(now)
+                    elif len(probes) == 1 and now >= matched[p][0] + _PROBE_GAP:
+                        probes.append(self._probe(p, 1))
+                    elif len(probes) == 2 and now >= matched[p][1] + _PROBE_SETTLE:
+                        self._abort(sorted(q for q in waiting
+                                           if len(matched.get(q, ())) == 2))
+                time.sleep(0.002)
+        except KeyboardInterrupt:
+            self._abort(sorted(waiting))
+        # every peer exits too: each sends and receives both probes, then MPI finalizes
+        for p in self.peers:
+            if len(sent[p]) == 1:
+                sent[p].append(self._probe(p, 1))
+        MPI.Request.Waitall([r for p in self.peers for r in sent[p] + self.inbox[p]])
+
+    def _abort(self, stuck):
+        rank = self.comm.Get_rank()
+        ranks = ", ".join(map(str, stuck)) or "?"
+        sys.stderr.write(f"[fastbn rank {rank}] exiting while rank(s) {ranks} still wait in "
+                         "MPI calls: aborting the MPI job\n")
+        sys.stderr.flush()
+        self.comm.Abort(1)
 
 
 def _abort_hook(previous):
@@ -88,6 +172,11 @@ def get_world_size(process_group=None):
 def abort(errorcode=1):
     """Stop every rank of the default communicator's job (no-op without one)."""
     if _default_comm is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # mpiexec forwards the ranks' output asynchronously and drops what it has not
+        # read when the abort kills the job: give it a moment to read this rank's last line
+        time.sleep(_ABORT_GRACE)
         _default_comm.Abort(errorcode)
 
 

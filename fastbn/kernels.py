@@ -20,7 +20,8 @@ __all__ = ["batch_norm_forward", "batch_norm_backward", "relu_forward", "relu_ba
            "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward",
            "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward",
-           "sgd_update", "sgd_updates", "adam_update", "adam_updates"]
+           "sgd_update", "sgd_updates", "adam_update", "adam_updates", "adamw_updates",
+           "rmsprop_updates", "adadelta_updates"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _blas.set_thread_control(blas_thread_control())
@@ -201,7 +202,9 @@ def relu_backward(dy, y):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """``op(a) @ op(b)`` of 2-D float arrays of one dtype, op transposing when
     asked: single-threaded BLAS calls inside fastbn's threads, on blocks of the
-    output fixed by the shape (the same bits at any thread count)."""
+    output fixed by the shape (the same bits at any thread count).  Sizes past the
+    32-bit BLAS's (2**31 - 1 rows, columns, depth or row length) are split into
+    calls it can take."""
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"matmul: operands must be 2-D, got shapes {a.shape} and {b.shape}")
@@ -212,8 +215,6 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     k2, n = b.shape[::-1] if transpose_b else b.shape
     if k != k2:
         raise ValueError(f"matmul: op(a) is {m}x{k} and op(b) is {k2}x{n}")
-    if max(a.shape + b.shape) >= 2**31:
-        raise ValueError("matmul: operands too large for the 32-bit BLAS")
     out = np.empty((m, n), dtype=a.dtype)
     if out.size and k:
         _blas.matmul(np.ascontiguousarray(a), np.ascontiguousarray(b), out, transpose_a,
@@ -241,8 +242,8 @@ def _check_nchw(x, name, op):
     return np.ascontiguousarray(x)
 
 
-def _pair(value, name, op, minimum):
-    """An int or a pair of ints, each >= minimum, as a tuple (h, w)."""
+def _pair(value, name, op, minimum, maximum=2**63 - 1):
+    """An int or a pair of ints, each in [minimum, maximum], as a tuple (h, w)."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                                  for v in pair):
@@ -251,6 +252,8 @@ def _pair(value, name, op, minimum):
     if min(pair) < minimum:
         what = "positive" if minimum == 1 else "non-negative"
         raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    if max(pair) > maximum:
+        raise ValueError(f"{op}: {name} must be at most {maximum}, got {value!r}")
     return pair
 
 
@@ -275,10 +278,11 @@ def _check_grad(dy, shape, op, dtype=None):
 
 
 def _input_shape(input_shape, op):
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 4 or min(shape) < 0:
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
+                                  and s >= 0 for s in shape):
         raise ValueError(f"{op}: input_shape must be (N, C, H, W), got {input_shape!r}")
-    return shape
+    return tuple(int(s) for s in shape)
 
 
 # The weight gradient's partial sums, each over a run of images: a number fixed
@@ -487,14 +491,27 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
     return dx, dweight, dbias
 
 
+_INT_MAX = 2**31 - 1
+
+
 def _pool_args(kernel_size, stride, padding, op):
-    kernel = _pair(kernel_size, "kernel_size", op, 1)
-    stride = kernel if stride is None or stride == () else _pair(stride, "stride", op, 1)
-    padding = _pair(padding, "padding", op, 0)
+    # torch's pooling takes C ints: larger windows overflowed the divisor here
+    kernel = _pair(kernel_size, "kernel_size", op, 1, _INT_MAX)
+    stride = (kernel if stride is None or stride == () else
+              _pair(stride, "stride", op, 1, _INT_MAX))
+    padding = _pair(padding, "padding", op, 0, _INT_MAX)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{op}: padding should be at most half of the kernel size, got "
                          f"padding {padding} and kernel_size {kernel}")
     return kernel, stride, padding
+
+
+def _check_pool_input(shape, op):
+    """As torch: an empty batch is fine, empty channels or planes are not (padding
+    would otherwise make windows of nothing but padding)."""
+    if min(shape[1:]) < 1:
+        raise ValueError(f"{op}: input must have non-zero channels, height and width "
+                         f"(only the batch may be empty), got shape {tuple(shape)}")
 
 
 def _planes(a):
@@ -509,6 +526,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     op = "max_pool2d"
     x = _check_nchw(x, "input", op)
+    _check_pool_input(x.shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
     y = np.empty(x.shape[:2] + out, dtype=x.dtype)
@@ -523,6 +541,7 @@ def max_pool2d_backward(dy, indices, input_shape):
     """Gradient of max_pool2d_forward: dy scattered (added) to the argmax of each window."""
     op = "max_pool2d_backward"
     shape = _input_shape(input_shape, op)
+    _check_pool_input(shape, op)
     dy = _check_nchw(dy, "grad_output", op)
     indices = np.ascontiguousarray(indices)
     if indices.shape != dy.shape or indices.dtype != np.int64:
@@ -546,6 +565,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     """Average pooling as torch.nn.functional.avg_pool2d (ceil_mode=False)."""
     op = "avg_pool2d"
     x = _check_nchw(x, "input", op)
+    _check_pool_input(x.shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(x.shape, kernel, stride, padding, (1, 1), op)
     y = np.empty(x.shape[:2] + out, dtype=x.dtype)
@@ -561,6 +581,7 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
     """Gradient of avg_pool2d_forward: each dy / divisor spread over its window."""
     op = "avg_pool2d_backward"
     shape = _input_shape(input_shape, op)
+    _check_pool_input(shape, op)
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, op)
     out = _out_sizes(shape, kernel, stride, padding, (1, 1), op)
     dy = _check_grad(dy, shape[:2] + out, op)
@@ -573,12 +594,13 @@ def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
 
 
 def _adaptive_size(output_size, shape, op):
-    """torch's output_size: an int, or a pair whose None entries keep the input size."""
+    """torch's output_size: an int, or a pair whose None entries keep the input size;
+    0 gives an empty output, as in torch."""
     if isinstance(output_size, (tuple, list)):
         size = tuple(shape[2 + i] if s is None else s for i, s in enumerate(output_size))
     else:
         size = output_size
-    return _pair(size, "output_size", op, 1)
+    return _pair(size, "output_size", op, 0)
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
@@ -605,9 +627,11 @@ def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
         raise ValueError(f"{op}: input must have non-empty spatial size, got {shape}")
     dy = _check_grad(dy, shape[:2] + out, op)
     dx = np.empty(shape, dtype=dy.dtype)
-    if dx.size:
+    if dy.size:
         _conv.avg_pool_backward(_planes(dy), _planes(dx), (1, 1), (1, 1), (0, 0), _ADAPTIVE,
                                 get_num_threads())
+    else:  # an empty output: no window reads the input
+        dx[...] = 0
     return dx
 
 
@@ -628,6 +652,10 @@ def _update_operands(op, param, grad, state):
     if not param.flags.writeable:
         raise ValueError(f"{op}: the parameter is read-only and cannot be updated in place")
     if type(grad) is not np.ndarray or grad.dtype is not param.dtype:
+        kind = np.asarray(grad).dtype.kind
+        if kind not in "fiu":       # a complex gradient would lose its imaginary part
+            raise TypeError(f"{op}: the gradient must be real numbers, got dtype "
+                            f"{np.asarray(grad).dtype}")
         grad = np.asarray(grad, dtype=param.dtype)
     if grad.shape != param.shape:
         raise ValueError(f"{op}: gradient of shape {grad.shape} for a parameter of shape "
@@ -644,21 +672,22 @@ def _update_operands(op, param, grad, state):
 def _run_updates(op, update, params, grads, states, flags, hyper, no_state_ok=False):
     """update(params, grads, *states, flags, *hyper), the compiled many-parameter
     call (states: lists of arrays, or None where no_state_ok; flags: a list of
-    per-parameter values), which returns False when an operand is not a plain
-    contiguous array: then check every operand (clear errors before anything
-    changes), run it on contiguous copies of strided parameters and write
-    those back."""
-    lengths = [len(x) for x in (grads, *states, flags)]
+    per-parameter values, or None for an update that takes none), which returns
+    False when an operand is not a plain contiguous array: then check every
+    operand (clear errors before anything changes), run it on contiguous copies of
+    strided parameters and write those back."""
+    lists = (*states,) if flags is None else (*states, flags)
+    lengths = [len(x) for x in (grads, *lists)]
     if any(n != len(params) for n in lengths):
         raise ValueError(f"{op}: {len(params)} parameters, but lists of {lengths} gradients, "
                          "states and per-parameter flags")
-    if update(params, grads, *states, flags, *hyper):
+    if update(params, grads, *lists, *hyper):
         return
     grads = [_update_operands(op, p, g, [s[i] for s in states
                                          if not (no_state_ok and s[i] is None)])
              for i, (p, g) in enumerate(zip(params, grads))]
     work = [p if p.flags.carray else np.array(p, order="C") for p in params]
-    if not update(work, grads, *states, flags, *hyper):
+    if not update(work, grads, *lists, *hyper):
         raise RuntimeError(f"{op}: operands still not plain after checking")
     for p, w in zip(params, work):
         if w is not p:
@@ -694,14 +723,19 @@ def sgd_update(param, grad, momentum_buffer, lr, weight_decay=0.0, momentum=0.0,
                 nesterov, [first])
 
 
+def _check_steps(op, steps):
+    steps = list(steps)
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+            raise ValueError(f"{op}: step must be a positive int, got {step!r}")
+    return steps
+
+
 def adam_updates(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
                  weight_decay=0.0):
     """adam_update on each parameter in turn (lists of params, grads, exp_avgs,
     exp_avg_sqs and step numbers), in one compiled call."""
-    steps = list(steps)
-    for step in steps:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-            raise ValueError(f"adam_update: step must be a positive int, got {step!r}")
+    steps = _check_steps("adam_update", steps)
     hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
              get_num_threads())
     _run_updates("adam_update", _optim.adam_many, list(params), list(grads),
@@ -710,8 +744,9 @@ def adam_updates(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, 
 
 def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                 weight_decay=0.0):
-    """Adam's step number ``step`` (from 1) on param, in place, with PyTorch's
-    bias corrections::
+    """Adam's step number ``step`` (from 1) on param, in place.
+
+    With PyTorch's bias corrections::
 
         d = grad + weight_decay * param
         exp_avg = beta1 * exp_avg + (1 - beta1) * d
@@ -721,3 +756,68 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
     """
     adam_updates([param], [grad], [exp_avg], [exp_avg_sq], [step], lr, beta1, beta2, eps,
                  weight_decay)
+
+
+def adamw_updates(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1,
+                  beta2, eps, weight_decay=0.0):
+    """AdamW's step number ``steps[i]`` (from 1) on each parameter, in place, in one
+    compiled call, with PyTorch's operations::
+
+        param *= 1 - lr * weight_decay
+        exp_avg = lerp(exp_avg, grad, 1 - beta1)
+        exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
+        max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq)   (amsgrad)
+        param -= lr / (1 - beta1**step) * exp_avg
+                 / (sqrt(exp_avg_sq or max_exp_avg_sq) / sqrt(1 - beta2**step) + eps)
+
+    max_exp_avg_sqs[i]: an array (amsgrad) or None.  Every operand is checked before
+    any parameter changes.
+    """
+    steps = _check_steps("adamw_update", steps)
+    hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
+             get_num_threads())
+    _run_updates("adamw_update", _optim.adamw_many, list(params), list(grads),
+                 [list(exp_avgs), list(exp_avg_sqs), list(max_exp_avg_sqs)], steps, hyper,
+                 no_state_ok=True)
+
+
+def rmsprop_updates(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps,
+                    weight_decay=0.0, momentum=0.0):
+    """RMSprop's step on each parameter, in place, in one compiled call, with PyTorch's
+    operations::
+
+        d = grad + weight_decay * param
+        square_avg = alpha * square_avg + (1 - alpha) * d * d
+        centered (grad_avgs[i] an array): grad_avg = lerp(grad_avg, d, 1 - alpha),
+            avg = sqrt(square_avg - grad_avg * grad_avg) + eps
+        otherwise: avg = sqrt(square_avg) + eps
+        momentum (momentum_buffers[i] an array): buf = momentum * buf + d / avg,
+            param -= lr * buf
+        otherwise: param -= lr * d / avg
+
+    Every operand is checked before any parameter changes.
+    """
+    params = list(params)
+    hyper = (float(lr), float(weight_decay), float(alpha), float(eps), float(momentum),
+             get_num_threads())
+    _run_updates("rmsprop_update", _optim.rmsprop_many, params, list(grads),
+                 [list(square_avgs), list(grad_avgs), list(momentum_buffers)], None, hyper,
+                 no_state_ok=True)
+
+
+def adadelta_updates(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_decay=0.0):
+    """Adadelta's step on each parameter, in place, in one compiled call, with PyTorch's
+    operations::
+
+        d = grad + weight_decay * param
+        square_avg = rho * square_avg + (1 - rho) * d * d
+        delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * d
+        acc_delta = rho * acc_delta + (1 - rho) * delta * delta
+        param -= lr * delta
+
+    Every operand is checked before any parameter changes.
+    """
+    params = list(params)
+    hyper = (float(lr), float(weight_decay), float(rho), float(eps), get_num_threads())
+    _run_updates("adadelta_update", _optim.adadelta_many, params, list(grads),
+                 [list(square_avgs), list(acc_deltas)], None, hyper)

@@ -3,8 +3,11 @@ import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastbn
+from fastbn._config import MAX_THREADS
 
 OPENMP = fastbn.show_config(as_dict=True)["openmp"]
 
@@ -63,6 +66,63 @@ def test_bad_thread_counts(bad):
     with pytest.raises(ValueError, match="positive int"):
         with fastbn.threads(bad):
             pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.one_of(st.integers(-2**70, 2**70), st.integers(MAX_THREADS - 2, MAX_THREADS + 2),
+                   st.sampled_from([100000, 2**31, 2**31 - 1, 2**32, 2**63])))
+def test_thread_counts_past_the_maximum_are_refused_up_front(n):
+    """On main 100000 was accepted, then the next kernel died with signal 11, and
+    2**31 made every call raise OverflowError."""
+    default = fastbn.get_num_threads()
+    if 1 <= n <= MAX_THREADS:
+        with fastbn.threads(n):
+            assert fastbn.get_num_threads() == n
+        return
+    with pytest.raises(ValueError, match="at most|positive int"):
+        fastbn.set_num_threads(n)
+    with pytest.raises(ValueError, match="at most|positive int"):
+        with fastbn.threads(n):
+            pass
+    assert fastbn.get_num_threads() == default
+
+
+_MAX_THREADS_KERNELS = """
+import numpy as np
+import fastbn
+from fastbn import kernels as K
+from fastbn._config import MAX_THREADS
+rng = np.random.default_rng()
+x = rng.standard_normal((64, 16, 32, 32)).astype(np.float32)
+w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+
+def every_kernel():
+    y, mean, invstd = K.batch_norm_forward(x)
+    out = [K.relu_forward(x), y, K.batch_norm_backward(x, x, None, mean, invstd)[0],
+           K.matmul(x.reshape(1024, 1024), x.reshape(1024, 1024)[:512], transpose_b=True),
+           *K.max_pool2d_forward(x, 2), K.avg_pool2d_forward(x, 3, 2, 1),
+           K.adaptive_avg_pool2d_forward(x, 5)]
+    for algorithm in ("winograd", "im2col"):
+        y, cols = K.conv2d_forward(x, w, padding=1, algorithm=algorithm)
+        out += [y, *K.conv2d_backward(y, x, w, cols, padding=1, algorithm=algorithm)]
+    p = x.copy()
+    K.sgd_update(p, x, None, 0.1)
+    return out + [p]
+
+with fastbn.threads(1):
+    ref = every_kernel()
+fastbn.set_num_threads(MAX_THREADS)
+assert all(np.array_equal(a, b) for a, b in zip(every_kernel(), ref))
+print("OK")
+"""
+
+
+@pytest.mark.skipif(not OPENMP, reason="serial build")
+def test_every_kernel_runs_at_the_maximum_thread_count(run_fastbn):
+    """The largest count accepted works (same bits as one thread), in a subprocess so
+    that a crash fails the test."""
+    out = run_fastbn(code=_MAX_THREADS_KERNELS, env={"OMP_WAIT_POLICY": "passive"})
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-3000:]
 
 
 @pytest.mark.skipif(not OPENMP, reason="serial build")

@@ -551,7 +551,7 @@ def test_against_torch():
     (lambda x, w: K.avg_pool2d_forward(x, 3, stride=-1), ValueError, "stride"),
     (lambda x, w: K.avg_pool2d_backward(np.zeros((2, 3, 2, 2)), x.shape, 2), ValueError,
      "grad_output"),
-    (lambda x, w: K.adaptive_avg_pool2d_forward(x, 0), ValueError, "output_size"),
+    (lambda x, w: K.adaptive_avg_pool2d_forward(x, -1), ValueError, "output_size"),
     (lambda x, w: K.adaptive_avg_pool2d_forward(x[0], 2), ValueError, "4-D"),
 ])
 def test_bad_input(call, exc, match):
@@ -559,3 +559,110 @@ def test_bad_input(call, exc, match):
     w = np.zeros((4, 3, 3, 3))
     with pytest.raises(exc, match=match):
         call(x, w)
+
+
+# ---------------------------------------------------------------- hostile shapes, as torch
+
+def _torch_or_error(f):
+    """f()'s result as NumPy arrays, or None when torch refuses the arguments."""
+    try:
+        return f()
+    except RuntimeError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 5),
+                       st.integers(0, 5)),
+       kernel=st.integers(1, 4), stride=st.integers(1, 3), padding=st.integers(0, 2),
+       kind=st.sampled_from(["max", "avg", "avg_exclude"]), seed=st.integers(0, 2**32 - 1))
+def test_pooling_refuses_what_torch_refuses(shape, kernel, stride, padding, kind, seed):
+    """Empty channels or planes (padded or not), windows past the input, padding over
+    half the kernel: an error where torch raises one, torch's values elsewhere.  On
+    main a 0x0 input with padding gave -inf (max) or 0 / NaN (avg)."""
+    torch = pytest.importorskip("torch")
+    TF = torch.nn.functional
+    x = np.random.default_rng(seed).standard_normal(shape)
+    xt = torch.from_numpy(x).requires_grad_()
+    if kind == "max":
+        expect = _torch_or_error(lambda: TF.max_pool2d(xt, kernel, stride, padding))
+        ours = lambda: K.max_pool2d_forward(x, kernel, stride, padding)  # noqa: E731
+    else:
+        cip = kind == "avg"
+        expect = _torch_or_error(lambda: TF.avg_pool2d(xt, kernel, stride, padding,
+                                                       count_include_pad=cip))
+        ours = lambda: (K.avg_pool2d_forward(x, kernel, stride, padding, cip),)  # noqa: E731
+    if expect is None:
+        with pytest.raises(ValueError):
+            ours()
+        return
+    y = ours()
+    np.testing.assert_allclose(y[0], expect.detach().numpy(), rtol=1e-12, atol=1e-12)
+    dy = np.cos(np.arange(expect.numel())).reshape(expect.shape)
+    expect.backward(torch.from_numpy(dy))
+    dx = (K.max_pool2d_backward(dy, y[1], shape) if kind == "max" else
+          K.avg_pool2d_backward(dy, shape, kernel, stride, padding, kind == "avg"))
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shape=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 5),
+                       st.integers(0, 5)),
+       out=st.one_of(st.integers(-1, 4), st.tuples(st.one_of(st.none(), st.integers(-1, 4)),
+                                                   st.one_of(st.none(), st.integers(-1, 4)))),
+       seed=st.integers(0, 2**32 - 1))
+def test_adaptive_pooling_refuses_what_torch_refuses(shape, out, seed):
+    """Empty planes and negative sizes refused; an output size of 0 gives an empty
+    output (and a zero gradient), as torch.  Empty planes are refused whatever the
+    output size: torch's shortcut for an output of 1 averages them to NaN."""
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(seed).standard_normal(shape)
+    xt = torch.from_numpy(x).requires_grad_()
+    expect = _torch_or_error(lambda: torch.nn.functional.adaptive_avg_pool2d(xt, out))
+    if expect is None or min(shape[2:]) == 0:
+        with pytest.raises(ValueError):
+            K.adaptive_avg_pool2d_forward(x, out)
+        return
+    y = K.adaptive_avg_pool2d_forward(x, out)
+    np.testing.assert_allclose(y, expect.detach().numpy(), rtol=1e-12, atol=1e-12)
+    dy = np.cos(np.arange(expect.numel())).reshape(expect.shape)
+    dx = K.adaptive_avg_pool2d_backward(dy, shape, out)
+    if expect.numel() == 0:  # torch's backward refuses what its forward gave
+        assert dx.shape == shape and not dx.any()
+        return
+    expect.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: K.max_pool2d_forward(x, 2**40, 1, 2**39), "kernel_size must be at most"),
+    (lambda x: K.avg_pool2d_forward(x, 2**31, 1, 2**30), "kernel_size must be at most"),
+    (lambda x: K.avg_pool2d_forward(x, 2, 2**63), "stride must be at most 2147483647"),
+    (lambda x: K.max_pool2d_forward(x, 2, 2**31), "stride must be at most"),
+    (lambda x: K.avg_pool2d_backward(np.ones((1, 1, 6, 6)), x.shape, 2**40, 1, 2**39),
+     "kernel_size must be at most"),
+    (lambda x: K.avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 5.5, 5), 2),
+     "input_shape must be"),
+    (lambda x: K.max_pool2d_backward(np.ones((1, 1, 1, 1)), np.zeros((1, 1, 1, 1), np.int64),
+                                     (1, 1, True, 2)), "input_shape must be"),
+    (lambda x: K.conv2d_forward(x, np.ones((1, 1, 2, 2)), stride=2**63), "stride must be at most"),
+])
+def test_hyper_parameters_past_c_ints_are_refused(call, match):
+    """On main a 2**40 window averaged to inf (its divisor overflowed) and a 2**63 stride
+    raised OverflowError; torch refuses pooling sizes past a C int."""
+    with pytest.raises(ValueError, match=match):
+        call(np.random.default_rng().random((1, 1, 5, 5)))
+
+
+@pytest.mark.parametrize("k", [2**20, 2**31 - 1])
+def test_windows_of_billions_of_pixels(k):
+    """The largest windows accepted, each covering the whole padded input."""
+    x = np.random.default_rng().random((1, 1, 5, 5))
+    p = k // 2
+    y = K.avg_pool2d_forward(x, k, 1, p)
+    np.testing.assert_allclose(y, x.sum() / float(k) ** 2, rtol=1e-12)
+    np.testing.assert_allclose(K.avg_pool2d_forward(x, k, 1, p, False), x.mean(), rtol=1e-12)
+    ym, idx = K.max_pool2d_forward(x, k, 1, p)
+    assert np.all(ym == x.max()) and np.all(idx == x.argmax())
+    dx = K.avg_pool2d_backward(np.ones_like(y), x.shape, k, 1, p)
+    np.testing.assert_allclose(dx, y.size / float(k) ** 2, rtol=1e-12)

@@ -168,6 +168,48 @@ def test_a_failing_rank_stops_the_job():
     assert time.perf_counter() - t0 < 60
 
 
+@pytest.mark.parametrize("world, how", [
+    (2, "exit"), (3, "exit"), (2, "exit3"), (3, "end"), (2, "caught-interrupt"),
+    (3, "exception"), (2, "sigterm"), (2, "os-exit")])
+def test_every_way_a_rank_leaves_ends_the_job(world, how):
+    """On main a rank's sys.exit() (any status), or the end of its script, left the
+    others in their allreduce forever, at 2 and 3 ranks."""
+    t0 = time.perf_counter()
+    proc = _mpirun(world, os.path.join(SCRIPTS, "leave_early.py"), how, timeout=60)
+    seconds = time.perf_counter() - t0
+    output = proc.stdout + proc.stderr
+    assert "the second allreduce completed" not in output
+    if how != "os-exit":  # a process gone without a word: MPICH ends the job, status 0
+        assert proc.returncode != 0, output
+    if how in ("exit", "exit3", "end", "caught-interrupt"):
+        assert (f"[fastbn rank {world - 1}] exiting while rank(s) "
+                f"{', '.join(map(str, range(world - 1)))} still wait in MPI calls") in output
+    assert seconds < 30, seconds
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_that_finish_apart_end_the_job_normally(world):
+    """Every rank exits, rank 0 four seconds after the others (outside MPI, longer
+    than the probes take): the job waits for it, then exits 0."""
+    proc = _mpirun(world, os.path.join(SCRIPTS, "leave_early.py"), "late", "4", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # mpiexec merges the ranks' output, not always line by line
+    assert all(proc.stdout.count(f"rank {r} done") == 1 for r in range(world)), proc.stdout
+    assert "aborting" not in proc.stderr
+    t0 = time.perf_counter()
+    proc = _mpirun(world, os.path.join(SCRIPTS, "leave_early.py"), "late", "0", timeout=60)
+    assert proc.returncode == 0 and time.perf_counter() - t0 < 20
+
+
+def test_cli_rank_that_exits_mid_training_ends_the_job():
+    t0 = time.perf_counter()
+    proc = _mpirun(2, os.path.join(SCRIPTS, "train_exits.py"), "--distributed", "--model",
+                   "mlp", "--batch-size", "48", "--epochs", "3", timeout=120)
+    assert proc.returncode != 0
+    assert "[fastbn rank 1] exiting while rank(s) 0 still wait in MPI calls" in proc.stderr
+    assert time.perf_counter() - t0 < 60
+
+
 def test_cli_distributed_resume_is_exact_and_one_rank_writes(tmp_path):
     common = ["--distributed", "--model", "mlp", "--batch-size", "48", "--seed", "1",
               "--epochs", "2"]
@@ -191,7 +233,9 @@ def test_cli_distributed_resume_is_exact_and_one_rank_writes(tmp_path):
     ckpt = tmp_path / "run.ckpt"
     broken = _mpirun(2, os.path.join(SCRIPTS, "train_interrupted.py"), *common,
                      "--checkpoint", str(ckpt), cwd=tmp_path)
-    assert broken.returncode != 0 and "rank 0 interrupted in epoch 2" in broken.stderr
+    assert broken.returncode != 0 and (f"interrupted after epoch 1; resume with: mpiexec -n 2 "
+                                       f"python -m fastbn train --resume {ckpt} --distributed"
+                                       in broken.stderr), broken.stderr
     assert ckpt.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     resumed = _mpirun(2, "-m", "fastbn", "train", *common, "--resume", str(ckpt),
                       "--metrics-json", "resumed.json", cwd=tmp_path)
@@ -202,7 +246,8 @@ def test_cli_distributed_resume_is_exact_and_one_rank_writes(tmp_path):
 
     # the checkpoint records its world size: another one is refused, on every rank
     other = _mpirun(3, "-m", "fastbn", "train", *common, "--resume", str(ckpt), cwd=tmp_path)
-    assert other.returncode != 0 and "world_size=2" in other.stderr, other.stderr
+    assert other.returncode != 0 and "was trained on 2 MPI ranks, this run has 3" in other.stderr, \
+        other.stderr
 
 
 # -- in-process: no MPI job needed -----------------------------------------------------------

@@ -1,9 +1,16 @@
 """fastbn.kernels.matmul (the tape's linear layers) against a float64 reference,
-at one, two and three threads, and its errors."""
+at one, two and three threads, and its errors; products past the 32-bit BLAS's
+sizes, by a lowered size limit on small arrays and for real in subprocesses."""
+import contextlib
+import sys
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastbn
+from fastbn import _blas
 from fastbn import kernels as K
 
 # (m, k, n) of op(a) @ op(b): one call below the serial threshold; above it two
@@ -81,3 +88,118 @@ def test_strided_operands(rng):
 def test_bad_operands(a, b, kw, exc, match):
     with pytest.raises(exc, match=match):
         K.matmul(a, b, **kw)
+
+
+# -- products past the 32-bit BLAS's sizes --------------------------------------------------
+
+@contextlib.contextmanager
+def _blas_size_limit(limit):
+    """Split products as if the BLAS took sizes and leading dimensions up to limit."""
+    previous = _blas.set_size_limit(limit)
+    try:
+        yield
+    finally:
+        _blas.set_size_limit(previous)
+
+
+@settings(max_examples=300, deadline=None)
+@given(limit=st.integers(1, 9), m=st.integers(1, 23), k=st.integers(1, 23),
+       n=st.integers(1, 23), ta=st.booleans(), tb=st.booleans(),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1))
+def test_split_products_match_float64_reference(limit, m, k, n, ta, tb, dtype, seed):
+    """Every path of the splitting: blocks of rows, columns and depth, and operands
+    whose rows are longer than the limit (one row per call)."""
+    a, b, A, B = _operands(np.random.default_rng(seed), m, k, n, ta, tb, dtype)
+    with _blas_size_limit(limit):
+        out = K.matmul(a, b, transpose_a=ta, transpose_b=tb)
+    _check_close(out, A, B)
+
+
+@pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, True)])
+def test_split_products_same_bits_at_any_thread_count(rng, ta, tb):
+    a, b, A, B = _operands(rng, 300, 200, 130, ta, tb, np.float32)  # parallel units
+    outs = []
+    with _blas_size_limit(96):
+        for t in (1, 2, 3):
+            with fastbn.threads(t):
+                outs.append(K.matmul(a, b, transpose_a=ta, transpose_b=tb))
+    _check_close(outs[0], A, B)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_size_limit_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        _blas.set_size_limit(0)
+
+
+# Real sizes, each in a subprocess (a crash fails the test, not the run).  An operand
+# of 2**16 x 33792 float32 (> 2**31 elements, so row offsets overflow 32 bits) of
+# zeros costs no memory while only read: its rows near the end are random.
+_BIG_OPERAND = """
+import numpy as np
+from fastbn import Tensor
+from fastbn import kernels as K
+from fastbn.nn import functional as F
+rng = np.random.default_rng()
+m, k, n = 2**16, 33792, 3
+try:
+    x = np.zeros((m, k), np.float32)
+except MemoryError:
+    raise SystemExit("SKIP: no address space for a 9 GB operand")
+rows = np.array([0, 2**31 // k, m - 2, m - 1])
+x[rows] = rng.standard_normal((len(rows), k))
+w = rng.standard_normal((n, k)).astype(np.float32)
+for y in (F.linear(Tensor(x), Tensor(w)).numpy(), K.matmul(x, w, transpose_b=True),
+          K.matmul(w, x, transpose_b=True).T):
+    ref = x[rows].astype(np.float64) @ w.T.astype(np.float64)
+    bound = k * np.finfo(np.float32).eps * (abs(x[rows]).astype(np.float64) @ abs(w.T))
+    assert np.all(abs(y[rows] - ref) <= bound), "wrong rows"
+    y[rows] = 0
+    assert not y.any(), "nonzero rows of zeros"
+print("OK")
+"""
+
+_BIG_OUTPUT = """
+import numpy as np
+from fastbn import kernels as K
+rng = np.random.default_rng()
+m, k, n = 2**16, 2, 33792            # an output of 2.2e9 float32 (8.9 GB)
+a = rng.standard_normal((m, k)).astype(np.float32)
+b = rng.standard_normal((k, n)).astype(np.float32)
+y = K.matmul(a, b)
+rows = rng.choice(m, 16, replace=False).tolist() + [2**31 // n + 1, m - 1]
+ref = a[rows].astype(np.float64) @ b.astype(np.float64)
+assert abs(y[rows] - ref).max() <= 4 * np.finfo(np.float32).eps * abs(ref).max()
+print("OK")
+"""
+
+
+def _mem_available():
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _run_big(run_fastbn, code):
+    proc = run_fastbn(code=code, env={"OMP_NUM_THREADS": "2"}, timeout=300)
+    if "SKIP:" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", \
+        f"exit status {proc.returncode}\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.skipif(sys.maxsize < 2**32, reason="needs a 64-bit address space")
+def test_operand_of_more_than_2_31_elements(run_fastbn):
+    _run_big(run_fastbn, _BIG_OPERAND)
+
+
+@pytest.mark.skipif(_mem_available() < 11 * 2**30,
+                    reason="needs 11 GiB of free memory for an 8.9 GB output")
+def test_output_of_more_than_2_31_elements(run_fastbn):
+    """About 5 s and 9 GB: the only way to check the output's own offsets."""
+    _run_big(run_fastbn, _BIG_OUTPUT)

@@ -5,7 +5,6 @@ import pytest
 
 import fastbn
 from fastbn import Tensor, nn
-from fastbn.nn.utils import fold_batch_norm
 
 
 def _bn_reference(x, weight, bias, eps):
@@ -266,32 +265,6 @@ def test_dtype_conversion_in_place():
         model.to(np.int32)
 
 
-def test_fold_batch_norm_matches_eval_model():
-    rng = np.random.default_rng(10)
-    model = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5),
-                          nn.ReLU(),
-                          nn.Sequential(nn.Conv2d(5, 4, 3, bias=True), nn.BatchNorm2d(4)),
-                          nn.Flatten(), nn.Linear(16, 6), nn.BatchNorm1d(6, affine=False),
-                          nn.ReLU(), nn.Linear(6, 3))
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            m.running_mean[...] = rng.standard_normal(m.num_features)
-            m.running_var[...] = rng.uniform(0.2, 3, m.num_features)
-            if m.affine:
-                m.weight.data[...] = rng.uniform(0.5, 2, m.num_features)
-                m.bias.data[...] = rng.standard_normal(m.num_features)
-    x = Tensor(rng.standard_normal((3, 2, 4, 4)).astype(np.float32))
-    model.eval()
-    expected = model(x).data
-    model.train()
-    folded = fold_batch_norm(model)
-    assert model.training and isinstance(model[1], nn.BatchNorm2d)  # unchanged
-    assert not folded.training
-    assert isinstance(folded[1], nn.Identity) and isinstance(folded[3][1], nn.Identity)
-    assert isinstance(folded[6], nn.Identity) and folded[0].bias is not None
-    np.testing.assert_allclose(folded(x).data, expected, rtol=1e-5, atol=1e-5)
-
-
 def test_dropout_and_activations():
     x = Tensor(np.ones((200, 50), np.float32))
     drop = nn.Dropout(0.25)
@@ -360,3 +333,24 @@ def test_training_steps_match_torch():
     theirs = tnet.state_dict()
     for k, v in ours.state_dict().items():
         np.testing.assert_allclose(v, theirs[k].numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+def test_forward_hooks_as_pytorch():
+    """Pre-hooks may replace the arguments, hooks the output; handles remove them."""
+    rng = np.random.default_rng(0)
+    lin = nn.Linear(3, 2)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    plain = lin(fastbn.Tensor(x)).data
+    calls = []
+    pre = lin.register_forward_pre_hook(lambda m, args: (args[0] * 2,))
+    post = lin.register_forward_hook(lambda m, args, out: calls.append(args[0].data) or out + 1)
+    out = lin(fastbn.Tensor(x)).data
+    np.testing.assert_allclose(calls[0], 2 * x)
+    expected = x * 2 @ lin.weight.data.T + lin.bias.data + 1
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    pre.remove()
+    post.remove()
+    post.remove()  # a second remove does nothing
+    np.testing.assert_array_equal(lin(fastbn.Tensor(x)).data, plain)
+    with pytest.raises(TypeError, match="callable"):
+        lin.register_forward_hook(3)

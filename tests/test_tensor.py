@@ -41,7 +41,9 @@ def test_attributes_and_methods(rng):
     assert t.shape == (2, 3) and t.ndim == 2 and t.dtype == np.float32
     assert t.size() == (2, 3) and t.size(1) == 3 and t.numel() == 6 and len(t) == 2
     assert t.grad is None and t.requires_grad
-    assert t.numpy() is a
+    assert t.detach().numpy() is a
+    with pytest.raises(RuntimeError, match="detach"):    # as PyTorch
+        t.numpy()
     np.testing.assert_array_equal(np.asarray(t), a)
     d = t.detach()
     assert not d.requires_grad and d.data is a

@@ -57,8 +57,8 @@ def run(args, say=print):
             step, seconds = common.reach(log, target)
             entry["targets"][f"{target:g}"] = {"steps": step, "seconds": seconds}
         runs.append(entry)
-        reached = ", ".join(f"{float(t):.0%} at " + (f"step {r['steps']} ({r['seconds']:.1f} s)"
-                                                     if r["steps"] is not None else "never")
+        reached = ", ".join(f"{float(t):.0%} " + (f"at step {r['steps']} ({r['seconds']:.1f} s)"
+                                                  if r["steps"] is not None else "not reached")
                             for t, r in entry["targets"].items())
         say(f"{label} (lr {lr:g}): final {100 * entry['final_accuracy']:.2f}%, best "
             f"{100 * entry['best_accuracy']:.2f}%; {reached}; "
@@ -69,12 +69,6 @@ def run(args, say=print):
                        "init_std": args.init_std, "seed": args.seed, "threads": args.threads,
                        "eval_every": args.eval_every, "multipliers": multipliers,
                        "targets": args.targets}}
-
-
-def _reached(r):
-    if r["steps"] is None:
-        return "never"
-    return f"{r['steps']} ({r['seconds']:.{1 if r['seconds'] >= 10 else 2}f} s)"
 
 
 def markdown(result):
@@ -95,7 +89,9 @@ def markdown(result):
         note = f" (diverged at step {r['diverged_at']})" if r["diverged_at"] else ""
         lines.append(f"| {r['label']}{note} | {r['lr']:g} | {100 * r['final_accuracy']:.2f}% | "
                      f"{100 * r['best_accuracy']:.2f}% | "
-                     + " | ".join(_reached(r["targets"][t]) for t in targets)
+                     + " | ".join(common.reached_text(r["targets"][t]["steps"],
+                                                       r["targets"][t]["seconds"])
+                                    for t in targets)
                      + f" | {r['ms_per_step_median']:.3f} |")
     base = [r for r in runs if not r["with_bn"]]
     bn = [r for r in runs if r["with_bn"]]

@@ -4,9 +4,12 @@
   ``track_running_stats``, updates ``running = (1 - momentum) * running + momentum * batch``
   with the unbiased variance; ``momentum=None`` uses 1 / num_batches_tracked instead (a
   cumulative average).
-- Eval mode normalizes with the running statistics, or with the batch's when
-  ``track_running_stats=False`` (there are none).
-- ``affine``: a learned per-channel weight (init 1) and bias (init 0).
+- Eval mode normalizes with the running statistics when the layer has them, even if
+  ``track_running_stats`` was set to False after construction (PyTorch's rule:
+  batch statistics in training, or when there are no running statistics).
+  ``track_running_stats=False`` in training leaves the running statistics alone.
+- ``affine``: a learned per-channel weight (init 1) and bias (init 0); ``bias=False``
+  (a keyword, as in PyTorch) keeps the weight and drops the bias.
 
 BatchNormReLU1d/2d are BatchNorm followed by ReLU in one fused kernel (no
 PyTorch counterpart): same arguments, parameters, buffers and state_dict keys.
@@ -18,7 +21,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from . import functional as F
-from .module import Module, Parameter, _check_dtype
+from .module import Module, Parameter, factory_dtype
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormReLU1d", "BatchNormReLU2d"]
 
@@ -28,7 +31,7 @@ class _BatchNorm(Module):
     _relu = False  # a ReLU fused after the normalization
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, dtype=np.float32):
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
         if (isinstance(num_features, bool) or not isinstance(num_features, numbers.Integral)
                 or num_features < 1):
@@ -43,10 +46,11 @@ class _BatchNorm(Module):
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        dtype = _check_dtype(dtype)
+        dtype = factory_dtype(device, dtype)
         C = self.num_features
         self.register_parameter("weight", Parameter(np.ones(C, dtype)) if affine else None)
-        self.register_parameter("bias", Parameter(np.zeros(C, dtype)) if affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(C, dtype)) if affine and bias
+                                else None)
         tracked = self.track_running_stats
         self.register_buffer("running_mean", np.zeros(C, dtype) if tracked else None)
         self.register_buffer("running_var", np.ones(C, dtype) if tracked else None)
@@ -71,20 +75,26 @@ class _BatchNorm(Module):
 
     def forward(self, input):
         shape = self._check_input(input)
-        use_batch_stats = self.training or not self.track_running_stats
+        # PyTorch's rule: batch statistics in training or without running statistics
+        use_batch_stats = self.training or (self.running_mean is None
+                                            and self.running_var is None)
         if use_batch_stats and math.prod(shape) // shape[1] == 1:
             why = ("the layer is in training mode" if self.training else
-                   "it was built with track_running_stats=False")
+                   "it has no running statistics (track_running_stats=False)")
             raise ValueError(
                 f"{self._layer_name()}: expected more than 1 value per channel, got input "
                 f"of shape {shape}. Batch statistics are used because {why}, and a batch of "
                 "one sample has none. Drop the last incomplete batch with "
                 "DataLoader(..., drop_last=True), or use a larger batch.")
         momentum = 0.0
-        if self.training and self.track_running_stats:
-            momentum = self._step_momentum()
+        running_mean, running_var = self.running_mean, self.running_var
+        if self.training:
+            if self.track_running_stats:
+                momentum = self._step_momentum()
+            else:           # training without tracking leaves any running statistics alone
+                running_mean = running_var = None
         norm = F.batch_norm_relu if self._relu else F.batch_norm
-        return norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+        return norm(input, running_mean, running_var, self.weight, self.bias,
                     use_batch_stats, momentum, self.eps)
 
     def _step_momentum(self):

@@ -3,15 +3,21 @@
 Each is defined once, as a forward/backward pair, in ``fastbn._ops``; this
 module is their public face.
 """
-from .._ops import (adaptive_avg_pool2d, add, avg_pool2d, batch_norm, batch_norm_relu,
-                    conv2d, cross_entropy, div, dropout, exp, flatten, getitem, leaky_relu,
-                    linear, log, log_softmax, manual_seed, matmul, max_pool2d, mean, mse_loss,
-                    mul, neg, pow, relu, reshape, sigmoid, softmax, sub, sum, tanh, transpose)
+from .._ops import (absolute, adaptive_avg_pool2d, add, argmax, argmin, avg_pool2d, batch_norm,
+                    batch_norm_relu, cat, clone, conv2d, cross_entropy, div, dropout, eq, exp,
+                    flatten, ge, getitem, gt, le, leaky_relu, linear, log,
+                    log_softmax, lt, manual_seed, matmul, max_pool2d, maximum, mean, minimum,
+                    mse_loss, mul, ne, neg, nll_loss, pow, relu, reshape, sigmoid, softmax,
+                    sqrt, squeeze, stack, sub, sum, tanh, transpose, unsqueeze)
 
 __all__ = [
-    "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log",
-    "sum", "mean", "reshape", "transpose", "getitem", "flatten",
+    "add", "sub", "mul", "div", "neg", "pow", "matmul", "exp", "log", "sqrt", "absolute",
+    "maximum", "minimum",
+    "sum", "mean", "argmax", "argmin",
+    "eq", "ne", "lt", "le", "gt", "ge",
+    "reshape", "transpose", "getitem", "flatten", "unsqueeze", "squeeze", "cat", "stack",
+    "clone",
     "relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
     "linear", "batch_norm", "batch_norm_relu", "conv2d", "max_pool2d", "avg_pool2d",
-    "adaptive_avg_pool2d", "cross_entropy", "mse_loss", "dropout", "manual_seed",
+    "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "dropout", "manual_seed",
 ]

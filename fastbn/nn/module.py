@@ -1,4 +1,5 @@
-"""Module, Parameter and Sequential: the containers every layer builds on.
+"""Module, Parameter and the containers (Sequential, ModuleList, ModuleDict) every layer
+and model builds on.
 
 A Module keeps three ordered registries, filled by attribute assignment as in PyTorch:
 parameters (``Parameter`` Tensors), buffers (NumPy arrays such as BatchNorm's running
@@ -10,9 +11,10 @@ import numbers
 
 import numpy as np
 
+from .._types import as_dtype, check_device, to_args
 from ..autograd import Tensor, zero_grads
 
-__all__ = ["Parameter", "Module", "Sequential", "Identity"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "ModuleDict", "Identity"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -38,10 +40,17 @@ def _as_numpy(value):
 
 
 def _check_dtype(dtype):
-    dtype = np.dtype(dtype)
+    dtype = as_dtype(dtype)
     if dtype not in _FLOATS:
         raise TypeError(f"modules support float32 and float64, got {dtype}")
     return dtype
+
+
+def factory_dtype(device, dtype):
+    """The dtype of a layer built with PyTorch's factory keywords ``device=`` (the CPU
+    only) and ``dtype=`` (float32 when None)."""
+    check_device(device)
+    return np.dtype(np.float32) if dtype is None else _check_dtype(dtype)
 
 
 def _check_buffer(name, value):
@@ -59,6 +68,8 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "_path", "")
+        object.__setattr__(self, "_forward_pre_hooks", {})
+        object.__setattr__(self, "_forward_hooks", {})
         object.__setattr__(self, "training", True)
 
     # -- registration ------------------------------------------------------------------------
@@ -119,8 +130,15 @@ class Module:
         setattr(self, name, param)
 
     def add_module(self, name, module):
+        """Register ``module`` (or None) as the child ``name``, as attribute assignment does."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module")
+        if not isinstance(name, str):
+            raise TypeError(f"module name should be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"module name can't be empty or contain '.', got {name!r}")
+        if name not in self._modules and hasattr(self, name):
+            raise KeyError(f"attribute {name!r} already exists")
         setattr(self, name, module)
 
     # -- traversal ---------------------------------------------------------------------------
@@ -228,10 +246,20 @@ class Module:
             target[...] = value
         return _IncompatibleKeys(missing, unexpected)
 
-    def to(self, dtype):
-        """Convert floating parameters (and their grads) and buffers to dtype, in place;
-        returns self.  ``to("cpu")`` is accepted and changes nothing."""
-        if isinstance(dtype, str) and dtype == "cpu":
+    def to(self, *args, **kwargs):
+        """Convert floating parameters (and their grads) and buffers to a dtype, in place;
+        returns self.  PyTorch's forms: ``to(dtype)``, ``to(device)``,
+        ``to(device, dtype)``, ``to(tensor)``, ``to(device=..., dtype=...)``.
+
+        Raises
+        ------
+        ValueError
+            For a device other than the CPU (fastbn runs on the CPU only).
+        TypeError
+            For a dtype other than float32 or float64.
+        """
+        dtype, _ = to_args(args, kwargs, type(self).__name__)
+        if dtype is None:
             return self
         dtype = _check_dtype(dtype)
         for module in self.modules():
@@ -245,6 +273,22 @@ class Module:
                     module._buffers[name] = b.astype(dtype, copy=False)
         return self
 
+    def cpu(self):
+        """self: fastbn modules live on the CPU."""
+        return self
+
+    def cuda(self, device=None):
+        """Refused: fastbn runs on the CPU only."""
+        check_device("cuda" if device is None else device)
+
+    def apply(self, fn):
+        """Call ``fn(module)`` on every submodule, children first, then on self (as
+        PyTorch's, e.g. ``model.apply(init_weights)``); returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
     def float(self):
         return self.to(np.float32)
 
@@ -255,8 +299,49 @@ class Module:
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
+    def register_forward_pre_hook(self, hook):
+        """Call ``hook(module, args)`` before every forward, as PyTorch: a return value
+        other than None replaces the positional arguments (a tuple, or one argument).
+
+        Parameters
+        ----------
+        hook : callable
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        return RemovableHandle(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, args, output)`` after every forward, as PyTorch: a return
+        value other than None replaces the output.
+
+        Parameters
+        ----------
+        hook : callable
+
+        Returns
+        -------
+        RemovableHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        return RemovableHandle(self._forward_hooks, hook)
+
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not (self._forward_pre_hooks or self._forward_hooks):  # every layer's path
+            return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
 
     def _layer_name(self):
         """How errors name this module: its dotted path in the model, and its class."""
@@ -272,6 +357,29 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class RemovableHandle:
+    """What ``register_forward_pre_hook`` / ``register_forward_hook`` return:
+    ``remove()`` unregisters the hook (a second call does nothing)."""
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        self.hooks_dict_ref = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks_dict_ref.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 class Sequential(Module):
@@ -313,8 +421,167 @@ class Sequential(Module):
         return input
 
 
+class ModuleList(Module):
+    """Modules held in a list and registered as children ``'0'``, ``'1'``, ...: their
+    parameters are the list's, as in ``torch.nn.ModuleList``.  It has no forward: the
+    module that owns it decides how to call them.
+
+    Parameters
+    ----------
+    modules : iterable of Module, optional
+        The initial modules.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _index(self, idx):
+        if isinstance(idx, bool) or not isinstance(idx, numbers.Integral):
+            raise TypeError(f"ModuleList indices must be integers or slices, got "
+                            f"{type(idx).__name__}")
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range for a ModuleList of {n} modules")
+        return str(int(idx) % n)
+
+    def _renumber(self, modules):
+        self._modules.clear()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self._modules.values())[idx])
+        return self._modules[self._index(idx)]
+
+    def __setitem__(self, idx, module):
+        self.add_module(self._index(idx), module)
+
+    def __delitem__(self, idx):
+        modules = list(self._modules.values())
+        if isinstance(idx, slice):
+            del modules[idx]
+        else:
+            del modules[int(self._index(idx))]
+        self._renumber(modules)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        return type(self)(list(self) + list(other))
+
+    def append(self, module):
+        """Add a module at the end; returns self."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        """Append every module of an iterable; returns self."""
+        if not isinstance(modules, collections.abc.Iterable):
+            raise TypeError(f"ModuleList.extend takes an iterable of modules, got a "
+                            f"{type(modules).__name__}")
+        for m in list(modules):
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        """Insert a module before ``index``."""
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+
+    def pop(self, idx=-1):
+        """Remove and return the module at ``idx``."""
+        module = self[idx]
+        del self[idx]
+        return module
+
+
+class ModuleDict(Module):
+    """Modules held in an ordered dict and registered as children under their keys, as
+    ``torch.nn.ModuleDict``.  It has no forward.
+
+    Parameters
+    ----------
+    modules : mapping or iterable of (str, Module) pairs, optional
+        The initial modules.
+    """
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        try:
+            return self._modules[key]
+        except KeyError:
+            raise KeyError(f"ModuleDict has no module {key!r}") from None
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        self[key]       # the KeyError naming the key
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        """The keys, in insertion order."""
+        return self._modules.keys()
+
+    def items(self):
+        """(key, module) pairs, in insertion order."""
+        return self._modules.items()
+
+    def values(self):
+        """The modules, in insertion order."""
+        return self._modules.values()
+
+    def clear(self):
+        """Remove every module."""
+        self._modules.clear()
+
+    def pop(self, key):
+        """Remove and return the module under ``key``."""
+        module = self[key]
+        del self[key]
+        return module
+
+    def update(self, modules):
+        """Add (or replace) modules from a mapping or an iterable of (key, module) pairs."""
+        if isinstance(modules, (collections.abc.Mapping, ModuleDict)):
+            pairs = list(modules.items())
+        else:
+            pairs = []
+            for i, pair in enumerate(modules):
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                    raise TypeError(f"ModuleDict.update: element {i} should be a (key, module) "
+                                    f"pair, got {pair!r}")
+                pairs.append(tuple(pair))
+        for key, module in pairs:
+            self[key] = module
+
+
 class Identity(Module):
-    """Returns its input (what fold_batch_norm leaves in place of a folded BatchNorm)."""
+    """Returns its input."""
 
     def forward(self, input):
         return input

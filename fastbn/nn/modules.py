@@ -1,4 +1,4 @@
-"""Layers: Linear, Conv2d, activations, pooling, Flatten, Dropout, CrossEntropyLoss.
+"""Layers: Linear, Conv2d, activations, pooling, Flatten, Dropout and the losses.
 
 Each holds its hyperparameters and parameters and calls one op of
 ``fastbn.nn.functional``.  Parameters start as PyTorch's do (``reset_parameters``).
@@ -8,13 +8,14 @@ import numbers
 
 import numpy as np
 
-from .. import random as _random
+from ..autograd import Tensor
 from . import functional as F
 from . import init
-from .module import Module, Parameter, _check_dtype
+from .module import Module, Parameter, factory_dtype
 
-__all__ = ["Linear", "Conv2d", "ReLU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "Flatten",
-           "Dropout", "CrossEntropyLoss"]
+__all__ = ["Linear", "Conv2d", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MaxPool2d",
+           "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Dropout", "CrossEntropyLoss",
+           "NLLLoss"]
 
 
 def _positive_int(name, value):
@@ -42,13 +43,16 @@ def _reset_weight_and_bias(weight, bias):
 
 
 class Linear(Module):
-    """y = x @ weight.T + bias, weight of shape (out_features, in_features)."""
+    """y = x @ weight.T + bias, weight of shape (out_features, in_features).
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+    ``device`` (the CPU only) and ``dtype`` (float32 or float64; float32 when None) are
+    PyTorch's factory keywords, as on every layer with parameters."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.out_features = _positive_int("out_features", out_features)
-        dtype = _check_dtype(dtype)
+        dtype = factory_dtype(device, dtype)
         self.weight = Parameter(np.empty((out_features, in_features), dtype))
         self.register_parameter("bias", Parameter(np.empty(out_features, dtype)) if bias else None)
         self.reset_parameters()
@@ -69,7 +73,7 @@ class Conv2d(Module):
     (out_channels, in_channels // groups, kh, kw)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, dtype=np.float32):
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
         super().__init__()
         self.in_channels = _positive_int("in_channels", in_channels)
         self.out_channels = _positive_int("out_channels", out_channels)
@@ -81,7 +85,10 @@ class Conv2d(Module):
         self.stride = _pair("stride", stride, 1)
         self.padding = _pair("padding", padding, 0)
         self.dilation = _pair("dilation", dilation, 1)
-        dtype = _check_dtype(dtype)
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
+        self.padding_mode = padding_mode
+        dtype = factory_dtype(device, dtype)
         shape = (out_channels, in_channels // groups) + self.kernel_size
         self.weight = Parameter(np.empty(shape, dtype))
         self.register_parameter("bias", Parameter(np.empty(out_channels, dtype)) if bias else None)
@@ -107,8 +114,24 @@ class Conv2d(Module):
 
 
 class ReLU(Module):
+    """max(x, 0).
+
+    Parameters
+    ----------
+    inplace : bool, optional
+        Accepted for PyTorch's signature: the output is always a new tensor, which is
+        what a model that uses the returned value sees.
+    """
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
+
     def forward(self, input):
         return F.relu(input)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
 class Sigmoid(Module):
@@ -119,6 +142,46 @@ class Sigmoid(Module):
 class Tanh(Module):
     def forward(self, input):
         return F.tanh(input)
+
+
+class Softmax(Module):
+    """softmax along a dim (``F.softmax``).
+
+    Parameters
+    ----------
+    dim : int, optional
+        The dim that sums to 1; None: PyTorch's legacy implicit choice, with its warning.
+    """
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.softmax(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    """log_softmax along a dim (``F.log_softmax``).
+
+    Parameters
+    ----------
+    dim : int, optional
+        As :class:`Softmax`.
+    """
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return F.log_softmax(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
 
 
 class _Pool2d(Module):
@@ -145,6 +208,32 @@ class AvgPool2d(_Pool2d):
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding)
 
 
+class AdaptiveAvgPool2d(Module):
+    """Average pooling of (N, C, H, W) input to a fixed output size, whatever H and W.
+
+    Parameters
+    ----------
+    output_size : int or (int or None, int or None)
+        (oh, ow); an int for both; None keeps the input's size in that dim.
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,)
+        if not 1 <= len(sizes) <= 2 or any(
+                s is not None and (isinstance(s, bool) or not isinstance(s, numbers.Integral)
+                                   or s < 1) for s in sizes):
+            raise ValueError(f"output_size must be a positive int or a pair of positive ints "
+                             f"or None, got {output_size!r}")
+        self.output_size = tuple(output_size) if isinstance(output_size, list) else output_size
+
+    def forward(self, input):
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
 class Flatten(Module):
     """Flattens dimensions start_dim..end_dim into one (by default all but the batch)."""
 
@@ -162,19 +251,34 @@ class Flatten(Module):
 class Dropout(Module):
     """Zeroes elements with probability p in training (scaling the rest by 1/(1-p)); the
     identity in eval.  Draws from the global generator (``fastbn.manual_seed``), so runs
-    and checkpoints are reproducible."""
+    and checkpoints are reproducible.
 
-    def __init__(self, p=0.5):
+    Parameters
+    ----------
+    p : float, optional
+        Probability of zeroing, in [0, 1] (default 0.5).
+    inplace : bool, optional
+        Accepted for PyTorch's signature; the output is always a new tensor.
+    """
+
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
             raise ValueError(f"dropout probability must be in [0, 1], got {p!r}")
         self.p = float(p)
+        self.inplace = bool(inplace)
 
     def forward(self, input):
-        return F.dropout(input, self.p, self.training, generator=_random.default_generator)
+        return F.dropout(input, self.p, self.training)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}" + (", inplace=True" if self.inplace else "")
+
+
+def _check_reduction(reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
 
 
 class CrossEntropyLoss(Module):
@@ -182,12 +286,47 @@ class CrossEntropyLoss(Module):
 
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = _check_reduction(reduction)
 
     def forward(self, input, target):
         return F.cross_entropy(input, target, reduction=self.reduction)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+class NLLLoss(Module):
+    """Negative log likelihood of log-probabilities against class targets
+    (``F.nll_loss``); a class ``weight`` is kept as a buffer, as in PyTorch.
+
+    Parameters
+    ----------
+    weight : array_like or Tensor, optional
+        A rescaling weight per class, shape (C,).
+    size_average, reduce : None
+        PyTorch's deprecated arguments; only None is accepted (use ``reduction``).
+    ignore_index : int, optional
+        A target value that contributes nothing.
+    reduction : {'mean', 'sum', 'none'}, optional
+    """
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        super().__init__()
+        if size_average is not None or reduce is not None:
+            raise ValueError("size_average and reduce are deprecated in PyTorch and not "
+                             "supported: use reduction='mean', 'sum' or 'none'")
+        if weight is not None:
+            weight = np.array(weight.data if isinstance(weight, Tensor) else weight)
+            if weight.ndim != 1 or weight.dtype.kind != "f":
+                raise ValueError(f"weight must be a 1-D floating array, got shape "
+                                 f"{weight.shape} and dtype {weight.dtype}")
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""

@@ -94,7 +94,7 @@ class _SyncBatchNorm(Function):
 
 
 class SyncBatchNorm(_BatchNorm):
-    """Batch Normalization over (N, C, *) input with statistics over all ranks' batches.
+    """Batch Normalization over ``(N, C, *)`` input with statistics over all ranks' batches.
 
     ``process_group``: an mpi4py communicator (default: the one set by
     ``fastbn.distributed.init_process_group``).
@@ -102,8 +102,10 @@ class SyncBatchNorm(_BatchNorm):
     _input_ndims = (2, 3, 4, 5)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, process_group=None, dtype=np.float32):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
+                 track_running_stats=True, process_group=None, device=None, dtype=None, *,
+                 bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats,
+                         device=device, dtype=dtype, bias=bias)
         self.process_group = process_group
 
     def _comm(self):
@@ -119,7 +121,8 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input(input)
         momentum = self._step_momentum() if self.track_running_stats else 0.0
         x = _ops._float_tensor(input, "SyncBatchNorm")
-        inputs = (x,) if self.weight is None else (x, self.weight, self.bias)
+        inputs = (x,) if self.weight is None else (x, self.weight) if self.bias is None \
+            else (x, self.weight, self.bias)
         _ops._same_dtype("SyncBatchNorm", *zip(("input", "weight", "bias"), inputs))
         out = _SyncBatchNorm.apply(*inputs, running_mean=self.running_mean,
                                    running_var=self.running_var, momentum=momentum,
@@ -137,7 +140,7 @@ class SyncBatchNorm(_BatchNorm):
                      module.running_mean.dtype if module.running_mean is not None else
                      np.float32)
             sync = cls(module.num_features, module.eps, module.momentum, module.affine,
-                       module.track_running_stats, process_group, dtype)
+                       module.track_running_stats, process_group, dtype=dtype)
             for name in ("weight", "bias"):
                 sync.register_parameter(name, getattr(module, name))
             for name in ("running_mean", "running_var", "num_batches_tracked"):

@@ -1,10 +1,10 @@
-"""Optimizer base class, SGD and Adam.
+"""Optimizer base class, SGD, Adam, AdamW, RMSprop and Adadelta.
 
 Parameters are anything with ``.data`` and ``.grad`` NumPy arrays (fastbn Parameters);
 updates are written into ``.data`` in place, so a model's arrays stay the same objects.
 Each parameter's update is one pass of a compiled kernel, not a handful of NumPy
 operations with their temporaries, and a group's parameters are updated in one call
-(fastbn.kernels.sgd_updates, adam_updates): a bad gradient raises before any
+(fastbn.kernels.sgd_updates, adam_updates, ...): a bad gradient raises before any
 parameter changes.
 """
 import copy
@@ -13,9 +13,13 @@ import numbers
 import numpy as np
 
 from .. import kernels
-from ..autograd import zero_grads
+from ..autograd import Tensor, zero_grads
 
-__all__ = ["Optimizer", "SGD", "Adam"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adadelta"]
+
+# entries learning-rate schedulers keep in param groups (fastbn.optim.lr_scheduler)
+_SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "base_momentum",
+                             "max_momentum"})
 
 
 def _check_hyper(name, value, lo=0.0, hi=None, hi_open=False):
@@ -28,10 +32,48 @@ def _check_hyper(name, value, lo=0.0, hi=None, hi_open=False):
     return value
 
 
+def _state_array(value, name, key, param):
+    """A saved state array (NumPy, fastbn Tensor or torch tensor) as a C-contiguous copy
+    in the parameter's dtype, or a ValueError naming the state and parameter."""
+    if isinstance(value, Tensor):
+        value = value.data
+    elif hasattr(value, "detach"):                     # torch.Tensor
+        value = value.detach().cpu().numpy()
+    value = np.asarray(value)
+    if value.dtype.kind not in "fiu":
+        raise ValueError(f"optimizer state '{name}' of parameter {key} has dtype {value.dtype}")
+    if value.shape != param.data.shape:
+        raise ValueError(f"optimizer state '{name}' of parameter {key} has shape "
+                         f"{value.shape}, the parameter has {param.data.shape}")
+    return np.array(value, dtype=param.data.dtype, order="C")
+
+
+def _state_step(value, key):
+    """A saved step count as an int (PyTorch keeps it as a float tensor)."""
+    if isinstance(value, Tensor):
+        value = value.data
+    elif hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    value = np.asarray(value)
+    if value.shape != () or value.dtype.kind not in "fiu" or not np.isfinite(value) \
+            or value < 0 or value != np.floor(value):
+        raise ValueError(f"optimizer state 'step' of parameter {key} must be a non-negative "
+                         f"integer, got {value!r}")
+    return int(value)
+
+
 class Optimizer:
     """Holds param groups (lists of parameters with their hyperparameters) and per-parameter
-    state.  Subclasses set ``defaults``, validate hyperparameters in ``_check_group`` and
-    update one group in ``_step_group``."""
+    state.  Subclasses set ``defaults``, validate hyperparameters in ``_check_group``,
+    name the state they keep (``_state_names``, ``_required_state``) and update one group
+    in ``_step_group``."""
+
+    _state_names = ()      # every array a parameter's state may hold
+    _counts_steps = False  # whether the state holds a 'step' count
+
+    def _required_state(self, group):
+        """The arrays a parameter's non-empty state must hold under ``group``'s options."""
+        return set(self._state_names)
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -61,7 +103,7 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in params):
             raise ValueError("some parameters appear in more than one parameter group")
-        unknown = set(group) - set(self.defaults) - {"params", "initial_lr"}
+        unknown = set(group) - set(self.defaults) - {"params"} - _SCHEDULER_KEYS
         if unknown:
             raise TypeError(f"unknown optimizer options {sorted(unknown)}")
         full = {**self.defaults, **group, "params": params}
@@ -71,6 +113,20 @@ class Optimizer:
     def _check_group(self, group):
         _check_hyper("lr", group["lr"])
         _check_hyper("weight_decay", group["weight_decay"])
+
+    def _states_to_step(self, group, names):
+        """The parameters of group that have a gradient, and their states, each holding a
+        step count and a zero array for every name in ``names`` it lacks."""
+        params = [p for p in group["params"] if p.grad is not None]
+        states = []
+        for p in params:
+            state = self.state.setdefault(id(p), {})
+            state.setdefault("step", 0)
+            for name in names:
+                if state.get(name) is None:
+                    state[name] = np.zeros(p.data.shape, p.data.dtype)
+            states.append(state)
+        return params, states
 
     def zero_grad(self, set_to_none=True):
         zero_grads((p for group in self.param_groups for p in group["params"]), set_to_none)
@@ -95,37 +151,67 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
+        """Restore what :meth:`state_dict` returned (also after ``fastbn.save``/``load``).
+
+        Everything is checked before anything changes: the number of groups and of
+        parameters in each, the options (a state dict of another optimizer has options
+        this one lacks), and every parameter's state: the names this optimizer keeps,
+        arrays of the parameter's shape, a non-negative integer step.
+
+        Raises
+        ------
+        ValueError
+            Naming what does not fit.
+        """
         try:
             saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         except (TypeError, KeyError):
             raise ValueError("optimizer state_dict must have 'state' and 'param_groups'") from None
-        if len(saved_groups) != len(self.param_groups):
+        name = type(self).__name__
+        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(self.param_groups):
             raise ValueError(f"optimizer state_dict has {len(saved_groups)} parameter groups, "
-                             f"this optimizer has {len(self.param_groups)}")
-        params = {}
+                             f"this {name} has {len(self.param_groups)}")
+        params, new_groups = {}, []
         for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, dict) or "params" not in saved:
+                raise ValueError(f"parameter group {i} of the state_dict has no 'params'")
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"parameter group {i} has {len(saved['params'])} parameters in "
                                  f"the state_dict and {len(group['params'])} in this optimizer")
-            params.update(zip(saved["params"], group["params"]))
-        new_state = {}
-        for key, s in saved_state.items():
-            p = params.get(int(key))
-            if p is None:
-                raise ValueError(f"optimizer state_dict has state for unknown parameter {key}")
-            s = copy.deepcopy(dict(s))
-            for name, v in s.items():
-                if isinstance(v, np.ndarray):
-                    if v.shape != p.data.shape:
-                        raise ValueError(f"optimizer state '{name}' of parameter {key} has shape "
-                                         f"{v.shape}, the parameter has {p.data.shape}")
-                    s[name] = np.array(v, dtype=p.data.dtype, order="C")
-            new_state[id(p)] = s
-        for saved, group in zip(saved_groups, self.param_groups):
             options = {k: v for k, v in saved.items() if k != "params"}
+            unknown = set(options) - set(self.defaults) - _SCHEDULER_KEYS
+            if unknown:
+                raise ValueError(f"parameter group {i} of the state_dict has options "
+                                 f"{sorted(unknown)} that {name} does not have: a state_dict "
+                                 "of another optimizer?")
             if "betas" in options:  # JSON round trips turn tuples into lists
                 options["betas"] = tuple(options["betas"])
-            self._check_group({**group, **options})
+            merged = {**group, **options}
+            self._check_group(merged)
+            new_groups.append((group, options, merged))
+            params.update((int(k), (p, merged)) for k, p in zip(saved["params"], group["params"]))
+        new_state = {}
+        allowed = set(self._state_names) | ({"step"} if self._counts_steps else set())
+        for key, s in dict(saved_state).items():
+            p, group = params.get(int(key), (None, None))
+            if p is None:
+                raise ValueError(f"optimizer state_dict has state for unknown parameter {key}")
+            s = dict(s)
+            required = self._required_state(group) | ({"step"} if self._counts_steps else set())
+            unknown = set(s) - allowed
+            missing = required - set(s) if s else set()
+            if unknown or missing:
+                raise ValueError(
+                    f"the state of parameter {key} does not fit {name}: "
+                    + (f"it has {sorted(unknown)}" if unknown else "")
+                    + (" and " if unknown and missing else "")
+                    + (f"it lacks {sorted(missing)}" if missing else "")
+                    + " (a state_dict of another optimizer, or of other options?)")
+            new_state[id(p)] = {
+                k: (_state_step(v, key) if k == "step" else
+                    None if v is None and k not in required else
+                    _state_array(v, k, key, p)) for k, v in s.items()}
+        for group, options, _ in new_groups:
             group.update(options)
         self.state = new_state
 
@@ -138,13 +224,20 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum rule::
+    """Stochastic gradient descent with PyTorch's momentum rule.
+
+    Each step::
 
         g = grad + weight_decay * p
         buf = g (first step), else momentum * buf + (1 - dampening) * g
         g = g + momentum * buf if nesterov else buf
         p -= lr * g
     """
+
+    _state_names = ("momentum_buffer",)
+
+    def _required_state(self, group):
+        return set()    # the momentum buffer appears with the first step
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
@@ -181,11 +274,16 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's bias correction and L2 weight decay::
+    """Adam (Kingma & Ba) with PyTorch's bias correction and L2 weight decay.
+
+    Each step::
 
         m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g * g
         p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
     """
+
+    _state_names = ("exp_avg", "exp_avg_sq")
+    _counts_steps = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
@@ -214,5 +312,175 @@ class Adam(Optimizer):
                              [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                              [s["step"] + 1 for s in states], group["lr"], b1, b2, group["eps"],
                              group["weight_decay"])
+        for s in states:
+            s["step"] += 1
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), PyTorch's ``AdamW``.
+
+    Each step::
+
+        p *= 1 - lr * weight_decay
+        m = lerp(m, g, 1 - b1);  v = b2 * v + (1 - b2) * g * g
+        v_max = max(v_max, v)    (amsgrad)
+        p -= lr / (1 - b1**t) * m / (sqrt(v or v_max) / sqrt(1 - b2**t) + eps)
+
+    Parameters
+    ----------
+    params : iterable of Parameter or of dict
+        Parameters, or param groups (dicts with 'params' and options).
+    lr : float, optional
+        Learning rate (default 1e-3).
+    betas : (float, float), optional
+        Decay rates of the gradient's running mean and squared mean, each in [0, 1).
+    eps : float, optional
+        Added to the denominator (default 1e-8).
+    weight_decay : float, optional
+        Decoupled decay coefficient (default 1e-2).
+    amsgrad : bool, optional
+        Use the largest squared mean so far (AMSGrad).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a hyperparameter out of range or not a number, as PyTorch.
+    """
+    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def _required_state(self, group):
+        return {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if group["amsgrad"] else set())
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False):
+        Optimizer.__init__(self, params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                              weight_decay=weight_decay, amsgrad=amsgrad))
+
+    def _step_group(self, group):
+        names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+        params, states = self._states_to_step(group, names)
+        b1, b2 = group["betas"]
+        kernels.adamw_updates(
+            [p.data for p in params], [p.grad for p in params], [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] if group["amsgrad"] else None for s in states],
+            [s["step"] + 1 for s in states], group["lr"], b1, b2, group["eps"],
+            group["weight_decay"])
+        for s in states:
+            s["step"] += 1
+
+
+class RMSprop(Optimizer):
+    """RMSprop with PyTorch's options and update rule.
+
+    Each step::
+
+        g = grad + weight_decay * p
+        square_avg = alpha * square_avg + (1 - alpha) * g * g
+        avg = sqrt(square_avg) + eps, or when centered
+              sqrt(square_avg - grad_avg**2) + eps with grad_avg = lerp(grad_avg, g, 1 - alpha)
+        p -= lr * g / avg, or with momentum: buf = momentum * buf + g / avg, p -= lr * buf
+
+    Parameters
+    ----------
+    params : iterable of Parameter or of dict
+        Parameters, or param groups (dicts with 'params' and options).
+    lr : float, optional
+        Learning rate (default 1e-2).
+    alpha : float, optional
+        Smoothing constant of the squared mean (default 0.99).
+    eps : float, optional
+        Added to the denominator (default 1e-8).
+    weight_decay : float, optional
+        L2 penalty (default 0).
+    momentum : float, optional
+        Momentum factor (default 0).
+    centered : bool, optional
+        Normalize by the estimated variance of the gradient instead of its squared mean.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a hyperparameter out of range or not a number, as PyTorch.
+    """
+    _state_names = ("square_avg", "momentum_buffer", "grad_avg")
+    _counts_steps = True
+
+    def _required_state(self, group):
+        return ({"square_avg"} | ({"momentum_buffer"} if group["momentum"] > 0 else set())
+                | ({"grad_avg"} if group["centered"] else set()))
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        _check_hyper("eps", group["eps"])
+        _check_hyper("momentum", group["momentum"])
+        _check_hyper("alpha", group["alpha"])
+
+    def _step_group(self, group):
+        momentum, centered = group["momentum"], group["centered"]
+        names = (("square_avg",) + (("momentum_buffer",) if momentum > 0 else ())
+                 + (("grad_avg",) if centered else ()))
+        params, states = self._states_to_step(group, names)
+        kernels.rmsprop_updates(
+            [p.data for p in params], [p.grad for p in params],
+            [s["square_avg"] for s in states],
+            [s["grad_avg"] if centered else None for s in states],
+            [s["momentum_buffer"] if momentum > 0 else None for s in states],
+            group["lr"], group["alpha"], group["eps"], group["weight_decay"], momentum)
+        for s in states:
+            s["step"] += 1
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler 2012) with PyTorch's update rule.
+
+    Each step::
+
+        g = grad + weight_decay * p
+        square_avg = rho * square_avg + (1 - rho) * g * g
+        delta = sqrt(acc_delta + eps) / sqrt(square_avg + eps) * g
+        acc_delta = rho * acc_delta + (1 - rho) * delta * delta
+        p -= lr * delta
+
+    Parameters
+    ----------
+    params : iterable of Parameter or of dict
+        Parameters, or param groups (dicts with 'params' and options).
+    lr : float, optional
+        Scale of the update (default 1.0).
+    rho : float, optional
+        Smoothing constant of the running averages, in [0, 1] (default 0.9).
+    eps : float, optional
+        Added inside the square roots (default 1e-6).
+    weight_decay : float, optional
+        L2 penalty (default 0).
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a hyperparameter out of range or not a number, as PyTorch.
+    """
+    _state_names = ("square_avg", "acc_delta")
+    _counts_steps = True
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        _check_hyper("rho", group["rho"], 0.0, 1.0)
+        _check_hyper("eps", group["eps"])
+
+    def _step_group(self, group):
+        params, states = self._states_to_step(group, self._state_names)
+        kernels.adadelta_updates(
+            [p.data for p in params], [p.grad for p in params],
+            [s["square_avg"] for s in states], [s["acc_delta"] for s in states],
+            group["lr"], group["rho"], group["eps"], group["weight_decay"])
         for s in states:
             s["step"] += 1
