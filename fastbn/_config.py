@@ -4,6 +4,7 @@ import os
 import platform
 import sys
 import threading
+import warnings
 
 from . import _openmp_helpers
 
@@ -25,16 +26,29 @@ def get_num_threads():
 
     Order: an enclosing ``fastbn.threads(n)`` block (this Python thread only),
     then ``fastbn.set_num_threads(n)``, then the OpenMP runtime's maximum, which
-    follows OMP_NUM_THREADS and threadpoolctl limits.  Always 1 in a serial build.
+    follows OMP_NUM_THREADS and threadpoolctl limits, at most ``MAX_THREADS`` (a
+    larger OMP_NUM_THREADS is capped there, with a RuntimeWarning).  Always 1 in a
+    serial build.
+
+    Returns
+    -------
+    int
     """
     if not _OPENMP:
         return 1
     n = _local.threads or _global_threads
-    return n if n is not None else _openmp_helpers.max_threads()
+    if n is not None:
+        return n
+    n = _openmp_helpers.max_threads()
+    if n > MAX_THREADS:
+        warnings.warn(f"OMP_NUM_THREADS asks for {n} threads; fastbn uses at most "
+                      f"{MAX_THREADS}", RuntimeWarning, stacklevel=2)
+        return MAX_THREADS
+    return n
 
 
-# Far more threads than any machine uses: beyond some count the OpenMP runtime kills the
-# process (libgomp builds a team's start data on the caller's stack, and 100000 threads
+# Far more threads than any machine uses (set_num_threads refuses more, OMP_NUM_THREADS is
+# capped there): beyond some count the OpenMP runtime kills the process (libgomp builds a team's start data on the caller's stack, and 100000 threads
 # overflowed it: signal 11; it exits when the system refuses a thread).
 MAX_THREADS = max(1024, 4 * _openmp_helpers.num_procs())
 
