@@ -11,11 +11,13 @@ one-pass shifted sums (shift: each row's first value), float sums flushed to
 double over fixed chunks, E[x^2] - E[x]^2 never formed from raw values.
 
 Work units are runs of whole rows fixed by the shape (never by the thread
-count), and a unit is one thread's from start to end: it computes a row's
-statistics and normalizes it (forward), or its gradient sums and dx
-(backward), while the row is still in cache.  Sums across rows (the weight and
-bias gradients) add per-row or per-unit partials in a fixed order after the
-parallel loop, so the results are bitwise identical at any thread count.
+count), which the threads of fastbn's team claim (fastbn/_parallel.h); a unit
+is one thread's from start to end: it computes a row's statistics and
+normalizes it (forward), or its gradient sums and dx (backward), while the row
+is still in cache.  Sums across rows (the weight and bias gradients) add
+per-row or per-unit partials in a fixed order after the parallel loop, so the
+results are bitwise identical at any thread count and whichever thread runs a
+unit, in whatever order.
 
 Two row layouts, chosen by the shape alone:
 - segment path (L >= SEG_MIN): a row is Cg channels of L values and runs on
@@ -27,9 +29,10 @@ Two row layouts, chosen by the shape alone:
 """
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport parallel, threadid
 from libc.math cimport sqrt
 from libc.string cimport memset
+
+from ._parallel cimport parallel_for
 
 import numpy as np
 
@@ -47,10 +50,6 @@ cdef enum:
     SAMPLES_MIN = 16      # samples per unit on the position path: the per-position
     # gradient partials cost about 2 / SAMPLES_MIN of the unit's own work
     SERIAL_BELOW = 32768  # values: smaller calls run on one thread (as _core.pyx's)
-
-
-cdef extern from "_omp_compat.h" nogil:
-    int fastbn_team_size()
 
 
 cdef extern from "_norm.h" nogil:
@@ -97,25 +96,9 @@ cdef extern from "_norm.h" nogil:
 
 
 # ---------------------------------------------------------------- running units
-
-ctypedef void (*unit_fn)(void* ctx, Py_ssize_t begin, Py_ssize_t end, int slot) noexcept nogil
-
-
-cdef void _run(Py_ssize_t units, int nt, unit_fn fn, void* ctx) noexcept nogil:
-    """fn(ctx, begin, end, slot) over units [0, units): each thread of a team of
-    at most nt a contiguous run, in thread order; slot (< nt) indexes per-thread
-    scratch.  Results never depend on which thread runs a unit."""
-    cdef int tid, team
-    if nt > units:
-        nt = <int>units
-    if nt <= 1:
-        fn(ctx, 0, units, 0)
-        return
-    with parallel(num_threads=nt):
-        tid = threadid()
-        team = fastbn_team_size()
-        fn(ctx, units * tid // team, units * (tid + 1) // team, tid)
-
+# Each entry point is one loop over work units fixed by the shape (parallel_for,
+# _parallel.pxd): whichever thread runs a unit, and in whatever order, it writes
+# the same outputs, and the slot it gets indexes that thread's scratch.
 
 cdef inline int _threads(Py_ssize_t size, int nthreads) noexcept nogil:
     return 1 if size < SERIAL_BELOW else max(nthreads, 1)
@@ -225,7 +208,7 @@ cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
 
 cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
     """Units u0 to u1 - 1, block by block."""
-    cdef Rows c = (<Rows*>arg)[0]  # a local copy: stores to the data cannot change it
+    cdef Rows c = (<Rows*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t r = u0 * c.per_unit, r1 = min(u1 * c.per_unit, c.R)
     while r < r1:
         if c.dbl:
@@ -345,7 +328,7 @@ cdef inline void _rows_param_sums(const floating* x, const floating* dy, Py_ssiz
 cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
     """Units u0 to u1 - 1, block by block; on the position path each unit first zeroes
     its per-position partials."""
-    cdef Rows c = (<Rows*>arg)[0]  # a local copy: stores to the data cannot change it
+    cdef Rows c = (<Rows*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u, r, r1, CL = c.C * c.L
     cdef double* q1 = NULL
     cdef double* q2 = NULL
@@ -432,7 +415,7 @@ def forward(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t
     c.mean, c.invstd, c.scratch = _data(mean), _data(invstd), _data(scratch)
     c.var, c.dscratch = <double*>_data(var), <double*>_data(dscratch)
     with nogil:
-        _run(_units(&c), nt, _forward_units, &c)
+        parallel_for(_units(&c), nt, _forward_units, &c)
 
 
 def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg,
@@ -463,7 +446,7 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
     cdef void* dw = _data(dweight)
     cdef void* db = _data(dbias)
     with nogil:
-        _run(units, nt, _backward_units, &c)
+        parallel_for(units, nt, _backward_units, &c)
         if params:
             if c.dbl:
                 _param_grads(<const double*>c.invstd, &c, units, <double*>dw, <double*>db,
@@ -508,7 +491,7 @@ cdef void _affine_rows(const floating* x, const Affine* a, Py_ssize_t r0,
 
 
 cdef void _affine_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    cdef Affine a = (<Affine*>arg)[0]  # a local copy: stores to the data cannot change it
+    cdef Affine a = (<Affine*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t rows = a.N if a.L == 1 else a.N * a.C
     cdef Py_ssize_t r0 = u0 * a.per_unit, r1 = min(u1 * a.per_unit, rows)
     if a.dbl:
@@ -533,4 +516,4 @@ def channel_affine(cnp.ndarray x, cnp.ndarray y, cnp.ndarray center, cnp.ndarray
                                   cnp.PyArray_DATA(shift))
     cdef int nt = _threads(a.N * a.C * a.L, nthreads)
     with nogil:
-        _run((rows + a.per_unit - 1) // a.per_unit, nt, _affine_units, &a)
+        parallel_for((rows + a.per_unit - 1) // a.per_unit, nt, _affine_units, &a)

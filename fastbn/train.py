@@ -73,7 +73,7 @@ import numpy as np
 
 from . import checkpoint, data, nn, optim
 from . import random as _random
-from ._config import get_num_threads, threads as _threads
+from ._config import auto_threads, threads as _threads
 from ._io import atomic_write, check_writable
 from .nn.batchnorm import _BatchNorm
 from .progress import ProgressBar
@@ -643,9 +643,10 @@ def run(args, out=None):
     if dist:
         dist.check_batch(config["batch_size"])
     threads = args.threads
-    if threads is None:  # digits' 8x8 layers are too small to gain from a parallel region
-        threads = 1 if config["dataset"] == "digits" else get_num_threads() // (
-            dist.local_ranks if dist else 1) or 1
+    if threads is None or threads == "auto":  # the cores this process may use, shared
+        # among a node's ranks: on a quiet machine 2 threads were faster than 1 on every
+        # preset (the digits' convnet too), with every core busy elsewhere as fast (threads.md)
+        threads = auto_threads(dist.local_ranks if dist else 1)
 
     x_train, y_train, x_test, y_test = load_data(config["dataset"], config["data_dir"])
     if args.resume and extra["train_size"] != len(x_train):
@@ -826,6 +827,16 @@ def _int(lo):
     return parse
 
 
+def _threads_arg(text):
+    if text == "auto":
+        return text
+    try:
+        return _int(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or an integer >= 1, got {text!r}") from None
+
+
 def _number(lo, hi=None):
     def parse(text):
         try:
@@ -869,10 +880,10 @@ def add_arguments(parser):
                              f"{d['epochs']})")
     parser.add_argument("--batch-size", type=_int(1), default=None,
                         help=f"(default: {d['batch_size']})")
-    parser.add_argument("--threads", type=_int(1), default=None,
-                        help="threads for the kernels and BLAS (default: 1 on digits, whose tiny "
-                             "layers run fastest serially; fastbn's default otherwise, "
-                             "divided among the ranks on a machine with --distributed)")
+    parser.add_argument("--threads", type=_threads_arg, default=None,
+                        help="threads for the kernels and BLAS, or auto: the cores this process "
+                             "may use, divided among the ranks on a machine with --distributed "
+                             "(default: auto; see docs/threads.md)")
     parser.add_argument("--seed", type=_int(0), default=None,
                         help=f"seed for init and shuffling (default: {d['seed']})")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,

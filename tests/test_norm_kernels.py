@@ -349,7 +349,7 @@ THREAD_SHAPES = [(16, 8, 28, 28), (128, 16, 5, 5), (700, 96), (4, 4, 30000)]
 @pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", THREAD_SHAPES)
-def test_same_bits_at_one_two_and_three_threads(rng, shape, dtype):
+def test_same_bits_at_one_two_and_three_threads(rng, shape, dtype, schedule):
     run = _all_kernels(rng, shape, dtype)
     results = []
     for n in (1, 2, 3):

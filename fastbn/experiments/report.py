@@ -1,6 +1,6 @@
 """results.json, results.md and the PNGs of the reproductions in one output folder.
 
-Both experiments share results.json (one key each), so running them into the same folder
+The experiments share results.json (one key each), so running them into the same folder
 gives one report; results.md is rendered from the merged JSON."""
 import io
 import json

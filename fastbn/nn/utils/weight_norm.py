@@ -3,10 +3,8 @@ hook-based ``torch.nn.utils.weight_norm``.
 
 The weight parameter is replaced by a magnitude ``<name>_g`` and a direction
 ``<name>_v`` (the state_dict keys PyTorch writes), and the weight is recomputed from them
-before every forward, so gradients reach ``g`` and ``v`` through the ops of the tape.
-fastbn's Module has no forward pre-hooks: the recomputation runs in a callable that takes
-the place of the module's ``forward`` on that instance, and goes away with the last
-``remove_weight_norm``.
+before every forward (a forward pre-hook), so gradients reach ``g`` and ``v`` through
+the ops of the tape.
 """
 import numbers
 
@@ -60,23 +58,12 @@ class WeightNorm:
         setattr(module, self.name, Parameter(weight.data))
 
 
-class _HookedForward:
-    """The module's own forward, preceded by its weight-norm hooks (one per parameter)."""
-
-    def __init__(self, module):
-        self.module = module
-        self.hooks = []
-
-    def __call__(self, *args, **kwargs):
-        for hook in self.hooks:
-            hook(self.module, args)
-        return type(self.module).forward(self.module, *args, **kwargs)
-
-
-def _hooks(module):
-    """The module's weight-norm hooks (an empty list when it has none)."""
-    forward = module.__dict__.get("forward")
-    return forward.hooks if isinstance(forward, _HookedForward) else []
+def _hook_of(module, name):
+    """(key, WeightNorm) of module's hook for ``name``, or (None, None)."""
+    for key, hook in module._forward_pre_hooks.items():
+        if isinstance(hook, WeightNorm) and hook.name == name:
+            return key, hook
+    return None, None
 
 
 def _dim(dim, ndim):
@@ -142,7 +129,7 @@ def weight_norm(module, name="weight", dim=0):
     if not isinstance(module, Module):
         raise TypeError(f"weight_norm: module must be a fastbn.nn.Module, got "
                         f"{type(module).__name__}")
-    if any(hook.name == name for hook in _hooks(module)):
+    if _hook_of(module, name)[1] is not None:
         raise RuntimeError(f"Cannot register two weight_norm hooks on the same parameter "
                            f"{name}")
     weight = getattr(module, name)
@@ -162,11 +149,7 @@ def weight_norm(module, name="weight", dim=0):
     module.register_parameter(name + "_g", Parameter(np.asarray(g, dtype=w.dtype)))
     module.register_parameter(name + "_v", Parameter(w))
     setattr(module, name, hook.compute_weight(module))
-    forward = module.__dict__.get("forward")
-    if not isinstance(forward, _HookedForward):
-        forward = _HookedForward(module)
-        module.forward = forward
-    forward.hooks.append(hook)
+    module.register_forward_pre_hook(hook)
     return module
 
 
@@ -191,12 +174,9 @@ def remove_weight_norm(module, name="weight"):
     ValueError
         ``<name>`` of ``module`` is not weight-normalized.
     """
-    hooks = _hooks(module)
-    for i, hook in enumerate(hooks):
-        if hook.name == name:
-            hook.remove(module)
-            del hooks[i]
-            if not hooks:
-                del module.__dict__["forward"]
-            return module
+    key, hook = _hook_of(module, name)
+    if hook is not None:
+        hook.remove(module)
+        del module._forward_pre_hooks[key]
+        return module
     raise ValueError(f"weight_norm of '{name}' not found in {module}")
