@@ -217,7 +217,7 @@ def test_epoch_line_comes_after_its_checkpoint(tmp_path, monkeypatch):
     train.run(args, out=out)
     assert [len(lines) for lines in printed_at_save] == [0, 1, 2]
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("3 epochs, batch 256, 1 thread(s)")
+    assert lines[0].endswith(f"3 epochs, batch 256, {_config.auto_threads()} thread(s)")
     assert len(_epoch_lines(out.getvalue())) == 3
     assert " train acc " in lines[1]  # the per-epoch accuracy is the training accuracy
     one = io.StringIO()
