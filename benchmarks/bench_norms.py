@@ -5,8 +5,8 @@ last dimension of (64, 197, 384) (ViT-S/16 token rows) and (64, 196, 192).  Both
 libraries run their ops with autograd: fastbn's tape (``fastbn.nn.functional``), torch's
 (``torch.nn.functional``), the input, weight and bias requiring gradients; the forward
 alone runs under no_grad.  Each (library, threads) configuration runs in its own process
-(fastbn and torch share one libgomp here), alternated A B A B; the figures are medians
-over every repetition of every round.  Neither side calls a BLAS: the workers run with
+(in one process each library's idle threads would spin on the other's cores), alternated
+A B A B; the figures are medians over every repetition of every round.  Neither side calls a BLAS: the workers run with
 OPENBLAS_NUM_THREADS=1, so that no idle BLAS thread pool competes for the cores.
 
     python benchmarks/bench_norms.py [--repeat 30] [--rounds 3] [--threads 1 2]
@@ -210,7 +210,9 @@ class Norms(_Threaded):
 
 class NormsVsTorch(_Threaded):
     """fastbn's forward+backward time over torch's, alternated in one process; below 1:
-    fastbn faster."""
+    fastbn faster.  At 2 threads this favours fastbn: its team's workers spin for the
+    next loop (fastbn/_parallel.h) while torch's OpenMP threads want the cores, so the
+    script's separate processes give the ratio to quote."""
 
     unit = "fastbn/torch time"
 

@@ -1233,7 +1233,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 
     Parameters
     ----------
-    input : Tensor or array_like, shape (N, C, *)
+    input : Tensor or array_like, shape ``(N, C, *)``
         float32 or float64.
     num_groups : int
         Divides C.
@@ -1288,7 +1288,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
     Parameters
     ----------
-    input : Tensor or array_like, shape (*, *normalized_shape)
+    input : Tensor or array_like, shape ``(*, *normalized_shape)``
         float32 or float64.
     normalized_shape : int or tuple of int
         The trailing shape of input that is normalized.
@@ -1350,7 +1350,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
     Parameters
     ----------
-    input : Tensor or array_like, shape (N, C, *)
+    input : Tensor or array_like, shape ``(N, C, *)``
         float32 or float64; more than one spatial position with input statistics.
     running_mean, running_var : ndarray or Tensor, shape (C,), optional
         Of input's dtype; updated in place when ``use_input_stats``.
@@ -1417,7 +1417,7 @@ def batch_renorm(input, running_mean, running_var, weight=None, bias=None, r_max
 
     Parameters
     ----------
-    input : Tensor or array_like, shape (N, C, *)
+    input : Tensor or array_like, shape ``(N, C, *)``
     running_mean, running_var : ndarray or Tensor, shape (C,)
         Of input's dtype; read, then updated in place.
     weight, bias : Tensor or array_like, shape (C,), optional
@@ -1474,7 +1474,7 @@ def ghost_batch_norm(input, virtual_batch_size, running_mean=None, running_var=N
 
     Parameters
     ----------
-    input : Tensor or array_like, shape (N, C, *)
+    input : Tensor or array_like, shape ``(N, C, *)``
     virtual_batch_size : int
         Samples per ghost batch.
     running_mean, running_var : ndarray or Tensor, shape (C,), optional

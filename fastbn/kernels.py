@@ -251,7 +251,7 @@ def _check_saved(a, name, x, shape):
 
 def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     """Group Normalization forward (PyTorch's ``F.group_norm``): the C channels
-    of x (N, C, *spatial) form ``num_groups`` groups of consecutive channels;
+    of x ``(N, C, *spatial)`` form ``num_groups`` groups of consecutive channels;
     each (sample, group) is normalized with its own mean and biased variance,
     then ``y = xhat * weight[c] + bias[c]`` per channel.
 
@@ -345,7 +345,7 @@ def layer_norm_backward(dy, x, normalized_shape, weight, mean, invstd, need_inpu
 def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
                           use_input_stats=True, momentum=0.1, eps=1e-5):
     """Instance Normalization forward (PyTorch's ``F.instance_norm``) over x
-    (N, C, *spatial).
+    ``(N, C, *spatial)``.
 
     ``use_input_stats=True``: each (sample, channel) is normalized with its own
     mean and biased variance over the spatial positions; running_mean /

@@ -70,7 +70,7 @@ class GroupNorm(Module):
     ------
     ValueError
         On construction, for num_groups not dividing num_channels or a non-positive
-        eps; in forward, for input that is not (N, num_channels, *) or groups of a
+        eps; in forward, for input that is not ``(N, num_channels, *)`` or groups of a
         single value.
     TypeError
         In forward, for input of another dtype than the parameters.
@@ -109,7 +109,7 @@ class GroupNorm(Module):
             self.bias.data[...] = 0
 
     def forward(self, input):
-        """Normalize ``input`` of shape (N, num_channels, *); returns its shape and
+        """Normalize ``input`` of shape ``(N, num_channels, *)``; returns its shape and
         dtype."""
         shape = input.shape if isinstance(input, Tensor) else np.shape(input)
         if len(shape) < 2 or shape[1] != self.num_channels:
@@ -195,7 +195,7 @@ class LayerNorm(Module):
             self.bias.data[...] = 0
 
     def forward(self, input):
-        """Normalize ``input`` of shape (*, *normalized_shape); returns its shape and
+        """Normalize ``input`` of shape ``(*, *normalized_shape)``; returns its shape and
         dtype."""
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
