@@ -256,6 +256,32 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
     then ``y = xhat * weight[c] + bias[c]`` per channel.
 
     Returns ``(y, mean, invstd)``, the statistics of shape (N, num_groups).
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, C, *spatial)``
+        float32 or float64 (non-contiguous input is copied).
+    num_groups : int
+        A positive divisor of C.
+    weight, bias : ndarray, shape (C,), optional
+        x's dtype; None: no scale, no shift.
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    mean, invstd : ndarray, shape (N, num_groups)
+        Each group's mean and ``1 / sqrt(var + eps)``, x's dtype.
+
+    Raises
+    ------
+    ValueError
+        For x of fewer than 2 dimensions, num_groups not dividing C,
+        groups of one value, a weight or bias of another shape, or eps not positive.
+    TypeError
+        For input that is not float32 or float64.
     """
     x = _check_input(x, "input")
     N, C = x.shape[:2]
@@ -275,7 +301,37 @@ def group_norm_backward(dy, x, num_groups, weight, mean, invstd, need_input=True
     """Gradients of group_norm_forward: ``(dx, dweight, dbias)``, None where not
     needed (``need_*``) and dweight, dbias None without a weight.
     ``dx = invstd * (g - mean(g) - xhat * mean(g * xhat))`` over each group,
-    ``g = dy * weight``; dweight = sum(dy * xhat), dbias = sum(dy) per channel."""
+    ``g = dy * weight``; dweight = sum(dy * xhat), dbias = sum(dy) per channel.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: x's shape, dtype float32 or float64.
+    x : ndarray, shape ``(N, C, *spatial)``
+        float32 or float64 (non-contiguous input is copied).
+    num_groups : int
+        As in the forward.
+    weight : ndarray, shape (C,), or None
+        The forward's weight.
+    mean, invstd : ndarray, shape (N, num_groups)
+        What the forward returned.
+    need_input, need_weight, need_bias : bool
+        Which gradients to compute.
+
+    Returns
+    -------
+    dx : ndarray or None
+        x's shape and dtype.
+    dweight, dbias : ndarray or None
+        shape (C,), x's dtype; None when not needed or without a weight.
+
+    Raises
+    ------
+    ValueError
+        For shapes that do not match x's.
+    TypeError
+        For input that is not float32 or float64.
+    """
     x = _check_input(x, "input")
     dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
     N, C = x.shape[:2]
@@ -312,6 +368,32 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
     Returns ``(y, mean, invstd)``, the statistics of the leading shape
     ``x.shape[:-len(normalized_shape)]``.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(*, *normalized_shape)``
+        float32 or float64 (non-contiguous input is copied).
+    normalized_shape : int or tuple of int
+        x's trailing shape.
+    weight, bias : ndarray, shape normalized_shape, optional
+        x's dtype; None: no scale, no shift.
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    mean, invstd : ndarray
+        Of the leading shape, x's dtype.
+
+    Raises
+    ------
+    ValueError
+        For a normalized_shape that is not x's trailing shape, a weight or
+        bias of another shape, or eps not positive.
+    TypeError
+        For input that is not float32 or float64.
     """
     x = _check_float(x, "input")
     shape = _normalized_shape(normalized_shape, x)
@@ -327,7 +409,37 @@ def layer_norm_backward(dy, x, normalized_shape, weight, mean, invstd, need_inpu
                         need_weight=True, need_bias=True):
     """Gradients of layer_norm_forward: ``(dx, dweight, dbias)`` (dweight and
     dbias of normalized_shape), None where not needed (``need_*``) and dweight,
-    dbias None without a weight."""
+    dbias None without a weight.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: x's shape, dtype float32 or float64.
+    x : ndarray, shape ``(*, *normalized_shape)``
+        float32 or float64 (non-contiguous input is copied).
+    normalized_shape : int or tuple of int
+        As in the forward.
+    weight : ndarray, shape normalized_shape, or None
+        The forward's weight.
+    mean, invstd : ndarray
+        What the forward returned.
+    need_input, need_weight, need_bias : bool
+        Which gradients to compute.
+
+    Returns
+    -------
+    dx : ndarray or None
+        x's shape and dtype.
+    dweight, dbias : ndarray or None
+        shape normalized_shape, x's dtype; None when not needed or without a weight.
+
+    Raises
+    ------
+    ValueError
+        For shapes that do not match x's.
+    TypeError
+        For input that is not float32 or float64.
+    """
     x = _check_float(x, "input")
     dy = _check_grad_of(_check_float(dy, "grad_output"), x, "input")
     shape = _normalized_shape(normalized_shape, x)
@@ -355,6 +467,37 @@ def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_
     Returns ``(y, mean, invstd)`` of shape (N, C).  ``use_input_stats=False``:
     the running statistics normalize, as Batch Normalization in inference;
     returns ``(y, running_mean, invstd)`` of shape (C,).
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, C, *spatial)``
+        float32 or float64 (non-contiguous input is copied).
+    weight, bias : ndarray, shape (C,), optional
+        x's dtype; None: no scale, no shift.
+    running_mean, running_var : ndarray, shape (C,), optional
+        x's dtype, writable: updated in place (required without use_input_stats).
+    use_input_stats : bool, default True
+        Normalize with each instance's statistics, else with the running ones.
+    momentum : float, default 0.1
+        In [0, 1].
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    mean, invstd : ndarray
+        Shape (N, C), or (C,) without use_input_stats; x's dtype.
+
+    Raises
+    ------
+    ValueError
+        For x of fewer than 2 dimensions or of one spatial position, missing
+        running statistics without use_input_stats, a parameter of another
+        shape, or eps not positive.
+    TypeError
+        For input that is not float32 or float64.
     """
     x = _check_input(x, "input")
     if not use_input_stats:
@@ -392,7 +535,37 @@ def instance_norm_backward(dy, x, weight, mean, invstd, use_input_stats=True, ne
     """Gradients of instance_norm_forward, given what it returned (mean, invstd):
     ``(dx, dweight, dbias)``, None where not needed.  With
     ``use_input_stats=False`` the statistics are constants (Batch
-    Normalization's inference backward)."""
+    Normalization's inference backward).
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: x's shape, dtype float32 or float64.
+    x : ndarray, shape ``(N, C, *spatial)``
+        float32 or float64 (non-contiguous input is copied).
+    weight : ndarray, shape (C,), or None
+        The forward's weight.
+    mean, invstd : ndarray
+        What the forward returned.
+    use_input_stats : bool, default True
+        As in the forward.
+    need_input, need_weight, need_bias : bool
+        Which gradients to compute.
+
+    Returns
+    -------
+    dx : ndarray or None
+        x's shape and dtype.
+    dweight, dbias : ndarray or None
+        shape (C,), x's dtype; None when not needed or without a weight.
+
+    Raises
+    ------
+    ValueError
+        For shapes that do not match x's.
+    TypeError
+        For input that is not float32 or float64.
+    """
     if not use_input_stats:
         return batch_norm_backward(dy, x, weight, mean, invstd, training=False,
                                    need_input=need_input, need_weight=need_weight,
@@ -422,6 +595,40 @@ def batch_renorm_forward(x, weight, bias, running_mean, running_var, r_max=1.0, 
 
     Returns ``(y, mean, invstd, r, d)``; r and d (float64, per channel) are
     constants for the backward.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, C, *)``
+        float32 or float64 (non-contiguous input is copied).
+    weight, bias : ndarray, shape (C,), or None
+        x's dtype.
+    running_mean, running_var : ndarray, shape (C,)
+        x's dtype, writable: read, then updated in place.
+    r_max : float, default 1.0
+        At least 1.
+    d_max : float, default 0.0
+        At least 0.
+    momentum : float, default 0.1
+        In [0, 1].
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    mean, invstd : ndarray, shape (C,)
+        The batch's, x's dtype.
+    r, d : ndarray, shape (C,)
+        float64.
+
+    Raises
+    ------
+    ValueError
+        For missing running statistics, r_max < 1, d_max < 0, a parameter of
+        another shape, or eps not positive.
+    TypeError
+        For input that is not float32 or float64.
     """
     x = _check_input(x, "input")
     if running_mean is None or running_var is None:
@@ -458,7 +665,36 @@ def batch_renorm_backward(dy, x, weight, mean, invstd, r, d, need_input=True,
     """Gradients of batch_renorm_forward with r and d constants:
     ``(dx, dweight, dbias)``.  dx is Batch Normalization's with the weight
     ``weight * r``; ``dweight = r * sum(dy * xhat) + d * sum(dy)``,
-    ``dbias = sum(dy)``."""
+    ``dbias = sum(dy)``.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: x's shape, dtype float32 or float64.
+    x : ndarray, shape ``(N, C, *)``
+        float32 or float64 (non-contiguous input is copied).
+    weight : ndarray, shape (C,), or None
+        The forward's weight.
+    mean, invstd, r, d : ndarray, shape (C,)
+        What the forward returned.
+    need_input, need_weight, need_bias : bool
+        Which gradients to compute.
+
+    Returns
+    -------
+    dx : ndarray or None
+        x's shape and dtype.
+    dweight, dbias : ndarray or None
+        shape (C,), x's dtype; None when not needed or without a weight.
+
+    Raises
+    ------
+    ValueError
+        For r or d of another shape than (C,), or other shapes that do not
+        match x's.
+    TypeError
+        For input that is not float32 or float64.
+    """
     x = _check_input(x, "input")
     r = np.asarray(r, np.float64)
     d = np.asarray(d, np.float64)
@@ -504,6 +740,36 @@ def ghost_batch_norm_forward(x, weight, bias, running_mean, running_var, virtual
     number of samples.  With one chunk this is batch_norm_forward, bit for bit.
 
     Returns ``(y, mean, invstd)``, the statistics of shape (chunks, C).
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, C, *)``
+        float32 or float64 (non-contiguous input is copied).
+    weight, bias : ndarray, shape (C,), or None
+        x's dtype.
+    running_mean, running_var : ndarray, shape (C,), or None
+        x's dtype, writable: updated in place.
+    virtual_batch_size : int
+        Samples a ghost batch; positive.
+    momentum : float, default 0.1
+        In [0, 1].
+    eps : float, default 1e-5
+        Added to the variance; positive.
+
+    Returns
+    -------
+    y : ndarray
+        x's shape and dtype.
+    mean, invstd : ndarray, shape (ghost batches, C)
+        x's dtype.
+
+    Raises
+    ------
+    ValueError
+        For a virtual_batch_size that is not a positive int, a ghost batch of
+        one value a channel, a parameter of another shape, or eps not positive.
+    TypeError
+        For input that is not float32 or float64.
     """
     x = _check_input(x, "input")
     size = _check_virtual_batch(virtual_batch_size)
@@ -549,7 +815,37 @@ def ghost_batch_norm_backward(dy, x, weight, mean, invstd, virtual_batch_size, n
                               need_weight=True, need_bias=True):
     """Gradients of ghost_batch_norm_forward: each ghost batch's Batch
     Normalization gradient (its statistics depend on its samples);
-    dweight and dbias summed over the ghost batches in order."""
+    dweight and dbias summed over the ghost batches in order.
+
+    Parameters
+    ----------
+    dy : ndarray
+        The gradient of y: x's shape, dtype float32 or float64.
+    x : ndarray, shape ``(N, C, *)``
+        float32 or float64 (non-contiguous input is copied).
+    weight : ndarray, shape (C,), or None
+        The forward's weight.
+    mean, invstd : ndarray, shape (ghost batches, C)
+        What the forward returned.
+    virtual_batch_size : int
+        As in the forward.
+    need_input, need_weight, need_bias : bool
+        Which gradients to compute.
+
+    Returns
+    -------
+    dx : ndarray or None
+        x's shape and dtype.
+    dweight, dbias : ndarray or None
+        shape (C,), x's dtype; None when not needed or without a weight.
+
+    Raises
+    ------
+    ValueError
+        For shapes that do not match x's and virtual_batch_size.
+    TypeError
+        For input that is not float32 or float64.
+    """
     x = _check_input(x, "input")
     dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
     N, C = x.shape[:2]

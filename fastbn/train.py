@@ -204,7 +204,21 @@ def convert_norm(model, norm, total_steps=1):
 
 def build_model(config, image_shape, steps_per_epoch):
     """The network a run's settings describe: its preset (``bn=False`` for --norm none),
-    converted to its normalization; freshly initialized from fastbn's random state."""
+    converted to its normalization; freshly initialized from fastbn's random state.
+
+    Parameters
+    ----------
+    config : dict
+        The run's settings (keys of SETTINGS; "model", "norm" and "epochs" are read).
+    image_shape : tuple of int
+        (channels, height, width) of the dataset's images.
+    steps_per_epoch : int
+        Optimizer steps an epoch, for renorm's schedule.
+
+    Returns
+    -------
+    Module
+    """
     norm = config["norm"]
     model = PRESETS[config["model"]](image_shape, NUM_CLASSES, bn=norm != "none")
     return convert_norm(model, norm, config["epochs"] * steps_per_epoch)
