@@ -465,13 +465,13 @@ def test_max_pool_backward_finite_differences():
 
 # ---------------------------------------------------------------- threads, torch, errors
 
-def test_same_bits_at_one_and_two_threads():
+def test_same_bits_at_one_two_and_three_threads(schedule):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((8, 6, 20, 19)).astype(np.float32)  # above the serial cut-off
     w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         with fastbn.threads(n):
             y, cols = K.conv2d_forward(x, w, b, 1, 1, 1, 2)
             dy = np.cos(y)
@@ -481,15 +481,19 @@ def test_same_bits_at_one_and_two_threads():
                                         algorithm=algorithm)
                 out += [y, *K.conv2d_backward(np.cos(y), x, w[:, :2].repeat(3, 1), None,
                                               padding=1, algorithm=algorithm)]
-            ym, idx = K.max_pool2d_forward(x, 3, 2, 1)
-            out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
+            for s in (1, 2):  # 3x3 padding 1: stride 1 and 2 by rows then columns
+                ym, idx = K.max_pool2d_forward(x, 3, s, 1)
+                out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
             ya = K.avg_pool2d_forward(x, 3, 2, 1, False)
             out += [ya, K.avg_pool2d_backward(np.cos(ya), x.shape, 3, 2, 1, False)]
+            ya = K.avg_pool2d_forward(x, 3, 1, 1, True)  # the box filter
+            out += [ya, K.avg_pool2d_backward(np.cos(ya), x.shape, 3, 1, 1, True)]
             yd = K.adaptive_avg_pool2d_forward(x, (5, 7))
             out += [yd, K.adaptive_avg_pool2d_backward(np.cos(yd), x.shape, (5, 7))]
         results.append(out)
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_python_threads_at_once():

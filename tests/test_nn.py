@@ -333,3 +333,24 @@ def test_training_steps_match_torch():
     theirs = tnet.state_dict()
     for k, v in ours.state_dict().items():
         np.testing.assert_allclose(v, theirs[k].numpy(), rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+def test_forward_hooks_as_pytorch():
+    """Pre-hooks may replace the arguments, hooks the output; handles remove them."""
+    rng = np.random.default_rng(0)
+    lin = nn.Linear(3, 2)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    plain = lin(fastbn.Tensor(x)).data
+    calls = []
+    pre = lin.register_forward_pre_hook(lambda m, args: (args[0] * 2,))
+    post = lin.register_forward_hook(lambda m, args, out: calls.append(args[0].data) or out + 1)
+    out = lin(fastbn.Tensor(x)).data
+    np.testing.assert_allclose(calls[0], 2 * x)
+    expected = x * 2 @ lin.weight.data.T + lin.bias.data + 1
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    pre.remove()
+    post.remove()
+    post.remove()  # a second remove does nothing
+    np.testing.assert_array_equal(lin(fastbn.Tensor(x)).data, plain)
+    with pytest.raises(TypeError, match="callable"):
+        lin.register_forward_hook(3)

@@ -3,7 +3,12 @@
 - ``figure1``: Section 4.1's MNIST MLP with and without BN (test accuracy; percentiles of
   one sigmoid input over training);
 - ``lr-sweep``: Section 4.2's learning-rate claims (BN at 1x, 5x, 30x the baseline rate,
-  steps and training time to 90% and 95% test accuracy).
+  steps and training time to 90% and 95% test accuracy);
+- ``smoothness``: Santurkar et al. (2018) on a VGG-style convnet without BN, with BN and
+  with noisy BN: accuracy, one layer's distribution, and the loss landscape along the
+  gradient (loss variation, gradient predictiveness, effective beta-smoothness);
+- ``baselines``: BN against weight normalization, L2Norm (ParseNet) and dropout on the
+  Figure 1 MLP and a small convnet, each at its best learning rate of a small grid.
 
 Each writes results.json, results.md and a PNG (with matplotlib) into ``--out``.
 """

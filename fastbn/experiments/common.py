@@ -1,6 +1,8 @@
-"""Shared pieces of the paper reproductions: data selection, the paper's sigmoid MLP, a
-step-counted SGD run that records test accuracy (and one sigmoid input) as it goes, and
-atomic file writes."""
+"""Shared pieces of the paper reproductions: data selection, the nets (the paper's sigmoid
+MLP, a small convnet, VGG-style initialization), a step-counted SGD run that records test
+accuracy (and one sigmoid input) as it goes and calls an experiment's hooks around each
+step, the command-line options and their ``--quick`` settings, table helpers, and atomic
+file writes."""
 import argparse
 import itertools
 import math
@@ -12,14 +14,17 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import data, nn, optim
+from .. import random as _random
 from .._io import atomic_write
 from .. import train as _train
 from ..progress import ProgressBar
 from ..tensor import Tensor, no_grad
 
 __all__ = ["PERCENTILES", "SHARED_MNIST", "ExperimentData", "load_experiment_data",
-           "paper_mlp", "last_sigmoid_input", "record_schedule", "train_net", "reach",
-           "write_atomic", "add_common_arguments"]
+           "as_images", "paper_mlp", "small_convnet", "vgg_init", "last_sigmoid_input",
+           "record_schedule", "train_net", "step_costs", "reach", "reached_text", "write_atomic",
+           "add_common_arguments", "add_run_arguments", "add_data_arguments",
+           "add_quick_argument", "settle_quick"]
 
 PERCENTILES = (15, 50, 85)
 # The project's shared data folder sits beside the repository (absent in an installed copy).
@@ -107,6 +112,42 @@ def paper_mlp(in_features, bn, init_std=0.01, seed=0, hidden=100, depth=3, num_c
     return nn.Sequential(*layers)
 
 
+def as_images(x):
+    """Flattened square single-channel images (N, side * side) as (N, 1, side, side)."""
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        raise ValueError(f"images of {x.shape[1]} pixels are not square: the convnets need "
+                         "square single-channel images (MNIST or the digits)")
+    return x.reshape(len(x), 1, side, side)
+
+
+def vgg_init(model, seed=0):
+    """torchvision's VGG initialization, drawn from ``seed`` in layer order so that the
+    variants of one net start from the same weights: every Conv2d weight
+    N(0, 2 / fan_out) (He et al., 2015, fan-out mode), every Linear weight N(0, 0.01^2),
+    every bias 0; normalization layers keep their own (weight 1, bias 0).  Returns model."""
+    rng = np.random.default_rng(seed)
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            w = layer.weight.data
+            if isinstance(layer, nn.Conv2d):
+                _, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+                std = math.sqrt(2.0 / fan_out)
+            else:
+                std = 0.01
+            w[...] = rng.normal(0.0, std, w.shape)
+            if layer.bias is not None:
+                layer.bias.data[...] = 0
+    return model
+
+
+def small_convnet(image_shape, bn, seed=0):
+    """``fastbn.train.convnet``'s net (conv3x3 32 and 64 channels, each followed by BN+ReLU
+    or ReLU and a 2x2 max-pool, then Linear), initialized by :func:`vgg_init` from
+    ``seed``; with ``bn`` the convolutions have no bias (BN's beta replaces it)."""
+    return vgg_init(_train.convnet(image_shape, num_classes=10, bn=bn), seed)
+
+
 def last_sigmoid_input(model, images):
     """What the last Sigmoid of model receives on images, shape (N, units), computed in
     eval mode (BN uses its running statistics, as at test time)."""
@@ -141,7 +182,7 @@ def _batches(loader):
 
 
 def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe=None,
-              on_record=None, desc="", progress=None):
+              on_record=None, desc="", progress=None, hook=None, extra_eval=None):
     """Plain SGD on ``d.x_train`` for ``steps`` steps.
 
     At step 0 and each step in ``record_steps`` it records the test accuracy, the mean
@@ -149,23 +190,45 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
     forward, backward, update and batch gathering; not the evaluations).  With
     ``probe=(images, unit)`` it also records the last sigmoid input of that unit on those
     images (``activations``, records x images) and the 15/50/85th percentiles of every
-    unit's (``unit_percentiles``, records x 3 x units); ``on_record(step, model)`` is
-    called after each record.  A non-finite loss
-    ends the run (``diverged_at``).  Returns a dict of lists and the per-step times."""
+    unit's (``unit_percentiles``, records x 3 x units); ``extra_eval={name: (images,
+    labels)}`` adds the accuracy on those (``<name>_accuracy``); ``on_record(step,
+    model)`` is called after each record.
+
+    ``hook``: an object whose methods ``before_step(step, x, y)`` and
+    ``after_backward(step, x, y)`` (either may be absent) run before each step's forward
+    and between its backward and its update; their time is left out of the training time
+    (it is in ``hook_seconds``).  The global generator (dropout) is seeded with ``seed``
+    first, so that variants of a net see the same random draws as well as the same
+    batches.  A non-finite loss ends the run (``diverged_at``).  Returns a dict of lists
+    and the per-step times."""
     loader = data.DataLoader(data.TensorDataset(d.x_train, d.y_train), batch_size=batch_size,
                              shuffle=True, drop_last=True, seed=seed)
     if len(loader) == 0:
         raise ValueError(f"batch size {batch_size} is larger than the {len(d.x_train)} "
                          "training images")
+    _random.manual_seed(seed)
     optimizer = optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
+    extra_eval = extra_eval or {}
     log = {"steps": [], "accuracy": [], "loss": [], "seconds": [], "activations": [],
-           "unit_percentiles": [], "diverged_at": None}
+           "unit_percentiles": [], "diverged_at": None,
+           **{f"{name}_accuracy": [] for name in extra_eval}}
     step_seconds, pending = [], []
+    before = getattr(hook, "before_step", None)
+    after = getattr(hook, "after_backward", None)
+    hook_seconds = 0.0
+
+    def timed(fn, *args):
+        nonlocal hook_seconds
+        t0 = time.perf_counter()
+        fn(*args)
+        hook_seconds += time.perf_counter() - t0
 
     def record(step):
         log["steps"].append(step)
         log["accuracy"].append(_train.evaluate(model, d.x_test, d.y_test)[0])
+        for name, (images, labels) in extra_eval.items():
+            log[f"{name}_accuracy"].append(_train.evaluate(model, images, labels)[0])
         log["loss"].append(float(np.mean(pending)) if pending else None)
         log["seconds"].append(float(np.sum(step_seconds)))
         if probe is not None:
@@ -183,10 +246,14 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
     model.train()
     record(0)
     for step in range(1, steps + 1):
-        t0 = time.perf_counter()
+        t0, hooks_before = time.perf_counter(), hook_seconds
         x, y = next(batches)
-        loss, _ = _train.train_step(model, x, y, loss_fn, optimizer)
-        step_seconds.append(time.perf_counter() - t0)
+        if before is not None:
+            timed(before, step, x, y)
+        loss, _ = _train.train_step(
+            model, x, y, loss_fn, optimizer,
+            after_backward=None if after is None else lambda: timed(after, step, x, y))
+        step_seconds.append(time.perf_counter() - t0 - (hook_seconds - hooks_before))
         pending.append(loss)
         bar.update(1)
         if not math.isfinite(loss):
@@ -197,19 +264,52 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
             record(step)
     bar.close()
     log["step_seconds"] = np.asarray(step_seconds)
+    log["hook_seconds"] = hook_seconds
     if probe is not None:
         log["activations"] = np.stack(log["activations"])
         log["unit_percentiles"] = np.stack(log["unit_percentiles"])
     return log
 
 
-def reach(log, target):
-    """``(step, training seconds)`` of the first record at or above ``target`` test
-    accuracy, or ``(None, None)``."""
-    for step, accuracy, seconds in zip(log["steps"], log["accuracy"], log["seconds"]):
+def step_costs(builders, x, y, lr, rounds=30):
+    """Median milliseconds per training step (forward, backward, plain SGD update) of
+    fresh nets, measured side by side: ``rounds`` rounds of one step of each net on the
+    batch (x, y), the order rotating from round to round, so that changes in the
+    machine's load reach them alike (one net's run at a time cannot give that on a
+    shared machine).
+
+    ``builders``: ``{key: callable returning a fresh model}``; x, y: a batch as Tensors.
+    Returns ``{key: ms}``.  Draws from the global generator (dropout)."""
+    loss_fn = nn.CrossEntropyLoss()
+    nets = []
+    for key, build in builders.items():
+        model = build().train()
+        optimizer = optim.SGD(model.parameters(), lr=lr)
+        _train.train_step(model, x, y, loss_fn, optimizer)  # warm-up: allocator, caches
+        nets.append((key, model, optimizer))
+    times = {key: [] for key, _, _ in nets}
+    for r in range(rounds):
+        for key, model, optimizer in nets[r % len(nets):] + nets[:r % len(nets)]:
+            t0 = time.perf_counter()
+            _train.train_step(model, x, y, loss_fn, optimizer)
+            times[key].append(time.perf_counter() - t0)
+    return {key: 1e3 * float(np.median(t)) for key, t in times.items()}
+
+
+def reach(log, target, key="accuracy"):
+    """``(step, training seconds)`` of the first record at or above ``target`` accuracy
+    (``log[key]``, the test accuracy by default), or ``(None, None)``."""
+    for step, accuracy, seconds in zip(log["steps"], log[key], log["seconds"]):
         if accuracy >= target:
             return step, seconds
     return None, None
+
+
+def reached_text(step, seconds):
+    """A table cell for :func:`reach`'s answer: ``1200 (3.41 s)`` or ``not reached``."""
+    if step is None:
+        return "not reached"
+    return f"{step} ({seconds:.{1 if seconds >= 10 else 2}f} s)"
 
 
 def write_atomic(path, content):
@@ -228,13 +328,42 @@ def _positive_float(text):
     return value
 
 
-def add_common_arguments(parser, steps, eval_every, lr):
-    """The options both reproductions take; ``steps``, ``eval_every`` and ``lr`` are the
-    experiment's defaults."""
+def add_run_arguments(parser):
+    """The options every reproduction takes: --out, --batch-size, --seed, the data
+    (--dataset, --data-dir), --threads and --quiet."""
     positive, count = _train._int(1), _train._int(0)
     parser.add_argument("--out", metavar="DIR", default="reproduction",
-                        help="folder for the PNGs, results.json and results.md; both "
+                        help="folder for the PNGs, results.json and results.md; the "
                              "experiments share results.json/.md (default: reproduction)")
+    parser.add_argument("--batch-size", type=positive, default=60,
+                        help="mini-batch size (default: 60, as in the paper)")
+    parser.add_argument("--seed", type=count, default=0,
+                        help="seed of the initial weights and the data order, the same for "
+                             "every net (default: 0)")
+    add_data_arguments(parser)
+    parser.add_argument("--threads", type=positive, default=1,
+                        help="threads for the kernels and BLAS (default: 1: the layers are "
+                             "too small to gain from more)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def add_data_arguments(parser):
+    """--dataset and --data-dir (see :func:`load_experiment_data`)."""
+    parser.add_argument("--dataset", choices=("auto", "mnist", "digits"), default="auto",
+                        help="auto: MNIST from --data-dir, else ../shared/data/mnist beside "
+                             "the repository, else the embedded digits (default: auto)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of the MNIST IDX files (train-* and t10k-*, gzipped or "
+                             "not; with t10k alone it is split 8000/2000)")
+    return parser
+
+
+def add_common_arguments(parser, steps, eval_every, lr):
+    """The options of figure1 and lr-sweep: :func:`add_run_arguments`' and --steps,
+    --eval-every, --lr and --init-std; ``steps``, ``eval_every`` and ``lr`` are the
+    experiment's defaults."""
+    positive = _train._int(1)
     parser.add_argument("--steps", type=positive, default=steps,
                         help=f"SGD steps per net (default: {steps}; the paper ran 50000)")
     parser.add_argument("--eval-every", type=positive, default=eval_every,
@@ -242,21 +371,30 @@ def add_common_arguments(parser, steps, eval_every, lr):
                              f"(default: {eval_every or 'steps / 100'})")
     parser.add_argument("--lr", type=_positive_float, default=lr,
                         help=f"baseline SGD learning rate, no momentum (default: {lr})")
-    parser.add_argument("--batch-size", type=positive, default=60,
-                        help="mini-batch size (default: 60, as in the paper)")
     parser.add_argument("--init-std", type=_positive_float, default=0.01,
                         help="std of the Gaussian initial weights (default: 0.01)")
-    parser.add_argument("--seed", type=count, default=0,
-                        help="seed of the initial weights and the data order, the same for "
-                             "every net (default: 0)")
-    parser.add_argument("--dataset", choices=("auto", "mnist", "digits"), default="auto",
-                        help="auto: MNIST from --data-dir, else ../shared/data/mnist beside "
-                             "the repository, else the embedded digits (default: auto)")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder of the MNIST IDX files (train-* and t10k-*, gzipped or "
-                             "not; with t10k alone it is split 8000/2000)")
-    parser.add_argument("--threads", type=positive, default=1,
-                        help="threads for the kernels and BLAS (default: 1: the layers are "
-                             "too small to gain from more)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return add_run_arguments(parser)
+
+
+def add_quick_argument(parser, settings):
+    """``--quick``: smaller settings for the options in ``settings``, ``{dest: (default,
+    quick)}``, whose argparse default must be None (:func:`settle_quick` fills them in;
+    an option given on the command line wins)."""
+    changes = ", ".join(f"--{dest.replace('_', '-')} {_show(q)}"
+                        for dest, (_, q) in settings.items())
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a run of about a minute: {changes}")
     return parser
+
+
+def settle_quick(args, settings):
+    """Fill the options of ``settings`` that the command line left unset (None) with
+    their default or, with ``--quick``, their quick value; returns args."""
+    for dest, (default, quick) in settings.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, quick if args.quick else default)
+    return args
+
+
+def _show(value):
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -71,12 +71,6 @@ def run(args, say=print):
                        "targets": args.targets}}
 
 
-def _reached(r):
-    if r["steps"] is None:
-        return "never"
-    return f"{r['steps']} ({r['seconds']:.{1 if r['seconds'] >= 10 else 2}f} s)"
-
-
 def markdown(result):
     """The sweep's table as a markdown section."""
     cfg, runs = result["config"], result["runs"]
@@ -95,7 +89,9 @@ def markdown(result):
         note = f" (diverged at step {r['diverged_at']})" if r["diverged_at"] else ""
         lines.append(f"| {r['label']}{note} | {r['lr']:g} | {100 * r['final_accuracy']:.2f}% | "
                      f"{100 * r['best_accuracy']:.2f}% | "
-                     + " | ".join(_reached(r["targets"][t]) for t in targets)
+                     + " | ".join(common.reached_text(r["targets"][t]["steps"],
+                                                       r["targets"][t]["seconds"])
+                                    for t in targets)
                      + f" | {r['ms_per_step_median']:.3f} |")
     base = [r for r in runs if not r["with_bn"]]
     bn = [r for r in runs if r["with_bn"]]

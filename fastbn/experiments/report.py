@@ -1,17 +1,17 @@
 """results.json, results.md and the PNGs of the reproductions in one output folder.
 
-Both experiments share results.json (one key each), so running them into the same folder
+The experiments share results.json (one key each), so running them into the same folder
 gives one report; results.md is rendered from the merged JSON."""
 import io
 import json
 import math
 import os
 
-from . import common, figure1, lr_sweep
+from . import baselines, common, figure1, lr_sweep, smoothness
 
 __all__ = ["EXPERIMENTS", "save"]
 
-EXPERIMENTS = {m.NAME: m for m in (figure1, lr_sweep)}
+EXPERIMENTS = {m.NAME: m for m in (figure1, lr_sweep, smoothness, baselines)}
 PLOT_HINT = 'matplotlib is not installed, so no PNG was written; for the plots: ' \
             'pip install "fastbn[plot]"'
 
