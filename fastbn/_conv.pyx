@@ -365,12 +365,12 @@ cdef extern from "_pool.h" nogil:
     void fastbn_box3_float(const float* x, Py_ssize_t H, Py_ssize_t W, float* y, double* rows)
     void fastbn_box3_double(const double* x, Py_ssize_t H, Py_ssize_t W, double* y,
                             double* rows)
-    void fastbn_max3_float(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                           Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx, float* rv,
-                           uint32_t* rc, uint32_t* pc)
-    void fastbn_max3_double(const double* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                            Py_ssize_t OW, Py_ssize_t s, double* y, int64_t* idx, double* rv,
-                            uint32_t* rc, uint32_t* pc)
+    void fastbn_max3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx,
+                           float* v, uint32_t* at)
+    void fastbn_max3_double(const double* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, double* y,
+                            int64_t* idx, double* v, uint32_t* at)
 
 
 cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, Py_ssize_t planes,
@@ -407,7 +407,7 @@ ctypedef struct Pooling:  # one pooling call (pointers to the data's type)
     void* out            # y, or dx
     int64_t* idx         # max pooling's indices
     void* vs             # per slot, `stride` values and positions (_max_pool_2x2,
-    uint32_t* ats        # fastbn_max3's rows and a row of positions)
+    uint32_t* ats        # fastbn_max3's two passes)
     double* rows         # per slot, a plane of doubles (fastbn_box3)
     Py_ssize_t stride
     Py_ssize_t* bad      # per slot: indices outside their plane
@@ -426,13 +426,13 @@ cdef inline void _max_of(const floating* xp, const Pooling* c, Py_ssize_t u,
         return
     if c.three:
         if floating is float:
-            fastbn_max3_float(xp + p0 * plane, pl.H, pl.W, pl.OH, pl.OW, pl.sh, yp + p0 * L,
-                              c.idx + p0 * L, <float*>c.vs + slot * c.stride,
-                              c.ats + slot * c.stride, c.ats + slot * c.stride + pl.H * pl.OW)
+            fastbn_max3_float(xp + p0 * plane, min(c.per, c.P - p0), pl.H, pl.W, pl.OH, pl.OW,
+                              pl.sh, yp + p0 * L, c.idx + p0 * L,
+                              <float*>c.vs + slot * c.stride, c.ats + slot * c.stride)
         else:
-            fastbn_max3_double(xp + p0 * plane, pl.H, pl.W, pl.OH, pl.OW, pl.sh, yp + p0 * L,
-                               c.idx + p0 * L, <double*>c.vs + slot * c.stride,
-                               c.ats + slot * c.stride, c.ats + slot * c.stride + pl.H * pl.OW)
+            fastbn_max3_double(xp + p0 * plane, min(c.per, c.P - p0), pl.H, pl.W, pl.OH,
+                               pl.OW, pl.sh, yp + p0 * L, c.idx + p0 * L,
+                               <double*>c.vs + slot * c.stride, c.ats + slot * c.stride)
         return
     for oh in range(pl.OH):
         for ow in range(pl.OW):
@@ -477,12 +477,12 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
              and c.pl.pw == 0 and c.pl.W % 2 == 0 and c.plane < 2**31)  # uint32 positions
     c.three = (not c.two and c.pl.kh == 3 and c.pl.kw == 3 and c.pl.ph == 1 and c.pl.pw == 1
                and c.pl.sh == c.pl.sw and c.pl.sh <= 2 and c.plane < 2**31)
-    c.per = (max(POOL_VALUES // c.plane, 1) if c.two and c.pl.H % 2 == 0 and
+    c.per = (max(POOL_VALUES // c.plane, 1) if (c.two and c.pl.H % 2 == 0 or c.three) and
              c.plane <= POOL_VALUES else 1)
     c.src, c.out, c.idx = &x[0, 0, 0], &y[0, 0, 0], &indices[0, 0, 0]
     cdef int nt = _threads(c.P * c.plane, nthreads)
-    # per thread, for _max_pool_2x2, or fastbn_max3's rows and a row of positions
-    c.stride = 2 * c.L * c.per if c.two else (c.pl.H * c.pl.OW + c.pl.OW if c.three else 1)
+    # per thread, for _max_pool_2x2, or fastbn_max3's two passes
+    c.stride = 2 * c.L * c.per if c.two else (2 * c.plane * c.per if c.three else 1)
     cdef floating[:, ::1] vs = np.empty((nt, c.stride),
                                         np.float32 if floating is float else np.float64)
     cdef uint32_t[:, ::1] ats = np.empty((nt, c.stride), np.uint32)

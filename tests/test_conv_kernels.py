@@ -399,11 +399,13 @@ def test_max_pool_2x2_ties_nans_infs(shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2), (2, 3, 15, 14),
-                                   (1, 1, 1, 1), (1, 1, 1, 5), (2, 2, 7, 7), (1, 1, 4, 3)])
+                                   (1, 1, 1, 1), (1, 1, 1, 5), (2, 2, 7, 7), (1, 1, 4, 3),
+                                   (1, 1, 5, 1), (3, 100, 4, 4), (1, 2, 70, 65)])
 def test_max_pool_3x3_ties_nans_infs(shape, stride, dtype):
     """Kernel 3 padding 1, stride 1 or 2 (the inception modules' pooling: its own
-    path, rows then columns): ties, -inf, +inf and NaNs, checked against a plain loop
-    over the taps inside the image."""
+    path, rows then columns over runs of planes, (3, 100, 4, 4) in several runs,
+    (1, 2, 70, 65) a plane per run): ties, -inf, +inf and NaNs, checked against a
+    plain loop over the taps inside the image."""
     rng = np.random.default_rng(11)
     x = rng.integers(-3, 3, shape).astype(dtype)
     flat = x.reshape(-1)
