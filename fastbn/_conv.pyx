@@ -362,9 +362,10 @@ cdef extern from "_pool.h" nogil:
     void fastbn_pool_pairs_double(const double* x, Py_ssize_t n, double* v, uint32_t* at)
     void fastbn_pool_rows_float(float* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
     void fastbn_pool_rows_double(double* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
-    void fastbn_box3_float(const float* x, Py_ssize_t H, Py_ssize_t W, float* y, double* rows)
-    void fastbn_box3_double(const double* x, Py_ssize_t H, Py_ssize_t W, double* y,
-                            double* rows)
+    void fastbn_box3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                           float* y, double* rows)
+    void fastbn_box3_double(const double* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            double* y, double* rows)
     void fastbn_max3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
                            Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx,
                            float* v, uint32_t* at)
@@ -558,12 +559,21 @@ cdef inline bint _box3(const Pool* p) noexcept nogil:
             and p.sw == 1 and p.ph == 1 and p.pw == 1)
 
 
-cdef inline void _box3_plane(const floating* x, const Pool* p, floating* y,
-                             double* rows) noexcept nogil:
+cdef inline void _box3_planes(const floating* x, const Pooling* c, Py_ssize_t u, floating* y,
+                              int slot) noexcept nogil:
+    """Unit u of the box filter: planes u per to (u + 1) per - 1 of x into y."""
+    cdef Py_ssize_t p0 = u * c.per, planes = min(c.per, c.P - p0)
+    cdef double* rows = c.rows + slot * c.per * c.plane
     if floating is float:
-        fastbn_box3_float(x, p.H, p.W, y, rows)
+        fastbn_box3_float(x + p0 * c.plane, planes, c.pl.H, c.pl.W, y + p0 * c.plane, rows)
     else:
-        fastbn_box3_double(x, p.H, p.W, y, rows)
+        fastbn_box3_double(x + p0 * c.plane, planes, c.pl.H, c.pl.W, y + p0 * c.plane, rows)
+
+
+cdef inline void _box3_setup(Pooling* c):
+    """c.box, and c.per planes per unit for it (POOL_VALUES' worth of small planes)."""
+    c.box = _box3(&c.pl)
+    c.per = max(POOL_VALUES // c.plane, 1) if c.box and c.plane <= POOL_VALUES else 1
 
 
 cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u,
@@ -574,7 +584,7 @@ cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u,
     cdef double s
     cdef Win win
     if c.box:
-        _box3_plane(xp + u * plane, pl, yp + u * L, c.rows + slot * plane)
+        _box3_planes(xp, c, u, yp, slot)
         return
     for oh in range(pl.OH):
         for ow in range(pl.OW):
@@ -587,7 +597,7 @@ cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u,
 
 
 cdef void _avg_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Planes u0 to u1 - 1 of average pooling."""
+    """Units u0 to u1 - 1 of average pooling: a plane each, or the box filter's runs."""
     cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u
     for u in range(u0, u1):
@@ -609,11 +619,11 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple k
     c.P, c.plane, c.L = x.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
     c.src, c.out = &x[0, 0, 0], &y[0, 0, 0]
     cdef int nt = _threads(c.P * c.plane, nthreads)
-    c.box = _box3(&c.pl)
-    cdef double[:, ::1] rows = np.empty((nt, c.plane if c.box else 1))
+    _box3_setup(&c)
+    cdef double[:, ::1] rows = np.empty((nt, c.per * c.plane if c.box else 1))
     c.rows = &rows[0, 0]
     with nogil:
-        parallel_for(c.P, nt, _avg_units, &c)
+        parallel_for((c.P + c.per - 1) // c.per, nt, _avg_units, &c)
 
 
 cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c, Py_ssize_t u,
@@ -624,7 +634,7 @@ cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c, Py_ssize_t 
     cdef Win win
     cdef floating g
     if c.box:  # the box filter is its own adjoint
-        _box3_plane(dyp + u * L, pl, dxp + u * plane, c.rows + slot * plane)
+        _box3_planes(dyp, c, u, dxp, slot)
         return
     for i in range(plane):
         dxp[u * plane + i] = 0
@@ -638,7 +648,7 @@ cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c, Py_ssize_t 
 
 
 cdef void _avg_grad_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Planes u0 to u1 - 1 of average pooling's gradient."""
+    """Units u0 to u1 - 1 of average pooling's gradient (as _avg_units)."""
     cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u
     for u in range(u0, u1):
@@ -659,8 +669,8 @@ def avg_pool_backward(const floating[:, :, ::1] dy, floating[:, :, ::1] dx, tupl
     c.P, c.plane, c.L = dx.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
     c.src, c.out = &dy[0, 0, 0], &dx[0, 0, 0]
     cdef int nt = _threads(c.P * c.plane, nthreads)
-    c.box = _box3(&c.pl)
-    cdef double[:, ::1] rows = np.empty((nt, c.plane if c.box else 1))
+    _box3_setup(&c)
+    cdef double[:, ::1] rows = np.empty((nt, c.per * c.plane if c.box else 1))
     c.rows = &rows[0, 0]
     with nogil:
-        parallel_for(c.P, nt, _avg_grad_units, &c)
+        parallel_for((c.P + c.per - 1) // c.per, nt, _avg_grad_units, &c)

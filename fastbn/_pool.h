@@ -39,46 +39,51 @@ static FASTBN_DISPATCH void fastbn_pool_rows_##T(                               
     }                                                                                \
 }
 
-/* 3x3 windows, padding 1, of one (H, W) plane: the windows of the inception
-   modules.  Each is two passes, along the rows then down the columns, over
-   whole rows (vectorized), where the general path visits 9 taps per output.
+/* 3x3 windows, padding 1, of runs of (H, W) planes: the windows of the inception
+   modules.  Each is two passes, along the rows then down the columns, over the
+   planes as one flat array, each position the centre of its window (long loops
+   that vectorize), the planes' edges fixed after with two taps, where the
+   general path visits 9 taps per output.
 
    fastbn_box3: y = the 3x3 sum / 9, zeros outside the plane (stride 1,
    count_include_pad: every window divides by 9), summed in double as the general
    path does: r[h][w] = x[w - 1] + x[w] + x[w + 1], then r[h - 1] + r[h] +
    r[h + 1].  The backward of that average is the same filter of dy.
-   rows: H x W doubles of scratch. */
+   rows: planes H W doubles of scratch. */
 #define FASTBN_POOL3_LOOPS(T)                                                           \
 static FASTBN_DISPATCH void fastbn_box3_##T(                                          \
-        const T* FASTBN_RESTRICT x, ptrdiff_t H, ptrdiff_t W, T* FASTBN_RESTRICT y,    \
-        double* FASTBN_RESTRICT rows) {                                                \
-    for (ptrdiff_t h = 0; h < H; h++) {                                                \
-        const T* in = x + h * W;                                                       \
-        double* r = rows + h * W;                                                      \
-        if (W == 1) {                                                                  \
-            r[0] = (double)in[0];                                                      \
-            continue;                                                                  \
-        }                                                                              \
-        r[0] = (double)in[0] + (double)in[1];                                          \
+        const T* FASTBN_RESTRICT x, ptrdiff_t planes, ptrdiff_t H, ptrdiff_t W,        \
+        T* FASTBN_RESTRICT y, double* FASTBN_RESTRICT r) {                             \
+    ptrdiff_t plane = H * W, n = planes * plane;                                       \
+    if (W == 1) {                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++)                                              \
+            r[i] = (double)x[i];                                                       \
+    } else {                                                                           \
         FASTBN_SIMD                                                                    \
-        for (ptrdiff_t w = 1; w < W - 1; w++)                                          \
-            r[w] = ((double)in[w - 1] + (double)in[w]) + (double)in[w + 1];            \
-        r[W - 1] = (double)in[W - 2] + (double)in[W - 1];                              \
+        for (ptrdiff_t i = 1; i < n - 1; i++)                                          \
+            r[i] = ((double)x[i - 1] + (double)x[i]) + (double)x[i + 1];               \
+        FASTBN_SIMD                                                                    \
+        for (ptrdiff_t k = 0; k < n / W; k++) {  /* first and last columns */         \
+            ptrdiff_t i = k * W;                                                       \
+            r[i] = (double)x[i] + (double)x[i + 1];                                    \
+            r[i + W - 1] = (double)x[i + W - 2] + (double)x[i + W - 1];                \
+        }                                                                              \
     }                                                                                  \
-    for (ptrdiff_t h = 0; h < H; h++) {                                                \
-        const double* r = rows + h * W;                                                \
-        T* out = y + h * W;                                                            \
-        if (h > 0 && h < H - 1) {                                                      \
-            FASTBN_SIMD                                                                \
-            for (ptrdiff_t w = 0; w < W; w++)                                          \
-                out[w] = (T)(((r[w - W] + r[w]) + r[w + W]) / 9.0);                    \
-        } else {                                                                       \
-            const double* up = h > 0 ? r - W : NULL;                                   \
-            const double* down = h < H - 1 ? r + W : NULL;                             \
-            for (ptrdiff_t w = 0; w < W; w++) {                                        \
-                double v = up != NULL ? up[w] + r[w] : r[w];                           \
-                out[w] = (T)((down != NULL ? v + down[w] : v) / 9.0);                  \
-            }                                                                          \
+    if (H == 1) {                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++)                                              \
+            y[i] = (T)(r[i] / 9.0);                                                    \
+        return;                                                                        \
+    }                                                                                  \
+    FASTBN_SIMD                                                                        \
+    for (ptrdiff_t i = W; i < n - W; i++)                                              \
+        y[i] = (T)(((r[i - W] + r[i]) + r[i + W]) / 9.0);                              \
+    for (ptrdiff_t p0 = 0; p0 < n; p0 += plane) {  /* first and last rows */          \
+        const double* top = r + p0;                                                    \
+        const double* bottom = r + p0 + plane - 2 * W;                                 \
+        FASTBN_SIMD                                                                    \
+        for (ptrdiff_t w = 0; w < W; w++) {                                            \
+            y[p0 + w] = (T)((top[w] + top[W + w]) / 9.0);                              \
+            y[p0 + plane - W + w] = (T)((bottom[w] + bottom[W + w]) / 9.0);            \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \

@@ -424,6 +424,26 @@ def test_max_pool_3x3_ties_nans_infs(shape, stride, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 100, 4, 4), (2, 3, 1, 9), (2, 3, 9, 1), (1, 2, 70, 65)])
+def test_avg_pool_3x3_box_filter(shape, dtype):
+    """3x3 stride 1 padding 1 counting the padding (the inception modules' average:
+    its own path over runs of planes, (3, 100, 4, 4) in several runs): forward and
+    backward against the sum of the nine shifted copies of the zero-padded input."""
+    rng = np.random.default_rng(12)
+    x = _rand(rng, shape, dtype)
+    dy = _rand(rng, shape, dtype)
+
+    def box(a):
+        H, W = shape[2:]
+        p = np.pad(a.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        return sum(p[:, :, i:i + H, j:j + W] for i in range(3) for j in range(3)) / 9
+
+    np.testing.assert_allclose(K.avg_pool2d_forward(x, 3, 1, 1, True), box(x), **_tol(dtype))
+    np.testing.assert_allclose(K.avg_pool2d_backward(dy, shape, 3, 1, 1, True), box(dy),
+                               **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("include", [True, False])
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_avg_pool_matches_windows(case, include, dtype):
