@@ -10,7 +10,12 @@ weight and bias gradients); the optimizer step and zero_grad are timed too, and
 "tape + Python" is the step's time less all of those.  PyTorch:
 torch.profiler's self CPU time per aten op, in the same categories, scaled to
 the unprofiled step time (the profiler's own cost is left out).  Then, per conv
-layer of fastbn, forward and backward time against its multiply-adds.
+layer of fastbn, forward and backward time beside its GEMM floor: the three
+products im2col would run for it (forward W @ cols, input gradient W^T @ dy,
+weight gradient dy @ cols^T), each one BLAS product over the whole batch through
+fastbn.kernels.matmul at the same thread count, timed alone on random operands.
+Winograd F(4x4, 3x3) layers do a quarter of those multiply-adds (in 36 smaller
+products).
 
 Medians over --steps steps after 3 untimed ones; ms per step, and % of the step.
 """
@@ -71,8 +76,9 @@ ORDER = ["conv forward", "conv input grad", "conv weight grad",
          "cat", "add", "shortcut slice", "optimizer", "other ops", "tape + Python"]
 
 
-def _instrument_fastbn(times):
-    """Wrap fastbn's ops so that each call adds its seconds to times[(op, phase)]."""
+def _instrument_fastbn(times, shapes):
+    """Wrap fastbn's ops so that each call adds its seconds to times[(op, phase)];
+    shapes[layer] = its im2col GEMM's (O, C*kh*kw, N*OH*OW)."""
     from fastbn import _ops, kernels
 
     def timed(key, fn):
@@ -101,7 +107,11 @@ def _instrument_fastbn(times):
         out = conv_forward(x, weight, bias, **kwargs)
         dt = time.perf_counter() - t0
         times["Conv2d", "forward"] += dt
-        times[layer(x, weight, kwargs["stride"]) + ("forward",)] += dt
+        key = layer(x, weight, kwargs["stride"])
+        times[key + ("forward",)] += dt
+        times[key + ("calls",)] += 1
+        O, C, kh, kw = weight.shape
+        shapes[" ".join(key[1:])] = (O, C * kh * kw, out[0].shape[0] * out[0].shape[2] * out[0].shape[3])
         return out
 
     def backward(saved, g, inputs):
@@ -154,14 +164,15 @@ def _profile_fastbn(model, threads, steps):
 
     with fastbn.threads(threads), threadpool_limits(threads, user_api="blas"):
         totals = _time_steps(bt.fastbn_step(model), steps)
-        times = collections.defaultdict(float)
-        _instrument_fastbn(times)
+        times, shapes = collections.defaultdict(float), {}
+        _instrument_fastbn(times, shapes)
         step = _fastbn_timed_step(model, times)
         for _ in range(3):
             step()
         times.clear()
         for _ in range(steps):
             step()
+        floors = {name: _gemm_floor(*shape) for name, shape in shapes.items()}
     per_step, layers = collections.defaultdict(float), collections.defaultdict(float)
     for key, seconds in times.items():
         if key[0] == "layer":
@@ -169,7 +180,29 @@ def _profile_fastbn(model, threads, steps):
             continue
         cat = FASTBN_CATEGORIES.get(key, "optimizer" if key[0] == "optimizer" else "other ops")
         per_step[cat] += seconds / steps
+    for name, floor in floors.items():  # per call, times the calls of a step
+        layers[name, "GEMM floor"] = floor * layers[name, "calls"]
     return statistics.median(totals), dict(per_step), layers
+
+
+def _gemm_floor(O, K, L, repeat=5):
+    """Seconds of im2col's three float32 products for a layer (median of repeat)."""
+    from fastbn.kernels import matmul
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((O, K), dtype=np.float32)
+    cols = rng.standard_normal((K, L), dtype=np.float32)
+    dy = rng.standard_normal((O, L), dtype=np.float32)
+    total = 0.0
+    for a, b, ta, tb in ((w, cols, False, False), (w, dy, True, False), (dy, cols, False, True)):
+        matmul(a, b, ta, tb)
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            matmul(a, b, ta, tb)
+            runs.append(time.perf_counter() - t0)
+        total += statistics.median(runs)
+    return total
 
 
 def _time_steps(step, steps):
@@ -263,12 +296,18 @@ def main():
         for name, phase, seconds in results["fastbn"][model]["layers"]:
             layers[name][phase] = seconds * 1e3
         print(f"\nfastbn's conv layers of {model} (all layers of a shape together), ms per "
-              "step:\n\n| layer | forward | input grad | weight grad | total |\n"
-              "|---|---:|---:|---:|---:|")
-        for name, t in sorted(layers.items(), key=lambda kv: -sum(kv[1].values())):
-            cells = [f"{t[p]:.1f}" if p in t else "-"
-                     for p in ("forward", "input grad", "weight grad")]
-            print(f"| {name} | " + " | ".join(cells) + f" | {sum(t.values()):.1f} |")
+              "step, and their im2col GEMM floor:\n\n| layer | forward | input grad | "
+              "weight grad | total | GEMM floor |\n|---|---:|---:|---:|---:|---:|")
+        phases = ("forward", "input grad", "weight grad")
+        total = {name: sum(t.get(p, 0.0) for p in phases) for name, t in layers.items()}
+        for name, t in sorted(layers.items(), key=lambda kv: -total[kv[0]]):
+            cells = [f"{t[p]:.1f}" if p in t else "-" for p in phases]
+            print(f"| {name} | " + " | ".join(cells) + f" | {total[name]:.1f} | "
+                  f"{t.get('GEMM floor', 0.0):.1f} |")
+        print(f"| all | " + " | ".join(f"{sum(t.get(p, 0.0) for t in layers.values()):.1f}"
+                                       for p in phases)
+              + f" | {sum(total.values()):.1f} | "
+              f"{sum(t.get('GEMM floor', 0.0) for t in layers.values()):.1f} |")
 
 
 if __name__ == "__main__":
