@@ -15,7 +15,8 @@ products im2col would run for it (forward W @ cols, input gradient W^T @ dy,
 weight gradient dy @ cols^T), each one BLAS product over the whole batch through
 fastbn.kernels.matmul at the same thread count, timed alone on random operands.
 Winograd F(4x4, 3x3) layers do a quarter of those multiply-adds (in 36 smaller
-products).
+products): the last line per net divides the step's convolution flops (Winograd's
+where a layer runs it) by a square 1024^3 float32 product's rate, this BLAS's peak.
 
 Medians over --steps steps after 3 untimed ones; ms per step, and % of the step.
 """
@@ -111,7 +112,10 @@ def _instrument_fastbn(times, shapes):
         times[key + ("forward",)] += dt
         times[key + ("calls",)] += 1
         O, C, kh, kw = weight.shape
-        shapes[" ".join(key[1:])] = (O, C * kh * kw, out[0].shape[0] * out[0].shape[2] * out[0].shape[3])
+        winograd = (kh, kw) == (3, 3) and kwargs["stride"] in (1, (1, 1)) and min(O, C) >= \
+            kernels._WINOGRAD_MIN_CHANNELS
+        shapes[" ".join(key[1:])] = (O, C * kh * kw, out[0].shape[0] * out[0].shape[2] *
+                                     out[0].shape[3], winograd)
         return out
 
     def backward(saved, g, inputs):
@@ -172,7 +176,8 @@ def _profile_fastbn(model, threads, steps):
         times.clear()
         for _ in range(steps):
             step()
-        floors = {name: _gemm_floor(*shape) for name, shape in shapes.items()}
+        floors = {name: _gemm_floor(*shape[:3]) for name, shape in shapes.items()}
+        peak = _peak_gflops()
     per_step, layers = collections.defaultdict(float), collections.defaultdict(float)
     for key, seconds in times.items():
         if key[0] == "layer":
@@ -180,9 +185,27 @@ def _profile_fastbn(model, threads, steps):
             continue
         cat = FASTBN_CATEGORIES.get(key, "optimizer" if key[0] == "optimizer" else "other ops")
         per_step[cat] += seconds / steps
+    flops = 0.0  # of a step's convolutions: 3 products of 2 O K L flops, / 4 by F(4x4)
     for name, floor in floors.items():  # per call, times the calls of a step
         layers[name, "GEMM floor"] = floor * layers[name, "calls"]
+        O, K, L, winograd = shapes[name]
+        flops += 6 * O * K * L * layers[name, "calls"] / (4 if winograd else 1)
+    layers["peak", "flops"], layers["peak", "GFLOP/s"] = flops, peak
     return statistics.median(totals), dict(per_step), layers
+
+
+def _peak_gflops(n=1024, repeat=5):
+    """GFLOP/s of a square float32 product through fastbn.kernels.matmul."""
+    from fastbn.kernels import matmul
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    matmul(a, a)
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        matmul(a, a)
+        runs.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(runs) / 1e9
 
 
 def _gemm_floor(O, K, L, repeat=5):
@@ -294,7 +317,8 @@ def main():
                 print(f"| {k} | " + " | ".join(cells) + " |")
         layers = collections.defaultdict(dict)
         for name, phase, seconds in results["fastbn"][model]["layers"]:
-            layers[name][phase] = seconds * 1e3
+            layers[name][phase] = seconds * (1 if name == "peak" else 1e3)
+        peak = layers.pop("peak")
         print(f"\nfastbn's conv layers of {model} (all layers of a shape together), ms per "
               "step, and their im2col GEMM floor:\n\n| layer | forward | input grad | "
               "weight grad | total | GEMM floor |\n|---|---:|---:|---:|---:|---:|")
@@ -308,6 +332,10 @@ def main():
                                        for p in phases)
               + f" | {sum(total.values()):.1f} | "
               f"{sum(t.get('GEMM floor', 0.0) for t in layers.values()):.1f} |")
+        print(f"\nconvolutions: {peak['flops'] / 1e9:.2f} GFLOP per step (F(4x4) layers "
+              f"counted at a quarter); at this BLAS's peak ({peak['GFLOP/s']:.0f} GFLOP/s, "
+              f"1024^3 float32) {peak['flops'] / peak['GFLOP/s'] / 1e6:.1f} ms; fastbn's "
+              f"convolutions took {sum(total.values()):.1f} ms")
 
 
 if __name__ == "__main__":
