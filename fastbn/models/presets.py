@@ -50,7 +50,7 @@ def mlp(image_shape, num_classes=10, bn=True, hidden=256):
     Returns
     -------
     fastbn.nn.Sequential
-        Input (N, *image_shape), output (N, num_classes) logits.
+        Input ``(N, *image_shape)``, output ``(N, num_classes)`` logits.
     """
     layers, features = [nn.Flatten()], int(np.prod(image_shape))
     for _ in range(2):
