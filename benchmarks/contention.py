@@ -2,13 +2,15 @@
 
     python benchmarks/contention.py [--rounds 3] [--repeat 60] [--alternations 2]
                                     [--competitors 0 1 2] [--threads 1 2] [--json PATH]
+                                    [--baseline OTHER_SOURCE_TREE] [--no-torch]
 
 For each round and each K in --competitors (default 0, 1 and the number of
 cores this process may run on), K busy-loop processes start (fresh ones each
 round); they are stopped when the K's measurements end, also on Ctrl-C or an
 error, and each one exits by itself when this script dies.  Meanwhile a child
-process for fastbn and one for PyTorch (when importable; the two share one
-libgomp in a process), in turn, time every case:
+process for fastbn, one for PyTorch (when importable; the two share one
+libgomp in a process) and, with --baseline, one for fastbn from another source
+tree (main, say, built in place), in turn, time every case:
 
 - BatchNorm training forward+backward on the benchmark shapes (bn_cases.py),
   through fastbn.kernels / torch.nn.functional.batch_norm with autograd;
@@ -291,10 +293,13 @@ def _merge(acc, res):
 
 
 def _run_worker(lib, threads, args):
-    """{(lib, t): {case: [seconds]}} from a child process, or {} if it failed."""
+    """{(lib, t): {case: [seconds]}} from a child process, or {} if it failed;
+    lib "baseline" is fastbn imported from args.baseline."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + sys.path))
-    cmd = [sys.executable, __file__, "--worker", lib, "--threads", *map(str, threads),
+    path = ([args.baseline] if lib == "baseline" else []) + sys.path + [root]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    cmd = [sys.executable, __file__, "--worker", "fastbn" if lib == "baseline" else lib,
+           "--threads", *map(str, threads),
            "--repeat", str(-(-args.repeat // args.alternations)), "--block", str(args.block)]
     if args.only:
         cmd += ["--only", *args.only]
@@ -328,21 +333,29 @@ def _cell(times):
 def report(results, rounds, ks, threads, foreign, out=sys.stdout):
     """Print the tables; results[(round, k)][(lib, t)][(case,)] = seconds,
     foreign[(round, k)] the other processes' load meanwhile (foreign_load)."""
-    libs = sorted({lib for r in results.values() for lib, _ in r}, key=["fastbn", "torch"].index)
+    libs = sorted({lib for r in results.values() for lib, _ in r},
+                  key=["fastbn", "baseline", "torch"].index)
     cases = [c for c in next(iter(results[0, ks[0]].values())) if c[0] != "team"]
     cols = [(lib, t) for lib in libs for t in threads]
+    vs = [t for t in threads if "baseline" in libs]  # fastbn / baseline median columns
     lo, hi = min(threads), max(threads)
     for k in ks:
         print(f"\n{k} competing busy process(es); ms, median (p90) over {rounds} round(s)\n",
               file=out)
         print("| case | " + " | ".join(f"{lib} {t}T" for lib, t in cols)
+              + "".join(f" | fastbn/baseline {t}T" for t in vs)
               + f" | fastbn {hi}T/{lo}T median, p90 (worst round) |", file=out)
-        print("|---" * (len(cols) + 2) + "|", file=out)
+        print("|---" * (len(cols) + len(vs) + 2) + "|", file=out)
         for case in cases:
             row = []
+            per = {col: [v for r in range(rounds)
+                         for v in results[r, k].get(col, {}).get(case, [])] for col in cols}
             for col in cols:
-                row.append(_cell([v for r in range(rounds)
-                                  for v in results[r, k].get(col, {}).get(case, [])]))
+                row.append(_cell(per[col]))
+            for t in vs:
+                a, b = per["fastbn", t], per["baseline", t]
+                row.append(f"{statistics.median(a) / statistics.median(b):.3f}"
+                           if a and b else "-")
             worst = [0.0, 0.0]
             for r in range(rounds):
                 a, b = (results[r, k].get(("fastbn", t), {}).get(case) for t in (lo, hi))
@@ -392,7 +405,10 @@ def main():
                     help="thread counts (default: 1 and the number of cores)")
     ap.add_argument("--only", nargs="+", default=None,
                     help="run only the cases whose names contain one of these strings")
-    ap.add_argument("--no-torch", action="store_true", help="time fastbn alone")
+    ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="also time fastbn from this source tree (built in place: another "
+                         "commit), alternating with the others")
     ap.add_argument("--json", metavar="PATH", help="also write every measurement here")
     ap.add_argument("--worker", metavar="LIB", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -403,6 +419,8 @@ def main():
     ks = args.competitors if args.competitors is not None else sorted({0, 1, n})
     threads = args.threads or sorted({1, n})
     libs = ["fastbn"] if args.no_torch else alternate.libraries()
+    if args.baseline:
+        libs.insert(1, "baseline")
     print(f"{n} cores; competitors {ks}; threads {threads}; {', '.join(libs)}; "
           f"{args.rounds} round(s) of {args.repeat} calls per case", flush=True)
     results, foreign = {}, {}

@@ -7,11 +7,7 @@ fastbn is imported from the environment (install it, or build in place and put t
 checkout on PYTHONPATH); fastbn.distributed imports mpi4py only when called, so no
 MPI is needed to build.
 """
-from pathlib import Path
-
 import fastbn
-
-HERE = Path(__file__).resolve().parent
 
 project = "fastbn"
 author = "the fastbn developers"
@@ -43,9 +39,3 @@ myst_heading_anchors = 3
 html_theme = "alabaster"
 html_title = f"fastbn {release}"
 html_static_path = []
-
-# docs/threads.md is written on another branch; until it is merged, the links to it
-# dangle. Once it exists these warnings count again (and these lines can go).
-suppress_warnings = []
-if not (HERE / "threads.md").exists():
-    suppress_warnings += ["toc.not_readable", "myst.xref_missing"]

@@ -104,8 +104,8 @@ def test_against_torch():
 
 
 def _updates(threads, strided=False):
-    """Three SGD and three Adam steps on a large float32 parameter (and a small one):
-    the parameters and states after them."""
+    """Three steps of each optimizer with a compiled update on a large float32
+    parameter (and a small one): the parameters and states after them."""
     rng = np.random.default_rng(5)
     shapes = [(300, 400), (7,)]
     init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -113,7 +113,10 @@ def _updates(threads, strided=False):
     out = []
     with fastbn.threads(threads):
         for cls, kw in [(optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-3)),
-                        (optim.Adam, dict(lr=0.01, weight_decay=1e-2))]:
+                        (optim.Adam, dict(lr=0.01, weight_decay=1e-2)),
+                        (optim.AdamW, dict(lr=0.01, amsgrad=True)),
+                        (optim.RMSprop, dict(lr=0.01, momentum=0.9, centered=True)),
+                        (optim.Adadelta, dict(weight_decay=1e-2))]:
             params = [P(x, np.float32) for x in init]
             if strided:  # a transposed view of a C-contiguous array: updated in place
                 params[0].data = np.ascontiguousarray(init[0].T).T

@@ -44,14 +44,14 @@ def test_end_to_end_one_epoch(tmp_path, run_fastbn):
     m = json.loads(metrics_path.read_text())
     assert {"test_accuracy", "train_seconds", "steps", "samples_per_second", "with_bn"} <= set(m)
     assert m["with_bn"] is True and m["steps"] == 1437 // 128
-    assert m["threads"] == 1  # digits' default
+    assert m["threads"] == _config.auto_threads()  # the default, --threads auto
     assert 0.5 < m["test_accuracy"] <= 1.0  # one epoch already learns the digits
     assert m["samples_per_second"] == pytest.approx(m["steps"] * 128 / m["train_seconds"])
     assert ckpt.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
 def test_threads_auto_takes_the_available_cores(monkeypatch):
-    """--threads auto (the default off digits) runs on auto_threads(), which follows
+    """--threads auto (the default) runs on auto_threads(), which follows
     the cores this process may use."""
     monkeypatch.setattr(_config, "available_cores", lambda: 3)
     with fastbn.threads(5):  # get_num_threads() caps auto_threads(): above the cores here
@@ -217,7 +217,7 @@ def test_epoch_line_comes_after_its_checkpoint(tmp_path, monkeypatch):
     train.run(args, out=out)
     assert [len(lines) for lines in printed_at_save] == [0, 1, 2]
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("3 epochs, batch 256, 1 thread(s)")
+    assert lines[0].endswith(f"3 epochs, batch 256, {_config.auto_threads()} thread(s)")
     assert len(_epoch_lines(out.getvalue())) == 3
     assert " train acc " in lines[1]  # the per-epoch accuracy is the training accuracy
     one = io.StringIO()
