@@ -362,6 +362,16 @@ cdef extern from "_pool.h" nogil:
     void fastbn_pool_pairs_double(const double* x, Py_ssize_t n, double* v, uint32_t* at)
     void fastbn_pool_rows_float(float* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
     void fastbn_pool_rows_double(double* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
+    void fastbn_box3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                           float* y, double* rows)
+    void fastbn_box3_double(const double* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            double* y, double* rows)
+    void fastbn_max3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx,
+                           float* v, uint32_t* at)
+    void fastbn_max3_double(const double* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, double* y,
+                            int64_t* idx, double* v, uint32_t* at)
 
 
 cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, Py_ssize_t planes,
@@ -391,12 +401,15 @@ ctypedef struct Pooling:  # one pooling call (pointers to the data's type)
     Pool pl
     Py_ssize_t P, plane, L
     bint two             # 2x2 / stride 2 by _max_pool_2x2
+    bint three           # 3x3 / padding 1 / stride 1 or 2 max by fastbn_max3
+    bint box             # 3x3 / stride 1 / padding 1 average by fastbn_box3 (_box3)
     Py_ssize_t per       # planes per unit
     const void* src      # x, or dy
     void* out            # y, or dx
     int64_t* idx         # max pooling's indices
-    void* vs             # per slot, `stride` values and positions (_max_pool_2x2)
-    uint32_t* ats
+    void* vs             # per slot, `stride` values and positions (_max_pool_2x2,
+    uint32_t* ats        # fastbn_max3's two passes)
+    double* rows         # per slot, a plane of doubles (fastbn_box3)
     Py_ssize_t stride
     Py_ssize_t* bad      # per slot: indices outside their plane
 
@@ -411,6 +424,16 @@ cdef inline void _max_of(const floating* xp, const Pooling* c, Py_ssize_t u,
     if c.two:
         _max_pool_2x2(xp + p0 * plane, yp + p0 * L, c.idx + p0 * L, min(c.per, c.P - p0), pl,
                       <floating*>c.vs + slot * c.stride, c.ats + slot * c.stride)
+        return
+    if c.three:
+        if floating is float:
+            fastbn_max3_float(xp + p0 * plane, min(c.per, c.P - p0), pl.H, pl.W, pl.OH, pl.OW,
+                              pl.sh, yp + p0 * L, c.idx + p0 * L,
+                              <float*>c.vs + slot * c.stride, c.ats + slot * c.stride)
+        else:
+            fastbn_max3_double(xp + p0 * plane, min(c.per, c.P - p0), pl.H, pl.W, pl.OH,
+                               pl.OW, pl.sh, yp + p0 * L, c.idx + p0 * L,
+                               <double*>c.vs + slot * c.stride, c.ats + slot * c.stride)
         return
     for oh in range(pl.OH):
         for ow in range(pl.OW):
@@ -453,11 +476,14 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     c.P, c.plane, c.L = x.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
     c.two = (c.pl.kh == 2 and c.pl.kw == 2 and c.pl.sh == 2 and c.pl.sw == 2 and c.pl.ph == 0
              and c.pl.pw == 0 and c.pl.W % 2 == 0 and c.plane < 2**31)  # uint32 positions
-    c.per = (max(POOL_VALUES // c.plane, 1) if c.two and c.pl.H % 2 == 0 and
+    c.three = (not c.two and c.pl.kh == 3 and c.pl.kw == 3 and c.pl.ph == 1 and c.pl.pw == 1
+               and c.pl.sh == c.pl.sw and c.pl.sh <= 2 and c.plane < 2**31)
+    c.per = (max(POOL_VALUES // c.plane, 1) if (c.two and c.pl.H % 2 == 0 or c.three) and
              c.plane <= POOL_VALUES else 1)
     c.src, c.out, c.idx = &x[0, 0, 0], &y[0, 0, 0], &indices[0, 0, 0]
     cdef int nt = _threads(c.P * c.plane, nthreads)
-    c.stride = 2 * c.L * c.per if c.two else 1  # per thread, for _max_pool_2x2
+    # per thread, for _max_pool_2x2, or fastbn_max3's two passes
+    c.stride = 2 * c.L * c.per if c.two else (2 * c.plane * c.per if c.three else 1)
     cdef floating[:, ::1] vs = np.empty((nt, c.stride),
                                         np.float32 if floating is float else np.float64)
     cdef uint32_t[:, ::1] ats = np.empty((nt, c.stride), np.uint32)
@@ -526,12 +552,40 @@ cdef inline Mode _avg_mode(int mode) noexcept nogil:
     return ADAPTIVE if mode == 2 else (AVG_INCLUDE_PAD if mode == 1 else AVG_EXCLUDE_PAD)
 
 
-cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u) noexcept nogil:
+cdef inline bint _box3(const Pool* p) noexcept nogil:
+    """A 3x3 average, stride 1, padding 1, dividing by 9 everywhere: _pool.h's box
+    filter."""
+    return (p.mode == AVG_INCLUDE_PAD and p.kh == 3 and p.kw == 3 and p.sh == 1
+            and p.sw == 1 and p.ph == 1 and p.pw == 1)
+
+
+cdef inline void _box3_planes(const floating* x, const Pooling* c, Py_ssize_t u, floating* y,
+                              int slot) noexcept nogil:
+    """Unit u of the box filter: planes u per to (u + 1) per - 1 of x into y."""
+    cdef Py_ssize_t p0 = u * c.per, planes = min(c.per, c.P - p0)
+    cdef double* rows = c.rows + slot * c.per * c.plane
+    if floating is float:
+        fastbn_box3_float(x + p0 * c.plane, planes, c.pl.H, c.pl.W, y + p0 * c.plane, rows)
+    else:
+        fastbn_box3_double(x + p0 * c.plane, planes, c.pl.H, c.pl.W, y + p0 * c.plane, rows)
+
+
+cdef inline void _box3_setup(Pooling* c):
+    """c.box, and c.per planes per unit for it (POOL_VALUES' worth of small planes)."""
+    c.box = _box3(&c.pl)
+    c.per = max(POOL_VALUES // c.plane, 1) if c.box and c.plane <= POOL_VALUES else 1
+
+
+cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u,
+                         int slot) noexcept nogil:
     cdef const Pool* pl = &c.pl
     cdef Py_ssize_t plane = c.plane, L = c.L, oh, ow, h, w
     cdef floating* yp = <floating*>c.out
     cdef double s
     cdef Win win
+    if c.box:
+        _box3_planes(xp, c, u, yp, slot)
+        return
     for oh in range(pl.OH):
         for ow in range(pl.OW):
             win = _window(pl, oh, ow)
@@ -543,14 +597,14 @@ cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u) noe
 
 
 cdef void _avg_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Planes u0 to u1 - 1 of average pooling."""
+    """Units u0 to u1 - 1 of average pooling: a plane each, or the box filter's runs."""
     cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u
     for u in range(u0, u1):
         if c.dbl:
-            _avg_of(<const double*>c.src, &c, u)
+            _avg_of(<const double*>c.src, &c, u, slot)
         else:
-            _avg_of(<const float*>c.src, &c, u)
+            _avg_of(<const float*>c.src, &c, u, slot)
 
 
 def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple kernel,
@@ -564,17 +618,24 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple k
                  _avg_mode(mode))
     c.P, c.plane, c.L = x.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
     c.src, c.out = &x[0, 0, 0], &y[0, 0, 0]
+    cdef int nt = _threads(c.P * c.plane, nthreads)
+    _box3_setup(&c)
+    cdef double[:, ::1] rows = np.empty((nt, c.per * c.plane if c.box else 1))
+    c.rows = &rows[0, 0]
     with nogil:
-        parallel_for(c.P, _threads(c.P * c.plane, nthreads), _avg_units, &c)
+        parallel_for((c.P + c.per - 1) // c.per, nt, _avg_units, &c)
 
 
-cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c,
-                              Py_ssize_t u) noexcept nogil:
+cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c, Py_ssize_t u,
+                              int slot) noexcept nogil:
     cdef const Pool* pl = &c.pl
     cdef Py_ssize_t plane = c.plane, L = c.L, i, oh, ow, h, w
     cdef floating* dxp = <floating*>c.out
     cdef Win win
     cdef floating g
+    if c.box:  # the box filter is its own adjoint
+        _box3_planes(dyp, c, u, dxp, slot)
+        return
     for i in range(plane):
         dxp[u * plane + i] = 0
     for oh in range(pl.OH):
@@ -587,14 +648,14 @@ cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c,
 
 
 cdef void _avg_grad_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Planes u0 to u1 - 1 of average pooling's gradient."""
+    """Units u0 to u1 - 1 of average pooling's gradient (as _avg_units)."""
     cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u
     for u in range(u0, u1):
         if c.dbl:
-            _avg_grad_of(<const double*>c.src, &c, u)
+            _avg_grad_of(<const double*>c.src, &c, u, slot)
         else:
-            _avg_grad_of(<const float*>c.src, &c, u)
+            _avg_grad_of(<const float*>c.src, &c, u, slot)
 
 
 def avg_pool_backward(const floating[:, :, ::1] dy, floating[:, :, ::1] dx, tuple kernel,
@@ -607,5 +668,9 @@ def avg_pool_backward(const floating[:, :, ::1] dy, floating[:, :, ::1] dx, tupl
                  _avg_mode(mode))
     c.P, c.plane, c.L = dx.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
     c.src, c.out = &dy[0, 0, 0], &dx[0, 0, 0]
+    cdef int nt = _threads(c.P * c.plane, nthreads)
+    _box3_setup(&c)
+    cdef double[:, ::1] rows = np.empty((nt, c.per * c.plane if c.box else 1))
+    c.rows = &rows[0, 0]
     with nogil:
-        parallel_for(c.P, _threads(c.P * c.plane, nthreads), _avg_grad_units, &c)
+        parallel_for((c.P + c.per - 1) // c.per, nt, _avg_grad_units, &c)
