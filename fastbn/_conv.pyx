@@ -293,6 +293,15 @@ cdef extern from "_pool.h" nogil:
     void fastbn_pool_pairs_double(const double* x, Py_ssize_t n, double* v, uint32_t* at)
     void fastbn_pool_rows_float(float* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
     void fastbn_pool_rows_double(double* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
+    void fastbn_box3_float(const float* x, Py_ssize_t H, Py_ssize_t W, float* y, double* rows)
+    void fastbn_box3_double(const double* x, Py_ssize_t H, Py_ssize_t W, double* y,
+                            double* rows)
+    void fastbn_max3_float(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                           Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx, float* rv,
+                           uint32_t* rc, uint32_t* pc)
+    void fastbn_max3_double(const double* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
+                            Py_ssize_t OW, Py_ssize_t s, double* y, int64_t* idx, double* rv,
+                            uint32_t* rc, uint32_t* pc)
 
 
 cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, Py_ssize_t planes,
@@ -331,6 +340,8 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
     cdef bint two = (pl.kh == 2 and pl.kw == 2 and pl.sh == 2 and pl.sw == 2 and pl.ph == 0
                      and pl.pw == 0 and pl.W % 2 == 0 and plane < 2**31)  # uint32 positions
+    cdef bint three = (not two and pl.kh == 3 and pl.kw == 3 and pl.ph == 1 and pl.pw == 1
+                       and pl.sh == pl.sw and pl.sh <= 2 and plane < 2**31)
     cdef Py_ssize_t per = (max(POOL_VALUES // plane, 1) if two and pl.H % 2 == 0 and
                            plane <= POOL_VALUES else 1)  # planes per unit
     cdef Py_ssize_t units = (P + per - 1) // per
@@ -340,7 +351,8 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     cdef floating* yp = &y[0, 0, 0]
     cdef int64_t* ip = &indices[0, 0, 0]
     cdef int nt = _threads(P * plane, nthreads)
-    cdef Py_ssize_t scratch = 2 * L * per if two else 1  # per thread, for _max_pool_2x2
+    # per thread, for _max_pool_2x2, or fastbn_max3's rows (and a row of positions)
+    cdef Py_ssize_t scratch = 2 * L * per if two else (pl.H * pl.OW + pl.OW if three else 1)
     cdef floating[:, ::1] vs = np.empty((nt, scratch),
                                         np.float32 if floating is float else np.float64)
     cdef uint32_t[:, ::1] ats = np.empty((nt, scratch), np.uint32)
@@ -350,6 +362,15 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
             if two:
                 _max_pool_2x2(xp + p0 * plane, yp + p0 * L, ip + p0 * L, min(per, P - p0),
                               &pl, &vs[threadid(), 0], &ats[threadid(), 0])
+            elif three:
+                if floating is float:
+                    fastbn_max3_float(xp + p0 * plane, pl.H, pl.W, pl.OH, pl.OW, pl.sh,
+                                      yp + p0 * L, ip + p0 * L, &vs[threadid(), 0],
+                                      &ats[threadid(), 0], &ats[threadid(), pl.H * pl.OW])
+                else:
+                    fastbn_max3_double(xp + p0 * plane, pl.H, pl.W, pl.OH, pl.OW, pl.sh,
+                                       yp + p0 * L, ip + p0 * L, &vs[threadid(), 0],
+                                       &ats[threadid(), 0], &ats[threadid(), pl.H * pl.OW])
             else:
                 for oh in range(pl.OH):
                     for ow in range(pl.OW):
@@ -392,6 +413,21 @@ def max_pool_backward(const floating[:, :, ::1] dy, const int64_t[:, :, ::1] ind
     return bad
 
 
+cdef inline bint _box3(const Pool* p) noexcept nogil:
+    """A 3x3 average, stride 1, padding 1, dividing by 9 everywhere: _pool.h's box
+    filter."""
+    return (p.mode == AVG_INCLUDE_PAD and p.kh == 3 and p.kw == 3 and p.sh == 1
+            and p.sw == 1 and p.ph == 1 and p.pw == 1)
+
+
+cdef inline void _box3_plane(const floating* x, const Pool* p, floating* y,
+                             double* rows) noexcept nogil:
+    if floating is float:
+        fastbn_box3_float(x, p.H, p.W, y, rows)
+    else:
+        fastbn_box3_double(x, p.H, p.W, y, rows)
+
+
 cdef inline Mode _avg_mode(int mode) noexcept nogil:
     return ADAPTIVE if mode == 2 else (AVG_INCLUDE_PAD if mode == 1 else AVG_EXCLUDE_PAD)
 
@@ -410,8 +446,13 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple k
     cdef const floating* xp = &x[0, 0, 0]
     cdef floating* yp = &y[0, 0, 0]
     cdef int nt = _threads(P * plane, nthreads)
+    cdef bint box = _box3(&pl)
+    cdef double[:, ::1] rows = np.empty((nt, plane if box else 1))
     with nogil:
         for u in prange(P, schedule='static', num_threads=nt):
+            if box:
+                _box3_plane(xp + u * plane, &pl, yp + u * L, &rows[threadid(), 0])
+                continue
             for oh in range(pl.OH):
                 for ow in range(pl.OW):
                     win = _window(&pl, oh, ow)
@@ -435,8 +476,13 @@ def avg_pool_backward(const floating[:, :, ::1] dy, floating[:, :, ::1] dx, tupl
     cdef const floating* dyp = &dy[0, 0, 0]
     cdef floating* dxp = &dx[0, 0, 0]
     cdef int nt = _threads(P * plane, nthreads)
+    cdef bint box = _box3(&pl)  # the box filter is its own adjoint
+    cdef double[:, ::1] rows = np.empty((nt, plane if box else 1))
     with nogil:
         for u in prange(P, schedule='static', num_threads=nt):
+            if box:
+                _box3_plane(dyp + u * L, &pl, dxp + u * plane, &rows[threadid(), 0])
+                continue
             for i in range(plane):
                 dxp[u * plane + i] = 0
             for oh in range(pl.OH):

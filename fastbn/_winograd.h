@@ -1,171 +1,281 @@
-/* Winograd F(2x2, 3x3) tile transforms of _winograd.pyx, one row of tiles at
-   a time (C for `omp simd` and the runtime dispatch of _dispatch.h).  Tile t
-   of a row is column t of every one of the 16 transformed rows:
-   v[k * stride + t], k = 4 i + j.  A row of 16 tiles or more (planes of 32
-   pixels) fills AVX-512 vectors; the 7 tiles of a 14x14 plane run scalar, at
-   about 10 cycles a tile.  Each loop is written once, for float and double,
-   by FASTBN_WINOGRAD_LOOPS. */
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3) tile transforms of _winograd.pyx (C for
+   `omp simd` and the runtime dispatch of _dispatch.h), per image.
+
+   An F(m x m, 3x3) tile is a x a inputs (a = m + 2) for m x m outputs.  Each
+   transform is separable, a 1-D transform along the columns of a tile and one
+   along its rows, and here each 1-D pass runs over every tile of a plane at
+   once, on arrays where the tiles' values lie contiguous: so every loop is a
+   long unit-stride loop that the compiler vectorizes (16 floats per AVX-512
+   instruction), whatever the plane's width.
+
+   Input (B^T d B): the padded plane is split into m x a "phase" planes,
+   P[r][j][s][q] = padded[s m + r][q m + j] (r < m, j < a, s <= TH, q < TW),
+   so that value (i, j) of tile (ty, tx) is P[i mod m][j][ty + i div m][tx]:
+   a fixed offset from the tile's own index ty TW + tx.  The row pass reads P
+   at those offsets; the column pass before it runs over whole phase planes.
+   Output (A^T M A) and gradient (A g A^T) passes run over the tiles of a
+   plane likewise, then interleave (or de-interleave) the m x m phases of the
+   output plane.
+
+   Layouts (tile index contiguous, as the GEMMs of _winograd.pyx want them):
+   V[k][c][col + tile] and M[k][o][col + tile], k = a i + j < a^2, with
+   `cols` tiles per row (a chunk of images); one image's tiles start at col.
+   Each function is written once for float and double and for m = 2 and 4
+   (FASTBN_WINOGRAD_LOOPS); a call's `m` picks the pair. */
 #ifndef FASTBN_WINOGRAD_H
 #define FASTBN_WINOGRAD_H
 #include <string.h>
 #include "_dispatch.h"
 
-/* An (H, W) plane padded by (ph, pw) and its 2x2 output tiles. */
+/* Channels the input transform handles at once: one AVX-512 vector of floats. */
+#define FASTBN_WINO_LANES 16
+
 typedef struct {
     ptrdiff_t H, W, ph, pw;    /* input plane, and its padding */
-    ptrdiff_t OH, OW, TH, TW;  /* output plane, and its tiles */
-    ptrdiff_t T, PW;           /* tiles per plane; values in a padded row */
+    ptrdiff_t OH, OW;          /* output plane */
+    ptrdiff_t m, a;            /* output tile side (2 or 4); input tile side m + 2 */
+    ptrdiff_t TH, TW, T;       /* tiles: rows, columns, per plane */
+    ptrdiff_t Cp, Op;          /* input and output channels, padded to a multiple of
+                                  the lanes: the rows of V and of the products */
     ptrdiff_t nb, cols;        /* images per chunk; tiles per chunk: a V or M row */
 } fastbn_tiles;
 
-#define FASTBN_WINOGRAD_LOOPS(T)                                                       \
-/* even[k] = src[2k], odd[k] = src[2k + 1] for k < n. */                            \
-static inline void fastbn_winograd_split_##T(                             \
-        const T* FASTBN_RESTRICT src, ptrdiff_t n, T* FASTBN_RESTRICT even,          \
-        T* FASTBN_RESTRICT odd) {                                                    \
-    FASTBN_SIMD                                                                     \
-    for (ptrdiff_t k = 0; k < n; k++) {                                             \
-        even[k] = src[2 * k];                                                       \
-        odd[k] = src[2 * k + 1];                                                    \
-    }                                                                               \
-}                                                                                   \
-                                                                                    \
-/* v = B^T d B for the n tiles whose 4x4 inputs d are on padded rows r0..r3:    \
-   each row holds its even columns, then (from `half` on) its odd ones, so     \
-   tile t's columns are r[t], r[half + t], r[t + 1], r[half + t + 1]. */       \
-static inline void fastbn_winograd_in_##T(                                \
-        const T* r0, const T* r1, const T* r2, const T* r3, ptrdiff_t half,          \
-        ptrdiff_t n, T* FASTBN_RESTRICT v, ptrdiff_t stride) {                       \
-    FASTBN_SIMD                                                                     \
-    for (ptrdiff_t t = 0; t < n; t++) {                                             \
-        T a[4] = {r0[t], r0[half + t], r0[t + 1], r0[half + t + 1]};               \
-        T b[4] = {r1[t], r1[half + t], r1[t + 1], r1[half + t + 1]};               \
-        T c[4] = {r2[t], r2[half + t], r2[t + 1], r2[half + t + 1]};               \
-        T d[4] = {r3[t], r3[half + t], r3[t + 1], r3[half + t + 1]};               \
-        T e[4][4];                                                                  \
-        for (int j = 0; j < 4; j++) { /* B^T d: rows */                             \
-            e[0][j] = a[j] - c[j];                                                  \
-            e[1][j] = b[j] + c[j];                                                  \
-            e[2][j] = c[j] - b[j];                                                  \
-            e[3][j] = b[j] - d[j];                                                  \
+/* Values of scratch each function below needs (per thread). */
+static inline ptrdiff_t fastbn_winograd_input_scratch(const fastbn_tiles* t) {
+    return ((t->TH * t->m + 2) * (t->TW * t->m + 2) + t->a * t->a * t->TW)
+           * FASTBN_WINO_LANES;
+}
+static inline ptrdiff_t fastbn_winograd_output_scratch(const fastbn_tiles* t) {
+    ptrdiff_t lanes = t->m * (t->a + t->m) * t->TW * FASTBN_WINO_LANES;
+    ptrdiff_t grads = t->m * (t->a + t->m) * t->T;
+    return lanes > grads ? lanes : grads;
+}
+
+/* The 1-D transforms of F(2x2, 3x3) (Lavin & Gray 2016): B^T (4 x 4), A^T (2 x 4),
+   and A (4 x 2) for the gradient; x and y are distinct arrays. */
+#define FASTBN_WINO2_BT(d, v) do {                                                  \
+    v[0] = d[0] - d[2]; v[1] = d[1] + d[2]; v[2] = d[2] - d[1]; v[3] = d[1] - d[3]; \
+} while (0)
+#define FASTBN_WINO2_AT(q, y) do {                                                  \
+    y[0] = q[0] + q[1] + q[2]; y[1] = q[1] - q[2] - q[3];                           \
+} while (0)
+#define FASTBN_WINO2_A(g, v) do {                                                   \
+    v[0] = g[0]; v[1] = g[0] + g[1]; v[2] = g[0] - g[1]; v[3] = -g[1];              \
+} while (0)
+/* F(4x4, 3x3), interpolation points 0, +-1, +-2 and infinity. */
+#define FASTBN_WINO4_BT(d, v) do {                                                  \
+    v[0] = 4 * d[0] - 5 * d[2] + d[4];                                              \
+    v[1] = d[3] + d[4] - 4 * (d[1] + d[2]);                                         \
+    v[2] = d[4] - d[3] + 4 * (d[1] - d[2]);                                         \
+    v[3] = d[4] - d[2] + 2 * (d[3] - d[1]);                                         \
+    v[4] = d[4] - d[2] + 2 * (d[1] - d[3]);                                         \
+    v[5] = 4 * d[1] - 5 * d[3] + d[5];                                              \
+} while (0)
+#define FASTBN_WINO4_AT(q, y) do {                                                  \
+    y[0] = q[0] + (q[1] + q[2]) + (q[3] + q[4]);                                    \
+    y[1] = (q[1] - q[2]) + 2 * (q[3] - q[4]);                                       \
+    y[2] = (q[1] + q[2]) + 4 * (q[3] + q[4]);                                       \
+    y[3] = (q[1] - q[2]) + 8 * (q[3] - q[4]) + q[5];                                \
+} while (0)
+#define FASTBN_WINO4_A(g, v) do {                                                   \
+    v[0] = g[0];                                                                    \
+    v[1] = (g[0] + g[2]) + (g[1] + g[3]);                                           \
+    v[2] = (g[0] + g[2]) - (g[1] + g[3]);                                           \
+    v[3] = (g[0] + 4 * g[2]) + 2 * (g[1] + 4 * g[3]);                               \
+    v[4] = (g[0] + 4 * g[2]) - 2 * (g[1] + 4 * g[3]);                               \
+    v[5] = g[3];                                                                    \
+} while (0)
+
+#define FASTBN_WINOGRAD_LOOPS(FT, M)                                                \
+/* V[k][col + tile][c] = (B^T d B)[k] for every tile of image x (C planes): rows of \
+   t->Cp values, channels padded to a multiple of FASTBN_WINO_LANES.  Lanes of      \
+   FASTBN_WINO_LANES channels at a time: their padded planes transposed to          \
+   X[row][column][lane], then for each row of tiles B^T along the rows (into Hb)    \
+   and along the columns (into V), every loop over the lanes: whole vectors,        \
+   whatever the plane's size.  scratch: fastbn_winograd_input_scratch. */           \
+static FASTBN_DISPATCH void fastbn_winograd##M##_input_##FT(                        \
+        const FT* x, ptrdiff_t C, const fastbn_tiles* t, ptrdiff_t col, FT* scratch, \
+        FT* v) {                                                                    \
+    enum { A = M + 2, L = FASTBN_WINO_LANES };                                      \
+    const ptrdiff_t TW = t->TW, PR = t->TW * M + 2, Cp = t->Cp;                     \
+    const ptrdiff_t vs = t->cols * Cp;  /* between V's rows k */                    \
+    FT* X = scratch;                    /* (TH M + 2) x PR x L */                   \
+    FT* Hb = X + (t->TH * M + 2) * PR * L;  /* A x A x TW x L */                    \
+    for (ptrdiff_t c0 = 0; c0 < C; c0 += L) {                                       \
+        ptrdiff_t nc = C - c0 < L ? C - c0 : L;                                     \
+        ptrdiff_t rows = t->H < t->TH * M + 2 - t->ph ? t->H : t->TH * M + 2 - t->ph; \
+        ptrdiff_t w_end = t->W < PR - t->pw ? t->W : PR - t->pw;                    \
+        if (nc < L) {  /* lanes past C: zeros */                                    \
+            memset(X, 0, (t->TH * M + 2) * PR * L * sizeof(FT));                    \
+        } else {       /* the padding around the plane */                           \
+            memset(X, 0, t->ph * PR * L * sizeof(FT));                              \
+            memset(X + (t->ph + rows) * PR * L, 0,                                  \
+                   (t->TH * M + 2 - t->ph - rows) * PR * L * sizeof(FT));           \
+            for (ptrdiff_t r = 0; r < rows; r++) {                                  \
+                FT* row = X + (r + t->ph) * PR * L;                                 \
+                memset(row, 0, t->pw * L * sizeof(FT));                             \
+                memset(row + (t->pw + w_end) * L, 0, (PR - t->pw - w_end) * L * sizeof(FT)); \
+            }                                                                       \
         }                                                                           \
-        for (int i = 0; i < 4; i++) { /* (B^T d) B: columns */                      \
-            v[(4 * i + 0) * stride + t] = e[i][0] - e[i][2];                        \
-            v[(4 * i + 1) * stride + t] = e[i][1] + e[i][2];                        \
-            v[(4 * i + 2) * stride + t] = e[i][2] - e[i][1];                        \
-            v[(4 * i + 3) * stride + t] = e[i][1] - e[i][3];                        \
-        }                                                                           \
-    }                                                                               \
-}                                                                                   \
-                                                                                    \
-/* Rows y0, y1 (2 n values each) of the n output tiles A^T q A + bias. */          \
-static inline void fastbn_winograd_out_##T(                               \
-        const T* m, ptrdiff_t stride, ptrdiff_t n, T bias, T* FASTBN_RESTRICT y0,    \
-        T* FASTBN_RESTRICT y1) {                                                     \
-    FASTBN_SIMD                                                                     \
-    for (ptrdiff_t t = 0; t < n; t++) {                                             \
-        T q[4][4], e[2][4];                                                         \
-        for (int k = 0; k < 16; k++)                                                \
-            q[k / 4][k % 4] = m[k * stride + t];                                    \
-        for (int j = 0; j < 4; j++) { /* A^T q: rows */                             \
-            e[0][j] = q[0][j] + q[1][j] + q[2][j];                                  \
-            e[1][j] = q[1][j] - q[2][j] - q[3][j];                                  \
-        }                                                                           \
-        y0[2 * t] = e[0][0] + e[0][1] + e[0][2] + bias;                             \
-        y0[2 * t + 1] = e[0][1] - e[0][2] - e[0][3] + bias;                         \
-        y1[2 * t] = e[1][0] + e[1][1] + e[1][2] + bias;                             \
-        y1[2 * t + 1] = e[1][1] - e[1][2] - e[1][3] + bias;                         \
-    }                                                                               \
-}                                                                                   \
-                                                                                    \
-/* v = A g A^T for the n 2x2 output-gradient tiles on rows s0, s1 (tile t:     \
-   columns 2t, 2t + 1): the adjoint of fastbn_winograd_out. */                     \
-static inline void fastbn_winograd_grad_##T(                              \
-        const T* s0, const T* s1, ptrdiff_t n, T* FASTBN_RESTRICT v,                 \
-        ptrdiff_t stride) {                                                          \
-    FASTBN_SIMD                                                                     \
-    for (ptrdiff_t t = 0; t < n; t++) {                                             \
-        T a = s0[2 * t], b = s0[2 * t + 1], c = s1[2 * t], d = s1[2 * t + 1];       \
-        T p[4][2] = {{a, b}, {a + c, b + d}, {a - c, b - d}, {-c, -d}}; /* A g */   \
-        for (int i = 0; i < 4; i++) { /* (A g) A^T */                               \
-            v[(4 * i + 0) * stride + t] = p[i][0];                                  \
-            v[(4 * i + 1) * stride + t] = p[i][0] + p[i][1];                        \
-            v[(4 * i + 2) * stride + t] = p[i][0] - p[i][1];                        \
-            v[(4 * i + 3) * stride + t] = -p[i][1];                                 \
-        }                                                                           \
-    }                                                                               \
-}                                                                                   \
-                                                                                    \
-/* The row loops above over one image, one dispatched call per image: a 14x14    \
-   plane's rows of 7 tiles run scalar, and a dispatched call per row cost as much  \
-   again.  (Forcing the row loops inline into the AVX-512 clone was slower.)       \
-   v[k][c][col + tile] = (B^T d B)[k], c < C.  pad: (2 TH + 3) x PW, zero           \
-   outside the plane's place; its last row stages one padded input row, and         \
-   each padded row is kept as its even columns, then its odd ones. */               \
-static FASTBN_DISPATCH void fastbn_winograd_input_##T(                             \
-        const T* x, ptrdiff_t C, const fastbn_tiles* t, ptrdiff_t col, T* pad,      \
-        T* v) {                                                                     \
-    ptrdiff_t half = t->TW + 1, stride = C * t->cols;                               \
-    T* stage = pad + (2 * t->TH + 2) * t->PW;                                       \
-    for (ptrdiff_t c = 0; c < C; c++) {                                             \
-        for (ptrdiff_t r = 0; r < t->H; r++) {                                      \
-            T* dst = pad + (r + t->ph) * t->PW;                                     \
-            memcpy(stage + t->pw, x + (c * t->H + r) * t->W, t->W * sizeof(T));     \
-            fastbn_winograd_split_##T(stage, half, dst, dst + half);                \
-        }                                                                           \
+        for (ptrdiff_t r = 0; r < rows; r++)  /* the plane, transposed into lanes: */ \
+            for (ptrdiff_t l = 0; l < nc; l++) {  /* a row of X at a time, in L1 */ \
+                const FT* src = x + ((c0 + l) * t->H + r) * t->W;                   \
+                FT* dst = X + ((r + t->ph) * PR + t->pw) * L + l;                   \
+                for (ptrdiff_t w = 0; w < w_end; w++)                               \
+                    dst[w * L] = src[w];                                            \
+            }                                                                       \
         for (ptrdiff_t ty = 0; ty < t->TH; ty++) {                                  \
-            const T* row = pad + 2 * ty * t->PW;                                    \
-            fastbn_winograd_in_##T(row, row + t->PW, row + 2 * t->PW, row + 3 * t->PW, \
-                                   half, t->TW, v + c * t->cols + col + ty * t->TW, stride); \
+            for (int i = 0; i < A; i++) {  /* along the rows */                     \
+                const FT* row = X + (ty * M + i) * PR * L;                          \
+                for (ptrdiff_t q = 0; q < TW; q++) {                                \
+                    const FT* in = row + q * M * L;                                 \
+                    FT* FASTBN_RESTRICT out = Hb + (i * A * TW + q) * L;            \
+                    FASTBN_SIMD                                                     \
+                    for (ptrdiff_t l = 0; l < L; l++) {                             \
+                        FT d[A], e[A];                                              \
+                        for (int j = 0; j < A; j++)                                 \
+                            d[j] = in[j * L + l];                                   \
+                        FASTBN_WINO##M##_BT(d, e);                                  \
+                        for (int j = 0; j < A; j++)                                 \
+                            out[j * TW * L + l] = e[j];                             \
+                    }                                                               \
+                }                                                                   \
+            }                                                                       \
+            for (int j = 0; j < A; j++)  /* along the columns */                    \
+                for (ptrdiff_t q = 0; q < TW; q++) {                                \
+                    const FT* in = Hb + (j * TW + q) * L;                           \
+                    FT* FASTBN_RESTRICT out = v + j * vs + (col + ty * TW + q) * Cp + c0; \
+                    FASTBN_SIMD                                                     \
+                    for (ptrdiff_t l = 0; l < L; l++) {                             \
+                        FT d[A], e[A];                                              \
+                        for (int i = 0; i < A; i++)                                 \
+                            d[i] = in[i * A * TW * L + l];                          \
+                        FASTBN_WINO##M##_BT(d, e);                                  \
+                        for (int i = 0; i < A; i++)                                 \
+                            out[i * A * vs + l] = e[i];                             \
+                    }                                                               \
+                }                                                                   \
         }                                                                           \
     }                                                                               \
 }                                                                                   \
                                                                                     \
-/* y[o] = A^T m[:, o, col + tile] A + bias[o] (bias NULL: 0), o < O; a tile row    \
-   cut at OH or OW goes through rows (2 x 2 TW) first. */                          \
-static FASTBN_DISPATCH void fastbn_winograd_output_##T(                            \
-        const T* m, ptrdiff_t O, const fastbn_tiles* t, ptrdiff_t col,              \
-        const T* bias, T* y, T* rows) {                                             \
-    ptrdiff_t W2 = 2 * t->TW;                                                       \
+/* y[o] = A^T m[:, col + tile, o] A + bias[o] (bias NULL: 0), o < O, for every      \
+   tile of image y: m's rows k are cols x t->Op (outputs padded to a multiple of    \
+   the lanes).  Lanes of FASTBN_WINO_LANES outputs at a time, a row of tiles at a   \
+   time: A^T down the columns (into S), along the rows (into Yb), then each         \
+   output row gathered from its lane.  scratch: fastbn_winograd_output_scratch. */  \
+static FASTBN_DISPATCH void fastbn_winograd##M##_output_##FT(                       \
+        const FT* m, ptrdiff_t O, const fastbn_tiles* t, ptrdiff_t col,             \
+        const FT* bias, FT* y, FT* scratch) {                                       \
+    enum { A = M + 2, L = FASTBN_WINO_LANES };                                      \
+    const ptrdiff_t TW = t->TW, Op = t->Op, ms = t->cols * Op;                      \
+    FT* S = scratch;              /* S[r][j][q][lane] */                            \
+    FT* Yb = S + M * A * TW * L;  /* Yb[r][q M + p][lane]: a row of tiles' outputs */ \
+    FT b[L];                                                                        \
+    for (ptrdiff_t o0 = 0; o0 < O; o0 += L) {                                       \
+        ptrdiff_t no = O - o0 < L ? O - o0 : L;                                     \
+        for (ptrdiff_t l = 0; l < L; l++)                                           \
+            b[l] = bias != NULL && l < no ? bias[o0 + l] : (FT)0;                   \
+        for (ptrdiff_t ty = 0; ty < t->TH; ty++) {                                  \
+            for (int j = 0; j < A; j++)                                             \
+                for (ptrdiff_t q = 0; q < TW; q++) {                                \
+                    const FT* in = m + j * ms + (col + ty * TW + q) * Op + o0;      \
+                    FT* FASTBN_RESTRICT out = S + (j * TW + q) * L;                 \
+                    FASTBN_SIMD                                                     \
+                    for (ptrdiff_t l = 0; l < L; l++) {                             \
+                        FT d[A], e[M];                                              \
+                        for (int i = 0; i < A; i++)                                 \
+                            d[i] = in[i * A * ms + l];                              \
+                        FASTBN_WINO##M##_AT(d, e);                                  \
+                        for (int r = 0; r < M; r++)                                 \
+                            out[r * A * TW * L + l] = e[r];                         \
+                    }                                                               \
+                }                                                                   \
+            for (int r = 0; r < M; r++)                                             \
+                for (ptrdiff_t q = 0; q < TW; q++) {                                \
+                    const FT* in = S + (r * A * TW + q) * L;                        \
+                    FT* FASTBN_RESTRICT out = Yb + (r * TW + q) * M * L;            \
+                    FASTBN_SIMD                                                     \
+                    for (ptrdiff_t l = 0; l < L; l++) {                             \
+                        FT d[A], e[M];                                              \
+                        for (int j = 0; j < A; j++)                                 \
+                            d[j] = in[j * TW * L + l];                              \
+                        FASTBN_WINO##M##_AT(d, e);                                  \
+                        for (int p = 0; p < M; p++)                                 \
+                            out[p * L + l] = e[p] + b[l];                           \
+                    }                                                               \
+                }                                                                   \
+            for (ptrdiff_t l = 0; l < no; l++)                                      \
+                for (int r = 0; r < M && ty * M + r < t->OH; r++) {                 \
+                    FT* FASTBN_RESTRICT dst = y + ((o0 + l) * t->OH + ty * M + r) * t->OW; \
+                    const FT* src = Yb + r * TW * M * L + l;                        \
+                    for (ptrdiff_t c = 0; c < t->OW; c++)                           \
+                        dst[c] = src[c * L];                                        \
+                }                                                                   \
+        }                                                                           \
+    }                                                                               \
+}                                                                                   \
+                                                                                    \
+/* d[k][o][col + tile] = (A g A^T)[k] for every m x m tile g of image dy (zero      \
+   past its edges), o < O: the adjoint of the output transform.                     \
+   scratch: fastbn_winograd_output_scratch. */                                      \
+static FASTBN_DISPATCH void fastbn_winograd##M##_grads_##FT(                        \
+        const FT* dy, ptrdiff_t O, const fastbn_tiles* t, ptrdiff_t col, FT* scratch, \
+        FT* d) {                                                                    \
+    enum { A = M + 2 };                                                             \
+    const ptrdiff_t Tn = t->T, TW = t->TW, ds = O * t->cols;                        \
+    FT* G = scratch;             /* G[r][p][tile]: the gradient, by phase */        \
+    FT* E = G + M * M * Tn;      /* E[r][j][tile]: A applied along the rows */      \
+    ptrdiff_t full = t->OW / M;                                                     \
     for (ptrdiff_t o = 0; o < O; o++) {                                             \
-        T b = bias != NULL ? bias[o] : (T)0;                                        \
-        for (ptrdiff_t ty = 0; ty < t->TH; ty++) {                                  \
-            T* y0 = y + (o * t->OH + 2 * ty) * t->OW;                               \
-            int cut = W2 != t->OW || 2 * ty + 1 == t->OH;                           \
-            fastbn_winograd_out_##T(m + o * t->cols + col + ty * t->TW, O * t->cols, \
-                                    t->TW, b, cut ? rows : y0,                      \
-                                    cut ? rows + W2 : y0 + t->OW);                  \
-            if (cut) {                                                              \
-                memcpy(y0, rows, t->OW * sizeof(T));                                \
-                if (2 * ty + 1 < t->OH)                                             \
-                    memcpy(y0 + t->OW, rows + W2, t->OW * sizeof(T));               \
+        for (ptrdiff_t ty = 0; ty < t->TH; ty++) {  /* de-interleave the phases */  \
+            for (int r = 0; r < M; r++) {                                           \
+                FT* FASTBN_RESTRICT dst = G + r * M * Tn + ty * TW;                 \
+                if (ty * M + r >= t->OH) {                                          \
+                    for (int p = 0; p < M; p++)                                     \
+                        memset(dst + p * Tn, 0, TW * sizeof(FT));                   \
+                    continue;                                                       \
+                }                                                                   \
+                const FT* src = dy + (o * t->OH + ty * M + r) * t->OW;              \
+                for (ptrdiff_t tx = 0; tx < full; tx++)                             \
+                    for (int p = 0; p < M; p++)                                     \
+                        dst[p * Tn + tx] = src[tx * M + p];                         \
+                for (ptrdiff_t c = full * M; c < TW * M; c++)                       \
+                    dst[(c % M) * Tn + c / M] = c < t->OW ? src[c] : (FT)0;         \
+            }                                                                       \
+        }                                                                           \
+        for (int r = 0; r < M; r++) {                                               \
+            const FT* in = G + r * M * Tn;                                          \
+            FT* FASTBN_RESTRICT out = E + r * A * Tn;                               \
+            FASTBN_SIMD                                                             \
+            for (ptrdiff_t g = 0; g < Tn; g++) {                                    \
+                FT q[M], e[A];                                                      \
+                for (int p = 0; p < M; p++)                                         \
+                    q[p] = in[p * Tn + g];                                          \
+                FASTBN_WINO##M##_A(q, e);                                           \
+                for (int j = 0; j < A; j++)                                         \
+                    out[j * Tn + g] = e[j];                                         \
+            }                                                                       \
+        }                                                                           \
+        for (int j = 0; j < A; j++) {                                               \
+            const FT* in = E + j * Tn;                                              \
+            FT* FASTBN_RESTRICT out = d + j * ds + o * t->cols + col;               \
+            FASTBN_SIMD                                                             \
+            for (ptrdiff_t g = 0; g < Tn; g++) {                                    \
+                FT q[M], e[A];                                                      \
+                for (int r = 0; r < M; r++)                                         \
+                    q[r] = in[r * A * Tn + g];                                      \
+                FASTBN_WINO##M##_A(q, e);                                           \
+                for (int i = 0; i < A; i++)                                         \
+                    out[i * A * ds + g] = e[i];                                     \
             }                                                                       \
         }                                                                           \
     }                                                                               \
-}                                                                                   \
-                                                                                    \
-/* d[k][o][col + tile] = (A g A^T)[k] for every 2x2 tile g of image dy, o < O: the \
-   adjoint of fastbn_winograd_output.  Planes with an odd side go through pad      \
-   (2 TH x 2 TW, zero outside the plane's place). */                               \
-static FASTBN_DISPATCH void fastbn_winograd_grads_##T(                             \
-        const T* dy, ptrdiff_t O, const fastbn_tiles* t, ptrdiff_t col, T* pad,     \
-        T* d) {                                                                     \
-    ptrdiff_t W2 = 2 * t->TW;                                                       \
-    int even = W2 == t->OW && 2 * t->TH == t->OH;                                   \
-    for (ptrdiff_t o = 0; o < O; o++) {                                             \
-        const T* s = dy + o * t->OH * t->OW;                                        \
-        if (!even) {                                                                \
-            for (ptrdiff_t r = 0; r < t->OH; r++)                                   \
-                memcpy(pad + r * W2, s + r * t->OW, t->OW * sizeof(T));             \
-            s = pad;                                                                \
-        }                                                                           \
-        for (ptrdiff_t ty = 0; ty < t->TH; ty++)                                    \
-            fastbn_winograd_grad_##T(s + 2 * ty * W2, s + (2 * ty + 1) * W2, t->TW, \
-                                     d + o * t->cols + col + ty * t->TW, O * t->cols); \
-    }                                                                               \
 }
 
-FASTBN_WINOGRAD_LOOPS(float)
-FASTBN_WINOGRAD_LOOPS(double)
+FASTBN_WINOGRAD_LOOPS(float, 2)
+FASTBN_WINOGRAD_LOOPS(double, 2)
+FASTBN_WINOGRAD_LOOPS(float, 4)
+FASTBN_WINOGRAD_LOOPS(double, 4)
 
 #endif

@@ -299,23 +299,29 @@ def _weight_parts(N, columns_per_image):
     return max(1, min(N, _WEIGHT_PARTS, N * columns_per_image // _PART_COLUMNS))
 
 
-_ALGORITHMS = ("auto", "im2col", "winograd")
+_ALGORITHMS = ("auto", "im2col", "winograd", "winograd4")
 # Winograd's tile transforms cost per channel, its GEMMs save per channel pair:
 # measured here, 8 -> 16 channels on 28x28 is 16% faster by Winograd over a
 # forward and both gradients, 1 -> 32 (a first layer on grey images) 3-5x
 # slower.
 _WINOGRAD_MIN_CHANNELS = 8
-# F(2x2, 3x3): U = G g G^T for a 3x3 filter g (fastbn/_winograd.pyx), as one
-# product over all filters: U.ravel() = kron(G, G) @ g.ravel()
-_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-_WINOGRAD_GG = np.kron(_WINOGRAD_G, _WINOGRAD_G)
+# U = G g G^T for a 3x3 filter g (fastbn/_winograd.pyx), as one product over all
+# filters: U.ravel() = kron(G, G) @ g.ravel().  F(2x2, 3x3) and F(4x4, 3x3)
+# (interpolation points 0, +-1, +-2), by output tile side m.
+_WINOGRAD_G = {2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+               4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                            [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])}
+_WINOGRAD_GG = {m: np.kron(g, g) for m, g in _WINOGRAD_G.items()}
+_WINOGRAD_NAMES = {2: "winograd", 4: "winograd4"}
 
 
-def _winograd_filters(weight):
-    """(O, C, 3, 3) filters -> (16, O, C) transformed ones, computed in float64."""
+def _winograd_filters(weight, m):
+    """(O, C, 3, 3) filters -> ((m + 2)^2, C, O) transformed ones (each transposed, as
+    fastbn/_winograd.pyx wants them), computed in float64."""
     O, C = weight.shape[:2]
-    u = matmul(_WINOGRAD_GG, weight.reshape(O * C, 9).astype(np.float64), transpose_b=True)
-    return u.reshape(16, O, C).astype(weight.dtype, copy=False)
+    u = matmul(_WINOGRAD_GG[m], weight.transpose(1, 0, 2, 3).reshape(C * O, 9)
+               .astype(np.float64), transpose_b=True)
+    return u.reshape((m + 2) ** 2, C, O).astype(weight.dtype, copy=False)
 
 
 class _ConvArgs:
@@ -347,19 +353,20 @@ class _ConvArgs:
         self.winograd = self._pick_winograd(algorithm, op)
 
     def _pick_winograd(self, algorithm, op):
-        """Whether to run Winograd F(2x2, 3x3): for 3x3, stride 1, dilation 1, one
-        group and padding <= 2 (then the input's gradient is one too); by
-        default only with enough input and output channels."""
+        """The output tile side m of Winograd F(m x m, 3x3) to run, or 0 for im2col.
+        Winograd needs 3x3, stride 1, dilation 1, one group and padding <= 2 (then
+        the input's gradient is one too); by default only with enough input and
+        output channels."""
         if algorithm not in _ALGORITHMS:
             raise ValueError(f"{op}: algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
         fits = (self.kernel == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
                 and self.groups == 1 and max(self.padding) <= 2)
-        if algorithm == "winograd" and not fits:
-            raise ValueError(f"{op}: algorithm='winograd' needs a 3x3 kernel, stride 1, "
+        if algorithm.startswith("winograd") and not fits:
+            raise ValueError(f"{op}: algorithm={algorithm!r} needs a 3x3 kernel, stride 1, "
                              "dilation 1, groups 1 and padding <= 2")
         if algorithm == "auto":
-            return fits and min(self.weight.shape[:2]) >= _WINOGRAD_MIN_CHANNELS
-        return algorithm == "winograd"
+            return 4 if fits and min(self.weight.shape[:2]) >= _WINOGRAD_MIN_CHANNELS else 0
+        return {"im2col": 0, **{v: k for k, v in _WINOGRAD_NAMES.items()}}[algorithm]
 
     @property
     def identity(self):
@@ -416,7 +423,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     if a.winograd:
         y = np.empty((N, O) + a.out, dtype=a.x.dtype)
         if y.size:
-            _winograd.forward(a.x, _winograd_filters(a.weight), bias, y, *a.padding,
+            _winograd.forward(a.x, _winograd_filters(a.weight, a.winograd), bias, y, *a.padding,
                               get_num_threads())
         return y, None
     cols = (a.x.reshape(N, a.x.shape[1], a.L) if a.identity else
@@ -453,18 +460,20 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
         if dy.size:
             _core.channel_sums(dy.reshape(N, O, a.L), dbias, get_num_threads())
         dbias = dbias.astype(dy.dtype)
-    if a.winograd:
+    m = a.winograd
+    if m:
         if need_input:
             dx = conv2d_forward(dy, a.weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1],
                                 padding=(2 - a.padding[0], 2 - a.padding[1]),
-                                algorithm="winograd")[0]
+                                algorithm=_WINOGRAD_NAMES[m])[0]
         if need_weight:
-            tiles = ((a.out[0] + 1) // 2) * ((a.out[1] + 1) // 2)
-            parts = np.zeros((_weight_parts(N, tiles), 16, O, a.x.shape[1]), dtype=a.x.dtype)
+            tiles = ((a.out[0] + m - 1) // m) * ((a.out[1] + m - 1) // m)
+            parts = np.zeros((_weight_parts(N, tiles), (m + 2) ** 2, O, a.x.shape[1]),
+                             dtype=a.x.dtype)
             if N and a.L:
                 _winograd.weight_grad(dy, a.x, parts, *a.padding, get_num_threads())
-            du = parts.sum(axis=0, dtype=np.float64).reshape(16, -1)
-            dweight = matmul(du, _WINOGRAD_GG, transpose_a=True)
+            du = parts.sum(axis=0, dtype=np.float64).reshape((m + 2) ** 2, -1)
+            dweight = matmul(du, _WINOGRAD_GG[m], transpose_a=True)
             dweight = dweight.reshape(a.weight.shape).astype(a.x.dtype, copy=False)
         return dx, dweight, dbias
     wg = a.grouped_weight()

@@ -218,7 +218,7 @@ def test_conv_noncontiguous_input():
     np.testing.assert_allclose(y, ref_conv(x, w, None, 1, 1, 1, 1), rtol=1e-10, atol=1e-10)
 
 
-# ---------------------------------------------------------------- conv2d by Winograd F(2x2, 3x3)
+# ---------------------------------------------- conv2d by Winograd F(2x2, 3x3) and F(4x4, 3x3)
 
 WINOGRAD_CASES = [
     # (N, C, H, W, O, padding)
@@ -229,43 +229,56 @@ WINOGRAD_CASES = [
     (4, 2, 3, 3, 2, 2),
     (5, 16, 14, 14, 12, 1),     # several images per chunk, chunks cut at N
     (20, 2, 30, 29, 3, 1),      # weight parts of two chunks each
+    (2, 35, 9, 10, 17, 1),      # more than one block of 16 channels, each side
 ]
+WINOGRADS = ["winograd", "winograd4"]
 
 
+def _winograd_tol(dtype, algorithm, ref):
+    """F(4x4, 3x3) in float32 errs up to about 1e-5 of the result's largest magnitude
+    (benchmarks/winograd_error.py; F(2x2) and im2col: 5e-7): allowed 3e-5 of it."""
+    if dtype == np.float32 and algorithm == "winograd4":
+        return dict(rtol=1e-4, atol=3e-5 * float(np.abs(ref).max()))
+    return _tol(dtype)
+
+
+@pytest.mark.parametrize("algorithm", WINOGRADS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", WINOGRAD_CASES)
-def test_winograd_matches_loops(case, dtype):
+def test_winograd_matches_loops(case, dtype, algorithm):
     N, C, H, W, O, p = case
     rng = np.random.default_rng(hash(case) % 2**32)
     x, w, b = _rand(rng, (N, C, H, W), dtype), _rand(rng, (O, C, 3, 3), dtype), _rand(rng, O, dtype)
-    y, cols = K.conv2d_forward(x, w, b, 1, p, algorithm="winograd")
+    y, cols = K.conv2d_forward(x, w, b, 1, p, algorithm=algorithm)
     assert cols is None and y.dtype == dtype
-    np.testing.assert_allclose(y, ref_conv(x, w, b, 1, p, 1, 1), **_tol(dtype))
+    ref = ref_conv(x, w, b, 1, p, 1, 1)
+    np.testing.assert_allclose(y, ref, **_winograd_tol(dtype, algorithm, ref))
     dy = _rand(rng, y.shape, dtype)
-    got = K.conv2d_backward(dy, x, w, None, 1, p, algorithm="winograd")
+    got = K.conv2d_backward(dy, x, w, None, 1, p, algorithm=algorithm)
     refs = ref_conv_backward(dy.astype(np.float64), x.astype(np.float64),
                              w.astype(np.float64), 1, p, 1, 1)
     for a, r in zip(got, refs):
         assert a.dtype == dtype
-        np.testing.assert_allclose(a, r, **_tol(dtype))
+        np.testing.assert_allclose(a, r, **_winograd_tol(dtype, algorithm, r))
     dx, dw, db = K.conv2d_backward(dy, x, w, None, 1, p, need_input=False, need_bias=False,
-                                   algorithm="winograd")
+                                   algorithm=algorithm)
     assert dx is None and db is None
     np.testing.assert_array_equal(dw, got[1])
-    dx, dw, _ = K.conv2d_backward(dy, x, w, None, 1, p, need_weight=False, algorithm="winograd")
+    dx, dw, _ = K.conv2d_backward(dy, x, w, None, 1, p, need_weight=False, algorithm=algorithm)
     assert dw is None
     np.testing.assert_array_equal(dx, got[0])
 
 
-def test_winograd_finite_differences():
+@pytest.mark.parametrize("algorithm", WINOGRADS)
+def test_winograd_finite_differences(algorithm):
     rng = np.random.default_rng(10)
     x, w, b = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((2, 3, 3, 3)), rng.standard_normal(2)
 
     def conv(x, w, b):
-        return K.conv2d_forward(x, w, b, 1, 1, algorithm="winograd")[0]
+        return K.conv2d_forward(x, w, b, 1, 1, algorithm=algorithm)[0]
 
     dy = rng.standard_normal(conv(x, w, b).shape)
-    dx, dw, db = K.conv2d_backward(dy, x, w, None, 1, 1, algorithm="winograd")
+    dx, dw, db = K.conv2d_backward(dy, x, w, None, 1, 1, algorithm=algorithm)
     tol = {"rtol": 1e-6, "atol": 1e-7}
     np.testing.assert_allclose(dx, _fd_grad(lambda v: conv(v, w, b), x, dy), **tol)
     np.testing.assert_allclose(dw, _fd_grad(lambda v: conv(x, v, b), w, dy), **tol)
@@ -280,8 +293,9 @@ def test_conv_algorithm_choice():
     assert K.conv2d_forward(x8[:, :3], w8[:, :3], padding=1)[1] is not None  # too few channels
     assert K.conv2d_forward(x8, w8, stride=2, padding=1)[1] is not None     # does not apply
     for kwargs in ({"stride": 2}, {"dilation": 2}, {"padding": 3}):
-        with pytest.raises(ValueError, match="winograd"):
-            K.conv2d_forward(x8, w8, algorithm="winograd", **kwargs)
+        for algorithm in WINOGRADS:
+            with pytest.raises(ValueError, match=algorithm):
+                K.conv2d_forward(x8, w8, algorithm=algorithm, **kwargs)
     with pytest.raises(ValueError, match="winograd"):
         K.conv2d_forward(x8, w8[:, :, :2], algorithm="winograd")
     with pytest.raises(ValueError, match="winograd"):
@@ -324,6 +338,9 @@ POOL_CASES = [
     ((1, 3, 8, 9), (3, 2), (2, 1), (1, 1)),
     ((2, 1, 5, 5), (2, 4), (3, 1), (1, 2)),
     ((1, 2, 4, 4), 4, 1, 2),
+    ((2, 3, 7, 6), 3, 1, 1),    # 3x3 stride 1 padding 1: its own paths (box filter)
+    ((1, 2, 1, 5), 3, 1, 1),
+    ((1, 1, 2, 3), 3, 1, 1),
 ]
 
 
@@ -372,6 +389,31 @@ def test_max_pool_2x2_ties_nans_infs(shape, dtype):
     W = shape[3]
     for n, c, oh, ow in np.ndindex(y.shape):
         taps = [(2 * oh + i) * W + 2 * ow + j for i in (0, 1) for j in (0, 1)]
+        vals = x[n, c].reshape(-1)[taps]
+        nans = [t for t, v in zip(taps, vals) if np.isnan(v)]
+        want = nans[-1] if nans else taps[int(np.argmax(vals))]  # argmax: first maximum
+        assert idx[n, c, oh, ow] == want
+        np.testing.assert_array_equal(y[n, c, oh, ow], x[n, c].reshape(-1)[want])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2), (2, 3, 15, 14),
+                                   (1, 1, 1, 1), (1, 1, 1, 5), (2, 2, 7, 7), (1, 1, 4, 3)])
+def test_max_pool_3x3_ties_nans_infs(shape, stride, dtype):
+    """Kernel 3 padding 1, stride 1 or 2 (the inception modules' pooling: its own
+    path, rows then columns): ties, -inf, +inf and NaNs, checked against a plain loop
+    over the taps inside the image."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(-3, 3, shape).astype(dtype)
+    flat = x.reshape(-1)
+    for v, frac in ((-np.inf, 0.05), (np.inf, 0.03), (np.nan, 0.08)):
+        flat[rng.random(flat.size) < frac] = v
+    y, idx = K.max_pool2d_forward(x, 3, stride, 1)
+    H, W = shape[2:]
+    for n, c, oh, ow in np.ndindex(y.shape):
+        taps = [h * W + w for h in range(oh * stride - 1, oh * stride + 2)
+                for w in range(ow * stride - 1, ow * stride + 2) if 0 <= h < H and 0 <= w < W]
         vals = x[n, c].reshape(-1)[taps]
         nans = [t for t, v in zip(taps, vals) if np.isnan(v)]
         want = nans[-1] if nans else taps[int(np.argmax(vals))]  # argmax: first maximum
@@ -434,9 +476,11 @@ def test_same_bits_at_one_and_two_threads():
             y, cols = K.conv2d_forward(x, w, b, 1, 1, 1, 2)
             dy = np.cos(y)
             out = [y, *K.conv2d_backward(dy, x, w, cols, 1, 1, 1, 2)]
-            y, _ = K.conv2d_forward(x, w[:, :2].repeat(3, 1), b, padding=1, algorithm="winograd")
-            out += [y, *K.conv2d_backward(np.cos(y), x, w[:, :2].repeat(3, 1), None, padding=1,
-                                          algorithm="winograd")]
+            for algorithm in WINOGRADS:
+                y, _ = K.conv2d_forward(x, w[:, :2].repeat(3, 1), b, padding=1,
+                                        algorithm=algorithm)
+                out += [y, *K.conv2d_backward(np.cos(y), x, w[:, :2].repeat(3, 1), None,
+                                              padding=1, algorithm=algorithm)]
             ym, idx = K.max_pool2d_forward(x, 3, 2, 1)
             out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
             ya = K.avg_pool2d_forward(x, 3, 2, 1, False)
@@ -459,7 +503,7 @@ def test_python_threads_at_once():
         y, cols = K.conv2d_forward(x, w, None, padding=1, algorithm=algorithm)
         return [y, *K.conv2d_backward(dy, x, w, cols, padding=1, algorithm=algorithm)]
 
-    algorithms = ["winograd", "im2col", "winograd", "im2col"]
+    algorithms = ["winograd", "im2col", "winograd4", "im2col"]
     expected = {a: run(a) for a in set(algorithms)}
     barrier, failures = threading.Barrier(len(algorithms)), []
 
@@ -477,7 +521,8 @@ def test_empty_batch():
     x = np.zeros((0, 3, 5, 5))
     for w, p, algorithm in ((np.ones((4, 3, 1, 1)), 0, "auto"),  # 1x1: no im2col
                             (np.ones((4, 3, 3, 3)), 1, "im2col"),
-                            (np.ones((4, 3, 3, 3)), 1, "winograd")):
+                            (np.ones((4, 3, 3, 3)), 1, "winograd"),
+                            (np.ones((4, 3, 3, 3)), 1, "winograd4")):
         y, cols = K.conv2d_forward(x, w, np.ones(4), padding=p, algorithm=algorithm)
         assert y.shape == (0, 4, 5, 5)
         dx, dw, db = K.conv2d_backward(y, x, w, cols, padding=p, algorithm=algorithm)

@@ -24,6 +24,7 @@ API = ROOT / "docs" / "api"
 EXTRA_PUBLIC = {
     "fastbn.distributed": "imported on its own (`from fastbn import distributed`): it needs mpi4py",
     "fastbn.checkpoint": "saving and loading training state",
+    "fastbn.models": "imported on its own (`from fastbn import models`), as torchvision.models",
 }
 # Modules under a public package that are neither documented nor plain implementation
 # modules, and why.

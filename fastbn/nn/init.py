@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import random as _random
 
-__all__ = ["calculate_gain", "uniform_", "zeros_", "ones_", "constant_", "kaiming_uniform_",
-           "_calculate_fan_in_and_fan_out"]
+__all__ = ["calculate_gain", "uniform_", "normal_", "zeros_", "ones_", "constant_",
+           "kaiming_uniform_", "kaiming_normal_", "_calculate_fan_in_and_fan_out"]
 
 
 def _array(tensor):
@@ -54,6 +54,27 @@ def uniform_(tensor, a=0.0, b=1.0, generator=None):
     return tensor
 
 
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    """Fill tensor with draws from N(mean, std**2), in place (``torch.nn.init.normal_``).
+
+    Parameters
+    ----------
+    tensor : Tensor or numpy.ndarray
+    mean, std : float, optional
+    generator : numpy.random.Generator, optional
+        Default: fastbn's global generator (``fastbn.manual_seed``).
+
+    Returns
+    -------
+    Tensor or numpy.ndarray
+        tensor itself.
+    """
+    data = _array(tensor)
+    gen = _random.default_generator if generator is None else generator
+    data[...] = gen.normal(mean, std, size=data.shape)
+    return tensor
+
+
 def constant_(tensor, val):
     _array(tensor)[...] = val
     return tensor
@@ -67,13 +88,50 @@ def ones_(tensor):
     return constant_(tensor, 1)
 
 
-def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
-    """U(-bound, bound) with bound = gain * sqrt(3 / fan) (He et al., 2015)."""
+def _kaiming_fan(tensor, mode):
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    fan = fan_in if mode == "fan_in" else fan_out
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    """U(-bound, bound) with bound = gain * sqrt(3 / fan) (He et al., 2015)."""
+    fan = _kaiming_fan(tensor, mode)
     if fan == 0:
         return tensor  # PyTorch warns and leaves an empty tensor alone
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan)
     return uniform_(tensor, -bound, bound, generator)
+
+
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    """N(0, std**2) with std = gain / sqrt(fan) (He et al., 2015), in place, as
+    ``torch.nn.init.kaiming_normal_``.
+
+    Parameters
+    ----------
+    tensor : Tensor or numpy.ndarray
+        At least 2-D: (out, in, ...) as a Linear or Conv2d weight.
+    a : float, optional
+        The negative slope of a leaky ReLU after the layer (0: ReLU).
+    mode : {"fan_in", "fan_out"}, optional
+        Keep the variance of the forward ("fan_in") or of the backward ("fan_out").
+    nonlinearity : str, optional
+        As :func:`calculate_gain`; PyTorch's default "leaky_relu" with a=0 is the ReLU's
+        gain, sqrt(2).
+    generator : numpy.random.Generator, optional
+
+    Returns
+    -------
+    Tensor or numpy.ndarray
+        tensor itself.
+
+    Raises
+    ------
+    ValueError
+        For a 1-D tensor or an unknown mode or nonlinearity.
+    """
+    fan = _kaiming_fan(tensor, mode)
+    if fan == 0:
+        return tensor  # PyTorch warns and leaves an empty tensor alone
+    return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(fan), generator)

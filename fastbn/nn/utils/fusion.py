@@ -85,7 +85,11 @@ def fold_batch_norm(model):
 
     A pair is folded only where the data provably flows from the layer straight into the
     BatchNorm: the two are consecutive children of a :class:`~fastbn.nn.Sequential` (one
-    that does not override ``forward``), anywhere in the model.  The layer's weight and
+    that does not override ``forward``), anywhere in the model, or a pair of children that
+    a Module's class declares in ``fold_pairs``, a sequence of (layer name, BatchNorm
+    name): its author's word that its ``forward`` feeds the layer's output to the
+    BatchNorm alone (fastbn.models' ResNet blocks and Inception units do).  The layer's
+    weight and
     bias (it gains one if it had none) then compute ``bn(layer(x))`` of eval mode, and a
     :class:`FoldedBatchNorm` takes the BatchNorm's place: it keeps the ReLU of a
     BatchNormReLU1d/2d and the BatchNorm's check of the input's dimensions.
@@ -94,7 +98,8 @@ def fold_batch_norm(model):
     mode, to rounding:
 
     - a BatchNorm whose order relative to a layer only a custom ``forward`` knows (two
-      attributes of a custom Module are not folded, whatever their registration order);
+      attributes of a custom Module are not folded, whatever their registration order,
+      unless its class lists them in ``fold_pairs``);
     - a BatchNorm after anything but a plain Conv2d (BatchNorm2d) or Linear (BatchNorm1d),
       e.g. after a ReLU, a pooling layer or a subclass of Conv2d;
     - a BatchNorm without running statistics (``track_running_stats=False``);
@@ -113,10 +118,14 @@ def fold_batch_norm(model):
     folded = copy.deepcopy(model).eval()
     uses = collections.Counter(id(m) for _, m in folded.named_modules())
     for module in list(folded.modules()):
-        if not (isinstance(module, Sequential) and type(module).forward is Sequential.forward):
-            continue
-        children = list(module._modules.items())  # None entries too: they break adjacency
-        for (_, layer), (name, bn) in zip(children, children[1:]):
+        if isinstance(module, Sequential) and type(module).forward is Sequential.forward:
+            children = list(module._modules.items())  # None entries too: they break adjacency
+            pairs = [(layer, name) for (_, layer), (name, _) in zip(children, children[1:])]
+        else:
+            pairs = [(module._modules.get(a), b)
+                     for a, b in getattr(type(module), "fold_pairs", ())]
+        for layer, name in pairs:
+            bn = module._modules.get(name)
             if layer is not None and bn is not None and _foldable(layer, bn, uses):
                 _fold(layer, bn)
                 module.add_module(name, FoldedBatchNorm(_PAIRS[type(layer)][0], bn._relu))
