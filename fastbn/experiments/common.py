@@ -182,8 +182,12 @@ def _batches(loader):
 
 
 def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe=None,
-              on_record=None, desc="", progress=None, hook=None, extra_eval=None):
-    """Plain SGD on ``d.x_train`` for ``steps`` steps.
+              on_record=None, desc="", progress=None, hook=None, extra_eval=None,
+              momentum=0.0, weight_decay=0.0, gamma=None):
+    """SGD on ``d.x_train`` for ``steps`` steps: plain by default; ``momentum`` and
+    ``weight_decay`` as ``optim.SGD``'s, and with ``gamma`` the learning rate is
+    multiplied by gamma after every step (``optim.lr_scheduler.ExponentialLR`` stepped
+    per step).
 
     At step 0 and each step in ``record_steps`` it records the test accuracy, the mean
     training loss since the last record and the training time so far (the steps'
@@ -207,7 +211,9 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
         raise ValueError(f"batch size {batch_size} is larger than the {len(d.x_train)} "
                          "training images")
     _random.manual_seed(seed)
-    optimizer = optim.SGD(model.parameters(), lr=lr)
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                          weight_decay=weight_decay)
+    scheduler = None if gamma is None else optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     loss_fn = nn.CrossEntropyLoss()
     extra_eval = extra_eval or {}
     log = {"steps": [], "accuracy": [], "loss": [], "seconds": [], "activations": [],
@@ -253,6 +259,8 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
         loss, _ = _train.train_step(
             model, x, y, loss_fn, optimizer,
             after_backward=None if after is None else lambda: timed(after, step, x, y))
+        if scheduler is not None:
+            scheduler.step()
         step_seconds.append(time.perf_counter() - t0 - (hook_seconds - hooks_before))
         pending.append(loss)
         bar.update(1)
@@ -328,15 +336,16 @@ def _positive_float(text):
     return value
 
 
-def add_run_arguments(parser):
-    """The options every reproduction takes: --out, --batch-size, --seed, the data
-    (--dataset, --data-dir), --threads and --quiet."""
+def add_run_arguments(parser, batch_size=60):
+    """The options every reproduction takes: --out, --batch-size (default
+    ``batch_size``: the paper's 60 for MNIST), --seed, the data (--dataset, --data-dir),
+    --threads and --quiet."""
     positive, count = _train._int(1), _train._int(0)
     parser.add_argument("--out", metavar="DIR", default="reproduction",
                         help="folder for the PNGs, results.json and results.md; the "
                              "experiments share results.json/.md (default: reproduction)")
-    parser.add_argument("--batch-size", type=positive, default=60,
-                        help="mini-batch size (default: 60, as in the paper)")
+    parser.add_argument("--batch-size", type=positive, default=batch_size,
+                        help=f"mini-batch size (default: {batch_size}, as in the paper)")
     parser.add_argument("--seed", type=count, default=0,
                         help="seed of the initial weights and the data order, the same for "
                              "every net (default: 0)")
