@@ -97,10 +97,9 @@ def test_quick_run_end_to_end(tmp_path, monkeypatch, capsys):
                 base_steps * runs[0]["step_ms"] / (hits[0] * r["step_ms"]))
             assert r["reach_seconds"] == pytest.approx(hits[0] * r["step_ms"] / 1e3)
         assert 0 <= r["final_accuracy"] <= 1 and r["step_ms"] > 0
-    # BN lets the sigmoid net and the 30x rate train: well above chance in 40 steps
+    # BN at 30 times the rate trains in 40 steps: well above chance, above the baseline
     by = {r["variant"]: r for r in runs}
-    assert by["bn_x5_sigmoid"]["best_accuracy"] > result["chance"] + 0.2
-    assert by["bn_x30"]["best_accuracy"] > result["chance"] + 0.2
+    assert by["bn_x30"]["best_accuracy"] > max(result["chance"] + 0.2, target)
 
     with open(os.path.join(out, "results.md")) as f:
         md = f.read()

@@ -121,18 +121,22 @@ def as_images(x):
     return x.reshape(len(x), 1, side, side)
 
 
-def vgg_init(model, seed=0):
+def vgg_init(model, seed=0, mode="fan_out"):
     """torchvision's VGG initialization, drawn from ``seed`` in layer order so that the
     variants of one net start from the same weights: every Conv2d weight
-    N(0, 2 / fan_out) (He et al., 2015, fan-out mode), every Linear weight N(0, 0.01^2),
-    every bias 0; normalization layers keep their own (weight 1, bias 0).  Returns model."""
+    N(0, 2 / fan_out) (He et al., 2015, fan-out mode; ``mode="fan_in"``: N(0, 2 /
+    fan_in), which keeps the forward signal's scale where 1x1 convolutions reduce the
+    channels, as Inception's do), every Linear weight N(0, 0.01^2), every bias 0;
+    normalization layers keep their own (weight 1, bias 0).  Returns model."""
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     rng = np.random.default_rng(seed)
     for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             w = layer.weight.data
             if isinstance(layer, nn.Conv2d):
-                _, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
-                std = math.sqrt(2.0 / fan_out)
+                fans = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+                std = math.sqrt(2.0 / fans[mode == "fan_out"])
             else:
                 std = 0.01
             w[...] = rng.normal(0.0, std, w.shape)
