@@ -27,7 +27,7 @@ from . import common
 __all__ = ["NAME", "HELP", "VARIANTS", "add_arguments", "build", "run", "markdown", "plot"]
 
 NAME = "inception"
-HELP = "Section 4.2 / Figure 2: BN-Inception at 1x, 5x, 30x the rate, sigmoid, vs Inception"
+HELP = "Figure 2: BN-Inception at 1x, 5x, 30x the rate, sigmoid"
 # label, BN, activation, learning-rate multiple, Section 4.2.1's changes
 VARIANTS = {
     "inception": ("Inception", False, "relu", 1, False),
