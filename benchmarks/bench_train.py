@@ -1,12 +1,20 @@
 """asv benchmarks of whole training steps and of conv2d, through fastbn's
 tape, modules and optimizers (PyTorch-like API).
 
-    python benchmarks/bench_train.py [--repeat 30] [--threads 1 2]
+    python benchmarks/bench_train.py [--repeat 30] [--threads 1 2] [--models ...]
 
 prints the steps head-to-head with PyTorch (alternated in one process,
 medians): time ratio and BatchNorm's share of each library's step; then the
 MLP step's 11 matrix products alone in each library (timed in the same turns)
 and their share of that library's step.
+
+Models: ``mlp`` (the BN paper's MNIST MLP, batch 60), ``convnet`` (the
+trainer's convnet, batch 64, 28x28), ``digits`` (the same on 8x8), and two
+real nets from fastbn.models against the PyTorch definitions they follow
+(tests/torch_models.py): ``resnet20`` (batch 128, 3x32x32) and ``inception``
+(the small BN-Inception, batch 64, 1x28x28).  A step: zero_grad, forward,
+cross-entropy, backward, SGD with momentum.  BN share: the step with every
+BatchNorm swapped for the identity (a fused BatchNorm+ReLU for a ReLU).
 
 Threads follow OMP_NUM_THREADS (asv.conf.json's env_nobuild matrix) for both
 fastbn and NumPy's BLAS; torch, when compared, is set to the same count.
@@ -14,6 +22,8 @@ Setup raises NotImplementedError (asv's "skip") while fastbn.nn, its
 functional ops or fastbn.optim cannot be imported.
 """
 import argparse
+import importlib.util
+import os
 
 import numpy as np
 
@@ -25,6 +35,16 @@ else:  # run as a script
     import bn_cases as bc
 
 BATCH_MLP, BATCH_CONV = 60, 64
+# the real nets: name -> (batch, image shape)
+NETS = {"resnet20": (128, (3, 32, 32)), "inception": (64, (1, 28, 28))}
+MODELS = ("mlp", "convnet", "digits") + tuple(NETS)
+
+
+def _lr(kind):
+    """The steps' SGD rate: lower for the real nets, whose BN-less variants diverge at
+    0.01 on a batch seen over and over (and overflow to inf)."""
+    return 1e-3 if kind in NETS else 0.01
+
 # (in channels, out channels, height = width) of the convnet's two 3x3 convs
 CONV_LAYERS = [(1, 32, 28), (32, 64, 14)]
 TRACK_REPEAT = 15
@@ -78,8 +98,48 @@ def _model(nn, kind, bn):
     return _mlp(nn, bn) if kind == "mlp" else _convnet(nn, bn, _IMAGE[kind])
 
 
+def _torch_models():
+    """tests/torch_models.py: the PyTorch definitions fastbn.models follows; skip
+    (NotImplementedError) where the checkout's tests are not beside the benchmarks."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests",
+                        "torch_models.py")
+    if not os.path.exists(path):
+        raise NotImplementedError(f"{path} not found: the PyTorch definitions of the nets")
+    spec = importlib.util.spec_from_file_location("torch_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _without_bn(model, nn, relu_for_fused=False):
+    """model with every BatchNorm2d swapped for the identity (a fused BatchNorm+ReLU
+    for a ReLU), in place: the step without BN's cost."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if relu_for_fused and isinstance(child, nn.BatchNormReLU2d):
+                setattr(module, name, nn.ReLU())
+            elif isinstance(child, nn.BatchNorm2d):
+                setattr(module, name, nn.Identity())
+    return model
+
+
+def _net(kind, bn, torch=False):
+    """A real net (NETS) in fastbn, or in PyTorch; float32, PyTorch's init for both."""
+    if torch:
+        import torch.nn as nn
+        tm = _torch_models()
+        model = tm.resnet20() if kind == "resnet20" else tm.InceptionBN()
+    else:
+        from fastbn import models, nn
+        model = models.resnet20() if kind == "resnet20" else models.inception_bn()
+    return model if bn else _without_bn(model, nn, relu_for_fused=not torch)
+
+
 def _batch(kind, rng):
-    if kind == "mlp":
+    if kind in NETS:
+        batch, shape = NETS[kind]
+        x = rng.standard_normal((batch,) + shape).astype(np.float32)
+    elif kind == "mlp":
         x = rng.standard_normal((BATCH_MLP, 784)).astype(np.float32)
     else:
         x = rng.standard_normal((BATCH_CONV, 1, _IMAGE[kind], _IMAGE[kind])).astype(np.float32)
@@ -100,10 +160,10 @@ def _make_step(model, loss_fn, opt, x, y):
 def fastbn_step(kind, bn=True, seed=0):
     """One SGD step (zero_grad, forward, loss, backward, update) as a callable."""
     nn, _, optim, Tensor = _fastbn_api()
-    model = _model(nn, kind, bn)
+    model = _net(kind, bn) if kind in NETS else _model(nn, kind, bn)
     model.train()
     x, y = _batch(kind, np.random.default_rng(seed))
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = optim.SGD(model.parameters(), lr=_lr(kind), momentum=0.9)
     return _make_step(model, nn.CrossEntropyLoss(), opt, Tensor(x), y)
 
 
@@ -112,9 +172,9 @@ def torch_step(kind, bn=True, seed=0):
     import torch
 
     x, y = _batch(kind, np.random.default_rng(seed))
-    model = _model(torch.nn, kind, bn)
+    model = _net(kind, bn, torch=True) if kind in NETS else _model(torch.nn, kind, bn)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=_lr(kind), momentum=0.9)
     return _make_step(model, torch.nn.CrossEntropyLoss(), opt,
                       torch.from_numpy(x), torch.from_numpy(y))
 
@@ -202,6 +262,44 @@ class TrainStepVsTorch:
     def track_bn_share_torch(self, model):
         t = self._medians({"bn": self.torch[True], "none": self.torch[False]})
         return 1 - t["none"] / t["bn"]
+
+
+class NetStep:
+    """One training step of the real nets of fastbn.models: ResNet-20 (batch 128,
+    3x32x32) and the small BN-Inception (batch 64, 1x28x28)."""
+
+    params = [list(NETS)]
+    param_names = ["model"]
+    timeout = 300
+
+    def setup(self, model):
+        self.step = fastbn_step(model)
+        self.step()  # warm-up: allocations, momentum buffers
+
+    def time_step(self, model):
+        self.step()
+
+
+class NetStepVsTorch:
+    """The real nets' fastbn step time over the PyTorch step time (the definitions
+    they follow), alternated in one process (below 1 = fastbn faster)."""
+
+    params = [list(NETS)]
+    param_names = ["model"]
+    unit = "ratio"
+    timeout = 600
+
+    def setup(self, model):
+        self.fastbn = fastbn_step(model)
+        _skip_without_torch()
+        self.torch = torch_step(model)
+        self.threads = fastbn.get_num_threads()
+
+    def track_time_ratio(self, model):
+        with bc.thread_counts(self.threads):
+            t = bc.measure({"fastbn": self.fastbn, "torch": self.torch}, 7, warmup=1,
+                           block=2)
+        return t["fastbn"][0] / t["torch"][0]
 
 
 class Conv2d:
@@ -333,6 +431,7 @@ def main():
     ap = argparse.ArgumentParser(description="Training steps, fastbn vs PyTorch")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     ap.add_argument("--cache", choices=sorted(bc.CACHE_BLOCKS), default="warm",
                     help="warm: turns of back-to-back steps, as in a training loop (default); "
                          "cold: one step per turn")
@@ -344,7 +443,7 @@ def main():
     print("| model | threads | fastbn ms | torch ms | fastbn / torch | BN share fastbn "
           "| BN share torch |\n|---|---|---:|---:|---:|---:|---:|")
     for threads in args.threads:
-        for model in ("mlp", "convnet", "digits"):
+        for model in args.models:
             fns = {("fastbn", bn): fastbn_step(model, bn) for bn in (True, False)}
             if have_torch:
                 fns.update({("torch", bn): torch_step(model, bn) for bn in (True, False)})

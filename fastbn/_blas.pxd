@@ -1,5 +1,5 @@
 # Row-major GEMMs on the BLAS behind scipy.linalg.cython_blas, run inside
-# fastbn's OpenMP threads (see _blas.pyx).
+# fastbn's threads (see _blas.pyx).
 from cython cimport floating
 
 cdef void blas_one_thread(bint on) noexcept nogil

@@ -1,11 +1,11 @@
 """Matrix products for the tape's layers, on one thread pool.
 
-fastbn runs every GEMM of a training step inside its own OpenMP threads, each
-call a single-threaded BLAS call (scipy.linalg.cython_blas), as PyTorch does
-with its one pool.  NumPy's matmul lets OpenBLAS start its own threads, which
-spin for a long time after each product, while libgomp's workers spin after
-each fastbn kernel: on 2 cores each side starves the other, and the convnet's
-training step took 2-10x longer at 2 threads than at 1.
+fastbn runs every GEMM of a training step inside its own threads (the team of
+_parallel.h), each call a single-threaded BLAS call (scipy.linalg.cython_blas),
+as PyTorch does with its one pool.  NumPy's matmul lets OpenBLAS start its own
+threads, which spin for a long time after each product, while fastbn's workers
+spin after each kernel: on 2 cores each side starved the other, and the
+convnet's training step took 2-10x longer at 2 threads than at 1.
 
 While fastbn's threads call it, the BLAS is held at one thread, through
 openblas_set_num_threads_local (OpenBLAS >= 0.3.27; despite its name it sets
@@ -18,9 +18,10 @@ cimport numpy as cnp
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.limits cimport INT_MAX
 from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from ._parallel cimport parallel_for
 
 cnp.import_array()
 
@@ -100,6 +101,14 @@ cdef void dgemm_rm(bint ta, bint tb, int m, int n, int k, double alpha, const do
     dgemm(&trb, &tra, &n, &m, &k, &alpha, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
 
 
+ctypedef struct Product:  # one call's operands (of the data's type) and units
+    bint dbl, ta, tb, by_rows
+    Py_ssize_t m, n, k, lda, ldb, ldc, width
+    const void* a
+    const void* b
+    void* c
+
+
 cdef inline Py_ssize_t _ld(Py_ssize_t ld, Py_ssize_t row, Py_ssize_t limit) noexcept nogil:
     """A leading dimension for one call: ld itself, or for a matrix passed one row
     at a time (ld over the limit) the row's length, which the BLAS accepts and never
@@ -145,19 +154,32 @@ cdef void _gemm_split(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k
         i += mi
 
 
-cdef inline void _matmul_block(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                               const floating* a, Py_ssize_t lda, const floating* b,
-                               Py_ssize_t ldb, floating* c, Py_ssize_t ldc, bint by_rows,
-                               Py_ssize_t width, Py_ssize_t u) noexcept nogil:
+cdef inline void _block_of(const floating* a, const Product* p, Py_ssize_t u) noexcept nogil:
     """Unit u of c = op(a) @ op(b): width rows, or columns when by_rows is false."""
-    cdef Py_ssize_t lo = u * width, w
-    if by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
+    cdef bint ta = p.ta, tb = p.tb
+    cdef Py_ssize_t m = p.m, n = p.n, k = p.k, lda = p.lda, ldb = p.ldb, ldc = p.ldc
+    cdef Py_ssize_t lo = u * p.width, width = p.width, w
+    cdef const floating* b = <const floating*>p.b
+    cdef floating* c = <floating*>p.c
+    if p.by_rows:  # rows lo.. of op(a): row lo of a, or column lo when transposed
         w = min(width, m - lo)
         _gemm_split(ta, tb, w, n, k, a + (lo if ta else lo * lda), lda, b, ldb, c + lo * ldc,
                     ldc)
     else:        # columns lo.. of op(b)
         w = min(width, n - lo)
         _gemm_split(ta, tb, m, w, k, a, lda, b + (lo * ldb if tb else lo), ldb, c + lo, ldc)
+
+
+cdef void _blocks(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Units u0 to u1 - 1 of c = op(a) @ op(b), each width rows, or columns when
+    by_rows is false."""
+    cdef Product p = (<Product*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        if p.dbl:
+            _block_of(<const double*>p.a, &p, u)
+        else:
+            _block_of(<const float*>p.a, &p, u)
 
 
 cdef Py_ssize_t _unit_width(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
@@ -175,41 +197,26 @@ cdef Py_ssize_t _unit_width(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept n
     return min(max(width, MIN_WIDTH), side)
 
 
-cdef void _matmul(bint ta, bint tb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                  const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
-                  floating* c, Py_ssize_t ldc, int nt) noexcept nogil:
+cdef void _matmul(Product* p, int nt) noexcept nogil:
     """c = op(a) @ op(b), cut into units of whole rows, or of columns when it has
-    more of those (_unit_width).  One thread loops outside any parallel region,
-    whose start costs as much as a small product."""
-    cdef bint by_rows = m >= n
-    cdef Py_ssize_t width = _unit_width(m, n, k)
-    cdef Py_ssize_t units = ((m if by_rows else n) + width - 1) // width, u
-    if nt == 1 or units == 1:
-        for u in range(units):
-            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, width, u)
-    else:
-        for u in prange(units, schedule='static', num_threads=nt):
-            _matmul_block(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, by_rows, width, u)
+    more of those (_unit_width).  One unit runs on the calling thread, where a
+    small product would cost less than waking the team."""
+    p.by_rows = p.m >= p.n
+    p.width = _unit_width(p.m, p.n, p.k)
+    parallel_for(((p.m if p.by_rows else p.n) + p.width - 1) // p.width, nt, _blocks, p)
 
 
 def matmul(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, bint ta, bint tb, int nthreads):
     """out = op(a) @ op(b), op transposing when ta / tb: 2-D C-contiguous arrays
     of one dtype, shapes checked by fastbn/kernels.py (data pointers only: a
     fused memoryview signature costs a microsecond a call)."""
-    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], k = a.shape[0] if ta else a.shape[1]
-    cdef Py_ssize_t lda = a.shape[1], ldb = b.shape[1], ldc = out.shape[1]
-    cdef int nt = max(nthreads, 1)
-    cdef void* ap = cnp.PyArray_DATA(a)
-    cdef void* bp = cnp.PyArray_DATA(b)
-    cdef void* cp = cnp.PyArray_DATA(out)
-    if not blas_in_threads():
-        nt = 1
+    cdef Product p
+    p.dbl, p.ta, p.tb = cnp.PyArray_TYPE(out) == cnp.NPY_DOUBLE, ta, tb
+    p.m, p.n, p.k = out.shape[0], out.shape[1], a.shape[0] if ta else a.shape[1]
+    p.lda, p.ldb, p.ldc = a.shape[1], b.shape[1], out.shape[1]
+    p.a, p.b, p.c = cnp.PyArray_DATA(a), cnp.PyArray_DATA(b), cnp.PyArray_DATA(out)
+    cdef int nt = max(nthreads, 1) if blas_in_threads() else 1
     with nogil:
         blas_one_thread(True)
-        if cnp.PyArray_TYPE(out) == cnp.NPY_DOUBLE:
-            _matmul(ta, tb, m, n, k, <const double*>ap, lda, <const double*>bp, ldb,
-                    <double*>cp, ldc, nt)
-        else:
-            _matmul(ta, tb, m, n, k, <const float*>ap, lda, <const float*>bp, ldb,
-                    <float*>cp, ldc, nt)
+        _matmul(&p, nt)
         blas_one_thread(False)

@@ -4,6 +4,7 @@ import os
 import platform
 import sys
 import threading
+import warnings
 
 from . import _openmp_helpers
 
@@ -25,16 +26,29 @@ def get_num_threads():
 
     Order: an enclosing ``fastbn.threads(n)`` block (this Python thread only),
     then ``fastbn.set_num_threads(n)``, then the OpenMP runtime's maximum, which
-    follows OMP_NUM_THREADS and threadpoolctl limits.  Always 1 in a serial build.
+    follows OMP_NUM_THREADS and threadpoolctl limits, at most ``MAX_THREADS`` (a
+    larger OMP_NUM_THREADS is capped there, with a RuntimeWarning).  Always 1 in a
+    serial build.
+
+    Returns
+    -------
+    int
     """
     if not _OPENMP:
         return 1
     n = _local.threads or _global_threads
-    return n if n is not None else _openmp_helpers.max_threads()
+    if n is not None:
+        return n
+    n = _openmp_helpers.max_threads()
+    if n > MAX_THREADS:
+        warnings.warn(f"OMP_NUM_THREADS asks for {n} threads; fastbn uses at most "
+                      f"{MAX_THREADS}", RuntimeWarning, stacklevel=2)
+        return MAX_THREADS
+    return n
 
 
-# Far more threads than any machine uses: beyond some count the OpenMP runtime kills the
-# process (libgomp builds a team's start data on the caller's stack, and 100000 threads
+# Far more threads than any machine uses (set_num_threads refuses more, OMP_NUM_THREADS is
+# capped there): beyond some count the OpenMP runtime kills the process (libgomp builds a team's start data on the caller's stack, and 100000 threads
 # overflowed it: signal 11; it exits when the system refuses a thread).
 MAX_THREADS = max(1024, 4 * _openmp_helpers.num_procs())
 
@@ -65,6 +79,88 @@ def threads(n):
         yield
     finally:
         _local.threads = previous
+
+
+def _quota_cpus(directory, v2):
+    """CPUs (rounded up) the CPU quota of one cgroup directory allows, or None."""
+    try:
+        if v2:
+            with open(os.path.join(directory, "cpu.max")) as f:
+                quota, period = f.read().split()[:2]
+            if quota == "max":
+                return None
+        else:
+            with open(os.path.join(directory, "cpu.cfs_quota_us")) as f:
+                quota = f.read()
+            with open(os.path.join(directory, "cpu.cfs_period_us")) as f:
+                period = f.read()
+        quota, period = int(quota), int(period)
+    except (OSError, ValueError):
+        return None
+    return -(-quota // period) if quota > 0 and period > 0 else None
+
+
+def _cgroup_cpus():
+    """The tightest CPU quota of this process's cgroups and their ancestors, in
+    CPUs rounded up (a container's --cpus), or None (none, or not Linux)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    limits = []
+    for _, controllers, path in entries:
+        if controllers == "":  # cgroup v2
+            root, v2 = "/sys/fs/cgroup", True
+        elif "cpu" in controllers.split(","):
+            root, v2 = os.path.join("/sys/fs/cgroup", controllers), False
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for i in range(len(parts), -1, -1):
+            limits.append(_quota_cpus(os.path.join(root, *parts[:i]), v2))
+    limits = [n for n in limits if n is not None]
+    return min(limits) if limits else None
+
+
+def available_cores():
+    """CPUs this process may run on: its affinity mask (``os.sched_getaffinity``,
+    else ``os.cpu_count()``), capped by a cgroup CPU quota (a container's CPU
+    limit) when there is one.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return max(min(n, quota) if quota else n, 1)
+
+
+def auto_threads(processes=1):
+    """Threads for each of ``processes`` processes that share this machine's cores
+    (MPI ranks on one node, say): the cores available to this process
+    (:func:`available_cores`) divided among them, at most
+    :func:`get_num_threads` (which follows ``OMP_NUM_THREADS``), 1 at least.
+    Only cores count, not the processes already using them: fastbn's kernels
+    keep their speed when other processes compete (docs/threads.md).
+
+    Parameters
+    ----------
+    processes : int
+        Processes (>= 1) sharing the cores.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a positive int, got {processes!r}")
+    return max(min(get_num_threads(), available_cores()) // processes, 1)
 
 
 def _openmp_runtime():
@@ -149,6 +245,7 @@ def show_config(as_dict=False):
         "openmp_runtime": _openmp_runtime(),
         "num_threads": get_num_threads(),
         "num_procs": _openmp_helpers.num_procs() if omp_version else os.cpu_count(),
+        "available_cores": available_cores(),
         "build_flags": _openmp_helpers.build_flags(),
         "numpy": {"version": numpy.__version__, "blas": _blas_info(numpy)},
         "scipy": {"version": scipy.__version__, "blas": _blas_info(scipy)},

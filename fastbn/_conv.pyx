@@ -3,9 +3,10 @@ average pooling.
 
 Buffers are C-contiguous float or double; fastbn/kernels.py validates the
 arguments, computes the output sizes and allocates the outputs.  Every kernel
-splits its work over whole (image, channel) planes: each output element is
-written by exactly one thread, so there are no races and no reductions across
-threads, and results are bitwise identical at any thread count.
+splits its work into units of whole (image, channel) planes or images, which
+fastbn's team shares out (_parallel.h): each output element is written by
+exactly one unit, so there are no races and no reductions across threads, and
+results are bitwise identical at any thread count.
 
 Column layout (``cols``): (N, C * kh * kw, OH * OW), row ``(c * kh + i) * kw + j``
 holds input channel c seen through kernel tap (i, j).  Per image it is the right
@@ -16,12 +17,13 @@ The GEMMs run per image inside fastbn's threads, each a single-threaded BLAS
 call (fastbn/_blas.pyx says why).
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from ._blas cimport blas_one_thread, gemm_rm, gemm_threads
+from ._parallel cimport parallel_for
 
 import numpy as np
 
@@ -104,24 +106,90 @@ cdef inline Taps _taps(Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
     return t
 
 
+ctypedef struct Conv:    # one convolution call (pointers to the data's type)
+    bint dbl
+    Taps t
+    Py_ssize_t N, C, G, KK, plane
+    int Og, K, L
+    bint identity        # 1x1, stride 1, no padding: cols is x
+    const void* x
+    const void* w
+    const void* bias
+    void* cols
+    void* y
+    const void* dy
+    void* dx
+    void* parts
+    Py_ssize_t P         # runs of images of the weight gradient (0: none)
+    void* scratch        # per slot, `stride` values
+    Py_ssize_t stride
+
+
+cdef inline void _cols_of(floating* x, const Conv* c, Py_ssize_t u) noexcept nogil:
+    _plane_cols(x + u * c.plane, <floating*>c.cols + u * c.KK * c.L, &c.t, True)
+
+
+cdef void _cols_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """im2col of (image, channel) planes u0 to u1 - 1."""
+    cdef Conv c = (<Conv*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        if c.dbl:
+            _cols_of(<double*>c.x, &c, u)
+        else:
+            _cols_of(<float*>c.x, &c, u)
+
+
 def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple kernel,
            tuple stride, tuple padding, tuple dilation, Py_ssize_t OH, Py_ssize_t OW,
            int nthreads):
     """cols[n, (c*kh + i)*kw + j, oh*OW + ow] = x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]
-    (zero outside x).  Parallel over (image, channel) planes.  Passes: one write
+    (zero outside x).  Units: (image, channel) planes.  Passes: one write
     of cols; x is read kh * kw times, but its plane stays in L1/L2 meanwhile."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], u
-    cdef Taps t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
-    cdef Py_ssize_t K = t.kh * t.kw, L = OH * OW, plane = t.H * t.W
-    cdef floating* xp = <floating*>&x[0, 0, 0, 0]  # only read when to_cols
-    cdef floating* cp = &cols[0, 0, 0]
-    cdef int nt = _threads(N * C * K * L, nthreads)
+    cdef Conv c
+    c.dbl = floating is double
+    c.t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
+    c.N, c.C, c.KK, c.L = x.shape[0], x.shape[1], c.t.kh * c.t.kw, OH * OW
+    c.plane = c.t.H * c.t.W
+    c.x, c.cols = &x[0, 0, 0, 0], &cols[0, 0, 0]  # x only read: to_cols
     with nogil:
-        for u in prange(N * C, schedule='static', num_threads=nt):
-            _plane_cols(xp + u * plane, cp + u * K * L, &t, True)
+        parallel_for(c.N * c.C, _threads(c.N * c.C * c.KK * c.L, nthreads), _cols_units, &c)
 
 
 # ---------------------------------------------------------------- convolution GEMMs
+
+cdef inline void _forward_of(const floating* x, const Conv* c, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t ch, g, o, i
+    cdef floating* cp = <floating*>c.cols
+    cdef floating* yn = <floating*>c.y + n * c.G * c.Og * c.L
+    cdef const floating* wp = <const floating*>c.w
+    cdef const floating* bp = <const floating*>c.bias
+    cdef floating v
+    if not c.identity:
+        for ch in range(c.C):
+            _plane_cols(<floating*>x + (n * c.C + ch) * c.plane,
+                        cp + (n * c.C + ch) * c.KK * c.L, &c.t, True)
+    for g in range(c.G):
+        gemm_rm(False, False, c.Og, c.L, c.K, wp + g * c.Og * c.K, c.K,
+                cp + (n * c.G + g) * c.K * c.L, c.L, 0, yn + g * c.Og * c.L, c.L)
+    if bp != NULL:
+        for o in range(c.G * c.Og):
+            v = bp[o]
+            for i in range(c.L):
+                yn[o * c.L + i] += v
+
+
+cdef void _forward_units(void* arg, Py_ssize_t n0, Py_ssize_t n1, int slot) noexcept nogil:
+    """Images n0 to n1 - 1, each: im2col into cols[n], then its product while
+    cols[n] is in cache."""
+    cdef Conv c = (<Conv*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t n
+    for n in range(n0, n1):
+        if c.dbl:
+            _forward_of(<const double*>c.x, &c, n)
+        else:
+            _forward_of(<const float*>c.x, &c, n)
+
 
 def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weight, bias,
                  const floating[:, :, ::1] cols, floating[:, :, ::1] y, tuple kernel, tuple stride,
@@ -131,39 +199,64 @@ def conv_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] weigh
     cols[n] (unless identity: 1x1, stride 1, no padding, where cols is x), then
     the product while cols[n] is still in cache.  weight is (G, O / G, K);
     cols (N, G * K, L); y (N, O, L); bias None or a length-O vector."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], G = weight.shape[0]
-    cdef int Og = weight.shape[1], K = weight.shape[2], L = OH * OW
-    cdef Taps t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
-    cdef Py_ssize_t KK = t.kh * t.kw, plane = t.H * t.W, n, c, g, o, i
-    cdef const floating* xp = &x[0, 0, 0, 0]
-    cdef const floating* wp = &weight[0, 0, 0]
-    cdef floating* cp = <floating*>&cols[0, 0, 0]  # written unless identity
-    cdef floating* yp = &y[0, 0, 0]
+    cdef Conv c
     cdef const floating[::1] b
-    cdef const floating* bp = NULL
-    cdef floating* yn
-    cdef floating v
-    cdef int nt = gemm_threads(N * G * Og * K * L, nthreads)
+    c.dbl = floating is double
+    c.t = _taps(x.shape[2], x.shape[3], OH, OW, kernel, stride, padding, dilation)
+    c.N, c.C, c.G = x.shape[0], x.shape[1], weight.shape[0]
+    c.Og, c.K, c.L = weight.shape[1], weight.shape[2], OH * OW
+    c.KK, c.plane, c.identity = c.t.kh * c.t.kw, c.t.H * c.t.W, identity
+    c.x, c.w, c.cols, c.y = &x[0, 0, 0, 0], &weight[0, 0, 0], &cols[0, 0, 0], &y[0, 0, 0]
+    c.bias = NULL
     if bias is not None:
         b = bias
-        bp = &b[0]
+        c.bias = &b[0]
+    cdef int nt = gemm_threads(c.N * c.G * c.Og * c.K * c.L, nthreads)
     with nogil:
         blas_one_thread(True)
-        for n in prange(N, schedule='static', num_threads=nt):
-            if not identity:
-                for c in range(C):
-                    _plane_cols(<floating*>xp + (n * C + c) * plane,
-                                cp + (n * C + c) * KK * L, &t, True)
-            yn = yp + n * G * Og * L
-            for g in range(G):
-                gemm_rm(False, False, Og, L, K, wp + g * Og * K, K,
-                      cp + (n * G + g) * K * L, L, 0, yn + g * Og * L, L)
-            if bp != NULL:
-                for o in range(G * Og):
-                    v = bp[o]
-                    for i in range(L):
-                        yn[o * L + i] += v
+        parallel_for(c.N, nt, _forward_units, &c)
         blas_one_thread(False)
+
+
+cdef inline void _backward_of(const floating* dyp, const Conv* c, Py_ssize_t p,
+                              int slot) noexcept nogil:
+    cdef Py_ssize_t units = c.P if c.P else c.N
+    cdef Py_ssize_t n0 = p * c.N // units, n1 = (p + 1) * c.N // units, n, g, ch, i
+    cdef int Og = c.Og, K = c.K, L = c.L
+    cdef const floating* wp = <const floating*>c.w
+    cdef const floating* cp = <const floating*>c.cols
+    cdef floating* pp = <floating*>c.parts
+    cdef floating* dxp = <floating*>c.dx
+    cdef floating* dcols = <floating*>c.scratch + slot * c.stride
+    for n in range(n0, n1):
+        if pp != NULL:
+            for g in range(c.G):
+                gemm_rm(False, True, Og, K, L, dyp + (n * c.G + g) * Og * L, L,
+                        cp + (n * c.G + g) * K * L, L, 0 if n == n0 else 1,
+                        pp + (p * c.G + g) * Og * K, K)
+        if dxp != NULL:
+            for g in range(c.G):
+                gemm_rm(True, False, K, L, Og, wp + g * Og * K, K,
+                        dyp + (n * c.G + g) * Og * L, L, 0,
+                        (dxp + n * c.C * c.plane if c.identity else dcols) + g * K * L, L)
+            if not c.identity:
+                for ch in range(c.C):
+                    for i in range(c.plane):
+                        dxp[(n * c.C + ch) * c.plane + i] = 0
+                    _plane_cols(dxp + (n * c.C + ch) * c.plane, dcols + ch * c.KK * L, &c.t,
+                                False)
+
+
+cdef void _backward_units(void* arg, Py_ssize_t p0, Py_ssize_t p1, int slot) noexcept nogil:
+    """Units p0 to p1 - 1, each a run of images (a part of the weight gradient,
+    or one image)."""
+    cdef Conv c = (<Conv*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t p
+    for p in range(p0, p1):
+        if c.dbl:
+            _backward_of(<const double*>c.dy, &c, p, slot)
+        else:
+            _backward_of(<const float*>c.dy, &c, p, slot)
 
 
 def conv_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] weight, cols, dx,
@@ -176,59 +269,36 @@ def conv_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] weight
     images a run fixed by the number of parts, to be added in part order by the
     caller).  weight (G, O / G, K), dy (N, O, L), cols (N, G * K, L),
     dx (N, C, H, W), parts (P, G, O / G, K)."""
-    cdef Py_ssize_t N = dy.shape[0], G = weight.shape[0]
-    cdef int Og = weight.shape[1], K = weight.shape[2], L = OH * OW
-    cdef Py_ssize_t P = 0, p, n, n0, n1, g, c, i, C = 0, H = 1, W = 1
+    cdef Conv c
     cdef floating[:, :, :, ::1] dxv
     cdef floating[:, :, :, ::1] pv
     cdef const floating[:, :, ::1] colv
     cdef floating[:, ::1] scratch
-    cdef floating* dxp = NULL
-    cdef floating* pp = NULL
-    cdef floating* dcols = NULL
-    cdef const floating* dyp = &dy[0, 0, 0]
-    cdef const floating* wp = &weight[0, 0, 0]
-    cdef const floating* cp = NULL
+    cdef Py_ssize_t H = 1, W = 1
+    c.dbl = floating is double
+    c.N, c.G, c.C, c.P = dy.shape[0], weight.shape[0], 0, 0
+    c.Og, c.K, c.L = weight.shape[1], weight.shape[2], OH * OW
+    c.dy, c.w, c.dx, c.parts, c.cols, c.identity = &dy[0, 0, 0], &weight[0, 0, 0], NULL, NULL, NULL, identity
     if dx is not None:
         dxv = dx
-        dxp = &dxv[0, 0, 0, 0]
-        C, H, W = dxv.shape[1], dxv.shape[2], dxv.shape[3]
+        c.dx = &dxv[0, 0, 0, 0]
+        c.C, H, W = dxv.shape[1], dxv.shape[2], dxv.shape[3]
     if parts is not None:
         pv = parts
-        pp = &pv[0, 0, 0, 0]
-        P = pv.shape[0]
+        c.parts = &pv[0, 0, 0, 0]
+        c.P = pv.shape[0]
         colv = cols
-        cp = &colv[0, 0, 0]
-    cdef Taps t = _taps(H, W, OH, OW, kernel, stride, padding, dilation)
-    cdef Py_ssize_t KK = t.kh * t.kw, plane = H * W
-    cdef Py_ssize_t units = P if P else N  # work units: weight parts, or images
-    cdef int nt = gemm_threads(N * G * Og * K * L, nthreads)
+        c.cols = &colv[0, 0, 0]
+    c.t = _taps(H, W, OH, OW, kernel, stride, padding, dilation)
+    c.KK, c.plane = c.t.kh * c.t.kw, H * W
+    cdef int nt = gemm_threads(c.N * c.G * c.Og * c.K * c.L, nthreads)
     # per thread, the input gradient's columns of one image: in L2 until col2im
-    scratch = np.empty((nt, G * K * L if dxp != NULL and not identity else 1),
-                       dtype=np.float32 if floating is float else np.float64)
+    c.stride = c.G * c.K * c.L if c.dx != NULL and not identity else 1
+    scratch = np.empty((nt, c.stride), dtype=np.float32 if floating is float else np.float64)
+    c.scratch = &scratch[0, 0]
     with nogil:
         blas_one_thread(True)
-        for p in prange(units, schedule='static', num_threads=nt):
-            dcols = &scratch[threadid(), 0]
-            n0 = p * N // units
-            n1 = (p + 1) * N // units
-            for n in range(n0, n1):
-                if pp != NULL:
-                    for g in range(G):
-                        gemm_rm(False, True, Og, K, L, dyp + (n * G + g) * Og * L, L,
-                              cp + (n * G + g) * K * L, L, 0 if n == n0 else 1,
-                              pp + (p * G + g) * Og * K, K)
-                if dxp != NULL:
-                    for g in range(G):
-                        gemm_rm(True, False, K, L, Og, wp + g * Og * K, K,
-                              dyp + (n * G + g) * Og * L, L, 0,
-                              (dxp + n * C * plane if identity else dcols) + g * K * L, L)
-                    if not identity:
-                        for c in range(C):
-                            for i in range(plane):
-                                dxp[(n * C + c) * plane + i] = 0
-                            _plane_cols(dxp + (n * C + c) * plane, dcols + c * KK * L, &t,
-                                        False)
+        parallel_for(c.P if c.P else c.N, nt, _backward_units, &c)
         blas_one_thread(False)
 
 
@@ -262,8 +332,7 @@ ctypedef struct Win:
 
 
 cdef inline Win _window(const Pool* p, Py_ssize_t oh, Py_ssize_t ow) noexcept nogil:
-    """The input window pooled into output (oh, ow): PyTorch's formulas.
-    (Returned by value: assigned inside prange, it is thread-private.)"""
+    """The input window pooled into output (oh, ow): PyTorch's formulas."""
     cdef Win r
     cdef Py_ssize_t a, b, c, d
     if p.mode == ADAPTIVE:
@@ -293,15 +362,16 @@ cdef extern from "_pool.h" nogil:
     void fastbn_pool_pairs_double(const double* x, Py_ssize_t n, double* v, uint32_t* at)
     void fastbn_pool_rows_float(float* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
     void fastbn_pool_rows_double(double* v, uint32_t* at, Py_ssize_t w, Py_ssize_t n)
-    void fastbn_box3_float(const float* x, Py_ssize_t H, Py_ssize_t W, float* y, double* rows)
-    void fastbn_box3_double(const double* x, Py_ssize_t H, Py_ssize_t W, double* y,
-                            double* rows)
-    void fastbn_max3_float(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                           Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx, float* rv,
-                           uint32_t* rc, uint32_t* pc)
-    void fastbn_max3_double(const double* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH,
-                            Py_ssize_t OW, Py_ssize_t s, double* y, int64_t* idx, double* rv,
-                            uint32_t* rc, uint32_t* pc)
+    void fastbn_box3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                           float* y, double* rows)
+    void fastbn_box3_double(const double* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            double* y, double* rows)
+    void fastbn_max3_float(const float* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, float* y, int64_t* idx,
+                           float* v, uint32_t* at)
+    void fastbn_max3_double(const double* x, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t s, double* y,
+                            int64_t* idx, double* v, uint32_t* at)
 
 
 cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, Py_ssize_t planes,
@@ -326,6 +396,71 @@ cdef inline void _max_pool_2x2(const floating* x, floating* y, int64_t* idx, Py_
             idx[oh * OW + ow] = at[2 * oh * OW + ow] - base
 
 
+ctypedef struct Pooling:  # one pooling call (pointers to the data's type)
+    bint dbl
+    Pool pl
+    Py_ssize_t P, plane, L
+    bint two             # 2x2 / stride 2 by _max_pool_2x2
+    bint three           # 3x3 / padding 1 / stride 1 or 2 max by fastbn_max3
+    bint box             # 3x3 / stride 1 / padding 1 average by fastbn_box3 (_box3)
+    Py_ssize_t per       # planes per unit
+    const void* src      # x, or dy
+    void* out            # y, or dx
+    int64_t* idx         # max pooling's indices
+    void* vs             # per slot, `stride` values and positions (_max_pool_2x2,
+    uint32_t* ats        # fastbn_max3's two passes)
+    double* rows         # per slot, a plane of doubles (fastbn_box3)
+    Py_ssize_t stride
+    Py_ssize_t* bad      # per slot: indices outside their plane
+
+
+cdef inline void _max_of(const floating* xp, const Pooling* c, Py_ssize_t u,
+                         int slot) noexcept nogil:
+    cdef const Pool* pl = &c.pl
+    cdef Py_ssize_t p0 = u * c.per, plane = c.plane, L = c.L, oh, ow, h, w, best_i
+    cdef floating* yp = <floating*>c.out
+    cdef Win win
+    cdef floating v, best
+    if c.two:
+        _max_pool_2x2(xp + p0 * plane, yp + p0 * L, c.idx + p0 * L, min(c.per, c.P - p0), pl,
+                      <floating*>c.vs + slot * c.stride, c.ats + slot * c.stride)
+        return
+    if c.three:
+        if floating is float:
+            fastbn_max3_float(xp + p0 * plane, min(c.per, c.P - p0), pl.H, pl.W, pl.OH, pl.OW,
+                              pl.sh, yp + p0 * L, c.idx + p0 * L,
+                              <float*>c.vs + slot * c.stride, c.ats + slot * c.stride)
+        else:
+            fastbn_max3_double(xp + p0 * plane, min(c.per, c.P - p0), pl.H, pl.W, pl.OH,
+                               pl.OW, pl.sh, yp + p0 * L, c.idx + p0 * L,
+                               <double*>c.vs + slot * c.stride, c.ats + slot * c.stride)
+        return
+    for oh in range(pl.OH):
+        for ow in range(pl.OW):
+            win = _window(pl, oh, ow)
+            best = -INFINITY
+            best_i = win.h0 * pl.W + win.w0
+            for h in range(win.h0, win.h1):
+                for w in range(win.w0, win.w1):
+                    v = xp[p0 * plane + h * pl.W + w]
+                    if v > best or isnan(v):
+                        best = v
+                        best_i = h * pl.W + w
+            yp[p0 * L + oh * pl.OW + ow] = best
+            c.idx[p0 * L + oh * pl.OW + ow] = best_i
+
+
+cdef void _max_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Units u0 to u1 - 1, each `per` planes."""
+    cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        if c.dbl:
+            _max_of(<const double*>c.src, &c, u, slot)
+        else:
+            _max_of(<const float*>c.src, &c, u, slot)
+
+
 def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
                      int64_t[:, :, ::1] indices, tuple kernel, tuple stride, tuple padding,
                      int nthreads):
@@ -334,83 +469,87 @@ def max_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y,
     2x2 / stride 2 over small planes of even size pools POOL_VALUES values'
     worth of planes per call: one plane of 4x4 at a time cost 25 ns a plane in
     call and loop overheads, 6x the work."""
-    cdef Py_ssize_t P = x.shape[0], u, oh, ow, h, w, best_i, p0
-    cdef Pool pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride,
-                         padding, MAX_WINDOW)
-    cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
-    cdef bint two = (pl.kh == 2 and pl.kw == 2 and pl.sh == 2 and pl.sw == 2 and pl.ph == 0
-                     and pl.pw == 0 and pl.W % 2 == 0 and plane < 2**31)  # uint32 positions
-    cdef bint three = (not two and pl.kh == 3 and pl.kw == 3 and pl.ph == 1 and pl.pw == 1
-                       and pl.sh == pl.sw and pl.sh <= 2 and plane < 2**31)
-    cdef Py_ssize_t per = (max(POOL_VALUES // plane, 1) if two and pl.H % 2 == 0 and
-                           plane <= POOL_VALUES else 1)  # planes per unit
-    cdef Py_ssize_t units = (P + per - 1) // per
-    cdef Win win
-    cdef floating v, best
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
-    cdef int64_t* ip = &indices[0, 0, 0]
-    cdef int nt = _threads(P * plane, nthreads)
-    # per thread, for _max_pool_2x2, or fastbn_max3's rows (and a row of positions)
-    cdef Py_ssize_t scratch = 2 * L * per if two else (pl.H * pl.OW + pl.OW if three else 1)
-    cdef floating[:, ::1] vs = np.empty((nt, scratch),
+    cdef Pooling c
+    c.dbl = floating is double
+    c.pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride, padding,
+                 MAX_WINDOW)
+    c.P, c.plane, c.L = x.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
+    c.two = (c.pl.kh == 2 and c.pl.kw == 2 and c.pl.sh == 2 and c.pl.sw == 2 and c.pl.ph == 0
+             and c.pl.pw == 0 and c.pl.W % 2 == 0 and c.plane < 2**31)  # uint32 positions
+    c.three = (not c.two and c.pl.kh == 3 and c.pl.kw == 3 and c.pl.ph == 1 and c.pl.pw == 1
+               and c.pl.sh == c.pl.sw and c.pl.sh <= 2 and c.plane < 2**31)
+    c.per = (max(POOL_VALUES // c.plane, 1) if (c.two and c.pl.H % 2 == 0 or c.three) and
+             c.plane <= POOL_VALUES else 1)
+    c.src, c.out, c.idx = &x[0, 0, 0], &y[0, 0, 0], &indices[0, 0, 0]
+    cdef int nt = _threads(c.P * c.plane, nthreads)
+    # per thread, for _max_pool_2x2, or fastbn_max3's two passes
+    c.stride = 2 * c.L * c.per if c.two else (2 * c.plane * c.per if c.three else 1)
+    cdef floating[:, ::1] vs = np.empty((nt, c.stride),
                                         np.float32 if floating is float else np.float64)
-    cdef uint32_t[:, ::1] ats = np.empty((nt, scratch), np.uint32)
+    cdef uint32_t[:, ::1] ats = np.empty((nt, c.stride), np.uint32)
+    c.vs, c.ats = &vs[0, 0], &ats[0, 0]
     with nogil:
-        for u in prange(units, schedule='static', num_threads=nt):
-            p0 = u * per
-            if two:
-                _max_pool_2x2(xp + p0 * plane, yp + p0 * L, ip + p0 * L, min(per, P - p0),
-                              &pl, &vs[threadid(), 0], &ats[threadid(), 0])
-            elif three:
-                if floating is float:
-                    fastbn_max3_float(xp + p0 * plane, pl.H, pl.W, pl.OH, pl.OW, pl.sh,
-                                      yp + p0 * L, ip + p0 * L, &vs[threadid(), 0],
-                                      &ats[threadid(), 0], &ats[threadid(), pl.H * pl.OW])
-                else:
-                    fastbn_max3_double(xp + p0 * plane, pl.H, pl.W, pl.OH, pl.OW, pl.sh,
-                                       yp + p0 * L, ip + p0 * L, &vs[threadid(), 0],
-                                       &ats[threadid(), 0], &ats[threadid(), pl.H * pl.OW])
+        parallel_for((c.P + c.per - 1) // c.per, nt, _max_units, &c)
+
+
+cdef inline Py_ssize_t _scatter_of(const floating* dyp, const Pooling* c, Py_ssize_t u0,
+                                   Py_ssize_t u1) noexcept nogil:
+    """Planes u0 to u1 - 1 of max pooling's gradient; returns the number of their
+    indices outside their plane."""
+    cdef Py_ssize_t u, i, j, plane = c.plane, L = c.L, bad = 0
+    cdef floating* dxp = <floating*>c.out
+    cdef const int64_t* ip = c.idx
+    for u in range(u0, u1):
+        for i in range(plane):
+            dxp[u * plane + i] = 0
+        for i in range(L):
+            j = ip[u * L + i]
+            if 0 <= j < plane:
+                dxp[u * plane + j] += dyp[u * L + i]
             else:
-                for oh in range(pl.OH):
-                    for ow in range(pl.OW):
-                        win = _window(&pl, oh, ow)
-                        best = -INFINITY
-                        best_i = win.h0 * pl.W + win.w0
-                        for h in range(win.h0, win.h1):
-                            for w in range(win.w0, win.w1):
-                                v = xp[p0 * plane + h * pl.W + w]
-                                if v > best or isnan(v):
-                                    best = v
-                                    best_i = h * pl.W + w
-                        yp[p0 * L + oh * pl.OW + ow] = best
-                        ip[p0 * L + oh * pl.OW + ow] = best_i
+                bad += 1
+    return bad
+
+
+cdef void _scatter_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Planes u0 to u1 - 1 of max pooling's gradient.  The count of bad indices
+    is written once a run, and only when there are some: the slots' counters
+    share a cache line."""
+    cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t bad
+    if c.dbl:
+        bad = _scatter_of(<const double*>c.src, &c, u0, u1)
+    else:
+        bad = _scatter_of(<const float*>c.src, &c, u0, u1)
+    if bad:
+        c.bad[slot] += bad
 
 
 def max_pool_backward(const floating[:, :, ::1] dy, const int64_t[:, :, ::1] indices,
                       floating[:, :, ::1] dx, int nthreads):
-    """dx[plane, indices] += dy: scatter-add within each plane (a thread owns
+    """dx[plane, indices] += dy: scatter-add within each plane (a unit owns
     whole planes of dx, so overlapping windows do not race).  dx is overwritten.
     Returns the number of indices outside their plane, which are skipped: the
     caller raises, and no extra pass over the indices checks them first."""
-    cdef Py_ssize_t P = dx.shape[0], u, i, j
-    cdef Py_ssize_t plane = dx.shape[1] * dx.shape[2], L = dy.shape[1] * dy.shape[2]
+    cdef Pooling c
+    c.dbl = floating is double
+    c.P, c.plane, c.L = dx.shape[0], dx.shape[1] * dx.shape[2], dy.shape[1] * dy.shape[2]
+    c.src, c.out, c.idx = &dy[0, 0, 0], &dx[0, 0, 0], <int64_t*>&indices[0, 0, 0]
+    cdef int nt = _threads(c.P * c.plane, nthreads), i
     cdef Py_ssize_t bad = 0
-    cdef const floating* dyp = &dy[0, 0, 0]
-    cdef const int64_t* ip = &indices[0, 0, 0]
-    cdef floating* dxp = &dx[0, 0, 0]
-    cdef int nt = _threads(P * plane, nthreads)
+    c.bad = <Py_ssize_t*>calloc(nt, sizeof(Py_ssize_t))
+    if c.bad == NULL:
+        raise MemoryError()
     with nogil:
-        for u in prange(P, schedule='static', num_threads=nt):
-            for i in range(plane):
-                dxp[u * plane + i] = 0
-            for i in range(L):
-                j = ip[u * L + i]
-                if 0 <= j < plane:
-                    dxp[u * plane + j] += dyp[u * L + i]
-                else:
-                    bad += 1
+        parallel_for(c.P, nt, _scatter_units, &c)
+    for i in range(nt):
+        bad += c.bad[i]
+    free(c.bad)
     return bad
+
+
+cdef inline Mode _avg_mode(int mode) noexcept nogil:
+    return ADAPTIVE if mode == 2 else (AVG_INCLUDE_PAD if mode == 1 else AVG_EXCLUDE_PAD)
 
 
 cdef inline bint _box3(const Pool* p) noexcept nogil:
@@ -420,16 +559,52 @@ cdef inline bint _box3(const Pool* p) noexcept nogil:
             and p.sw == 1 and p.ph == 1 and p.pw == 1)
 
 
-cdef inline void _box3_plane(const floating* x, const Pool* p, floating* y,
-                             double* rows) noexcept nogil:
+cdef inline void _box3_planes(const floating* x, const Pooling* c, Py_ssize_t u, floating* y,
+                              int slot) noexcept nogil:
+    """Unit u of the box filter: planes u per to (u + 1) per - 1 of x into y."""
+    cdef Py_ssize_t p0 = u * c.per, planes = min(c.per, c.P - p0)
+    cdef double* rows = c.rows + slot * c.per * c.plane
     if floating is float:
-        fastbn_box3_float(x, p.H, p.W, y, rows)
+        fastbn_box3_float(x + p0 * c.plane, planes, c.pl.H, c.pl.W, y + p0 * c.plane, rows)
     else:
-        fastbn_box3_double(x, p.H, p.W, y, rows)
+        fastbn_box3_double(x + p0 * c.plane, planes, c.pl.H, c.pl.W, y + p0 * c.plane, rows)
 
 
-cdef inline Mode _avg_mode(int mode) noexcept nogil:
-    return ADAPTIVE if mode == 2 else (AVG_INCLUDE_PAD if mode == 1 else AVG_EXCLUDE_PAD)
+cdef inline void _box3_setup(Pooling* c):
+    """c.box, and c.per planes per unit for it (POOL_VALUES' worth of small planes)."""
+    c.box = _box3(&c.pl)
+    c.per = max(POOL_VALUES // c.plane, 1) if c.box and c.plane <= POOL_VALUES else 1
+
+
+cdef inline void _avg_of(const floating* xp, const Pooling* c, Py_ssize_t u,
+                         int slot) noexcept nogil:
+    cdef const Pool* pl = &c.pl
+    cdef Py_ssize_t plane = c.plane, L = c.L, oh, ow, h, w
+    cdef floating* yp = <floating*>c.out
+    cdef double s
+    cdef Win win
+    if c.box:
+        _box3_planes(xp, c, u, yp, slot)
+        return
+    for oh in range(pl.OH):
+        for ow in range(pl.OW):
+            win = _window(pl, oh, ow)
+            s = 0.0
+            for h in range(win.h0, win.h1):
+                for w in range(win.w0, win.w1):
+                    s = s + xp[u * plane + h * pl.W + w]
+            yp[u * L + oh * pl.OW + ow] = <floating>(s / win.divisor)
+
+
+cdef void _avg_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Units u0 to u1 - 1 of average pooling: a plane each, or the box filter's runs."""
+    cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        if c.dbl:
+            _avg_of(<const double*>c.src, &c, u, slot)
+        else:
+            _avg_of(<const float*>c.src, &c, u, slot)
 
 
 def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple kernel,
@@ -437,58 +612,65 @@ def avg_pool_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, tuple k
     """y = mean over each window of each (N*C) plane, summed in double.
     mode: 0 count_include_pad=False, 1 count_include_pad=True, 2 adaptive
     (kernel, stride, padding unused)."""
-    cdef Py_ssize_t P = x.shape[0], u, oh, ow, h, w
-    cdef Pool pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride,
-                         padding, _avg_mode(mode))
-    cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
-    cdef double s
-    cdef Win win
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0]
-    cdef int nt = _threads(P * plane, nthreads)
-    cdef bint box = _box3(&pl)
-    cdef double[:, ::1] rows = np.empty((nt, plane if box else 1))
+    cdef Pooling c
+    c.dbl = floating is double
+    c.pl = _pool(x.shape[1], x.shape[2], y.shape[1], y.shape[2], kernel, stride, padding,
+                 _avg_mode(mode))
+    c.P, c.plane, c.L = x.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
+    c.src, c.out = &x[0, 0, 0], &y[0, 0, 0]
+    cdef int nt = _threads(c.P * c.plane, nthreads)
+    _box3_setup(&c)
+    cdef double[:, ::1] rows = np.empty((nt, c.per * c.plane if c.box else 1))
+    c.rows = &rows[0, 0]
     with nogil:
-        for u in prange(P, schedule='static', num_threads=nt):
-            if box:
-                _box3_plane(xp + u * plane, &pl, yp + u * L, &rows[threadid(), 0])
-                continue
-            for oh in range(pl.OH):
-                for ow in range(pl.OW):
-                    win = _window(&pl, oh, ow)
-                    s = 0.0
-                    for h in range(win.h0, win.h1):
-                        for w in range(win.w0, win.w1):
-                            s = s + xp[u * plane + h * pl.W + w]  # not +=: that would be a reduction
-                    yp[u * L + oh * pl.OW + ow] = <floating>(s / win.divisor)
+        parallel_for((c.P + c.per - 1) // c.per, nt, _avg_units, &c)
+
+
+cdef inline void _avg_grad_of(const floating* dyp, const Pooling* c, Py_ssize_t u,
+                              int slot) noexcept nogil:
+    cdef const Pool* pl = &c.pl
+    cdef Py_ssize_t plane = c.plane, L = c.L, i, oh, ow, h, w
+    cdef floating* dxp = <floating*>c.out
+    cdef Win win
+    cdef floating g
+    if c.box:  # the box filter is its own adjoint
+        _box3_planes(dyp, c, u, dxp, slot)
+        return
+    for i in range(plane):
+        dxp[u * plane + i] = 0
+    for oh in range(pl.OH):
+        for ow in range(pl.OW):
+            win = _window(pl, oh, ow)
+            g = <floating>(dyp[u * L + oh * pl.OW + ow] / win.divisor)
+            for h in range(win.h0, win.h1):
+                for w in range(win.w0, win.w1):
+                    dxp[u * plane + h * pl.W + w] += g
+
+
+cdef void _avg_grad_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Units u0 to u1 - 1 of average pooling's gradient (as _avg_units)."""
+    cdef Pooling c = (<Pooling*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        if c.dbl:
+            _avg_grad_of(<const double*>c.src, &c, u, slot)
+        else:
+            _avg_grad_of(<const float*>c.src, &c, u, slot)
 
 
 def avg_pool_backward(const floating[:, :, ::1] dy, floating[:, :, ::1] dx, tuple kernel,
                       tuple stride, tuple padding, int mode, int nthreads):
     """dx = adjoint of avg_pool_forward (same modes): each dy / divisor added to
-    its window.  A thread owns whole planes of dx.  dx is overwritten."""
-    cdef Py_ssize_t P = dx.shape[0], u, i, oh, ow, h, w
-    cdef Pool pl = _pool(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], kernel, stride,
-                         padding, _avg_mode(mode))
-    cdef Py_ssize_t plane = pl.H * pl.W, L = pl.OH * pl.OW
-    cdef Win win
-    cdef floating g
-    cdef const floating* dyp = &dy[0, 0, 0]
-    cdef floating* dxp = &dx[0, 0, 0]
-    cdef int nt = _threads(P * plane, nthreads)
-    cdef bint box = _box3(&pl)  # the box filter is its own adjoint
-    cdef double[:, ::1] rows = np.empty((nt, plane if box else 1))
+    its window.  A unit owns whole planes of dx.  dx is overwritten."""
+    cdef Pooling c
+    c.dbl = floating is double
+    c.pl = _pool(dx.shape[1], dx.shape[2], dy.shape[1], dy.shape[2], kernel, stride, padding,
+                 _avg_mode(mode))
+    c.P, c.plane, c.L = dx.shape[0], c.pl.H * c.pl.W, c.pl.OH * c.pl.OW
+    c.src, c.out = &dy[0, 0, 0], &dx[0, 0, 0]
+    cdef int nt = _threads(c.P * c.plane, nthreads)
+    _box3_setup(&c)
+    cdef double[:, ::1] rows = np.empty((nt, c.per * c.plane if c.box else 1))
+    c.rows = &rows[0, 0]
     with nogil:
-        for u in prange(P, schedule='static', num_threads=nt):
-            if box:
-                _box3_plane(dyp + u * L, &pl, dxp + u * plane, &rows[threadid(), 0])
-                continue
-            for i in range(plane):
-                dxp[u * plane + i] = 0
-            for oh in range(pl.OH):
-                for ow in range(pl.OW):
-                    win = _window(&pl, oh, ow)
-                    g = <floating>(dyp[u * L + oh * pl.OW + ow] / win.divisor)
-                    for h in range(win.h0, win.h1):
-                        for w in range(win.w0, win.w1):
-                            dxp[u * plane + h * pl.W + w] += g
+        parallel_for((c.P + c.per - 1) // c.per, nt, _avg_grad_units, &c)

@@ -6,10 +6,11 @@ Python layer (fastbn/kernels.py) validates them.
 
 Every pass streams through memory in order.  The (N, C, L) buffer is cut into
 segments, each one row (n, c) or, for long rows, a piece of at most BLOCK
-values of one; threads take contiguous runs of segments.  A reduction writes
+values of one; work units are runs of segments, which the threads of
+fastbn's team claim (fastbn/_parallel.h).  A reduction writes
 one partial per segment, and each channel adds its partials in (n, piece)
 order, so the reduction tree is fixed by the shape alone: results are bitwise
-identical for any thread count.
+identical for any thread count and whichever thread runs a unit.
 
 Precision.  Moments are sums of x - shift with one shift per channel (its
 first value), accumulated in double; the vectorized row loops (_simd.h) sum a
@@ -25,9 +26,10 @@ Which path a reduction takes depends on the shape alone.
 """
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport parallel, threadid
 from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free, malloc
+
+from ._parallel cimport parallel_for, unit_fn
 
 cnp.import_array()
 
@@ -42,17 +44,12 @@ cdef enum:
     TILE = 512          # positions per wide work unit: its double sums stay in L1
     NC_TILE = 2048      # channels per pass over (N, C) rows: the per-channel vectors of
     # the normalization and dx stay in L1 ((64,4096) inference forward 57 -> 45 us)
+    NC_UNIT = 2048      # values per (N, C) normalization or dx unit: the threads of a
+    # short call end together (units of 8192 left one waiting 1.3 us in (256,1024)'s
+    # 21 us inference forward)
     WIDE_ROWS = 128     # fewest rows per wide reduction block
-    SERIAL_BELOW = 32768  # values; measured: 2 threads lose below it, tie at it, win above
-    # (one thread runs its loops outside any parallel region, whose start alone
-    # costs about 0.5 us: a tenth of a small layer's whole forward).  More threads
-    # run a kernel's phases in one region (start and end 1.8 us at 2 threads here)
-    # with a barrier (0.5 us) where a phase reads what the others wrote.
-
-
-cdef extern from "_omp_compat.h" nogil:
-    int fastbn_team_size()
-    void fastbn_barrier()
+    SERIAL_BELOW = 32768  # values; smaller calls run on the calling thread alone, where
+    # waking the team costs a tenth of a small layer's forward
 
 
 cdef extern from "_simd.h" nogil:
@@ -207,14 +204,16 @@ cdef inline int _threads(Py_ssize_t size, int nthreads) noexcept nogil:
     return 1 if size < SERIAL_BELOW else max(nthreads, 1)
 
 
-cdef inline void _unit_sums(const floating* x, const floating* dy, const Segs* g, Py_ssize_t u,
-                            const floating* shift, const floating* rs, const floating* rb,
-                            double* p1, double* p2) noexcept nogil:
-    """Partials of the segments of unit u (one read of x, and of dy when not NULL):
+cdef inline void _units_sums(const floating* x, const floating* dy, const Segs* g,
+                             Py_ssize_t u0, Py_ssize_t u1, const floating* shift,
+                             const floating* rs, const floating* rb, double* p1,
+                             double* p2) noexcept nogil:
+    """Partials of the segments of units u0 to u1 - 1 (one read of x, and of dy
+    when not NULL):
     moments p1 = sum(x - shift[c]), p2 = sum((x - shift[c])^2), or gradient sums
     p1 = sum(dy), p2 = sum(dy * (x - shift[c])) with shift = the mean."""
-    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
-    if g.pieces == 1:  # whole rows: one call
+    cdef Py_ssize_t k, off, w, c, k0 = u0 * g.per_unit, k1 = _unit_end(g, u1 - 1)
+    if g.pieces == 1:  # whole rows: one call (each row's partial its own)
         _seg_sums(x + k0 * g.L, NULL if dy == NULL else dy + k0 * g.L, k1 - k0, g.L,
                   k0 % g.C, g.C, shift, rs, rb, p1 + k0, p2 + k0)
         return
@@ -241,13 +240,14 @@ cdef inline void _channel_totals(const Segs* g, Py_ssize_t c0, Py_ssize_t c1,
                 t2[c] += p2[k + c * g.pieces]
 
 
-cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u,
-                              const floating* center, const floating* scale,
-                              const floating* shift, bint relu) noexcept nogil:
-    """y = (x - center[c]) * scale[c] + shift[c] over unit u (one read, one write),
+cdef inline void _units_affine(const floating* x, floating* y, const Segs* g, Py_ssize_t u0,
+                               Py_ssize_t u1, const floating* center, const floating* scale,
+                               const floating* shift, bint relu) noexcept nogil:
+    """y = (x - center[c]) * scale[c] + shift[c] over units u0 to u1 - 1 (one read,
+    one write),
     then the ReLU if relu.  Subtracting the mean first makes a constant channel
     map to exactly `shift`."""
-    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+    cdef Py_ssize_t k, off, w, c, k0 = u0 * g.per_unit, k1 = _unit_end(g, u1 - 1)
     if g.pieces == 1:  # whole rows: one call
         _seg_affine(x + k0 * g.L, y + k0 * g.L, k1 - k0, g.L, k0 % g.C, g.C, center, scale,
                     shift, relu)
@@ -257,13 +257,13 @@ cdef inline void _unit_affine(const floating* x, floating* y, const Segs* g, Py_
         _seg_affine(x + off, y + off, 1, w, c, g.C, center, scale, shift, relu)
 
 
-cdef inline void _unit_dx(const floating* x, const floating* dy, floating* dx, const Segs* g,
-                          Py_ssize_t u, const floating* mean, const floating* k_dy,
-                          const floating* k_x, const floating* k_0, const floating* rs,
-                          const floating* rb) noexcept nogil:
-    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c] over unit u, g = dy masked
-    by the ReLU when rs is not NULL."""
-    cdef Py_ssize_t k, off, w, c, k0 = u * g.per_unit, k1 = _unit_end(g, u)
+cdef inline void _units_dx(const floating* x, const floating* dy, floating* dx,
+                           const Segs* g, Py_ssize_t u0, Py_ssize_t u1, const floating* mean,
+                           const floating* k_dy, const floating* k_x, const floating* k_0,
+                           const floating* rs, const floating* rb) noexcept nogil:
+    """dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c] over units u0 to u1 - 1,
+    g = dy masked by the ReLU when rs is not NULL."""
+    cdef Py_ssize_t k, off, w, c, k0 = u0 * g.per_unit, k1 = _unit_end(g, u1 - 1)
     if g.pieces == 1:  # whole rows: one call
         _seg_dx(x + k0 * g.L, dy + k0 * g.L, dx + k0 * g.L, k1 - k0, g.L, k0 % g.C, g.C,
                 mean, k_dy, k_x, k_0, rs, rb)
@@ -370,7 +370,13 @@ cdef inline void _nc_rows_dx(const floating* x, const floating* dy, floating* dx
                            NULL if rs == NULL else rb + c0)
 
 
-# ---------------------------------------------------------------- shared phases
+# ---------------------------------------------------------------- phases
+# A call runs its phases as loops over work units fixed by the shape
+# (parallel_for, _parallel.pxd): the reduction's partials (units of segments,
+# or wide blocks of rows by tiles of positions), the channel totals with what
+# each channel needs from them (runs of channels), then the normalization or dx
+# (units of segments, or runs of (N, C) rows).  A loop starts when the last one
+# has ended; the caller finishes any units no other thread took.
 
 cdef class _Scratch:
     """Per-call buffer of n doubles, freed when the call returns; zeroed only on
@@ -387,17 +393,223 @@ cdef class _Scratch:
         free(self.p)
 
 
-cdef inline void _share(Py_ssize_t n, int tid, int nt, Py_ssize_t* a,
-                        Py_ssize_t* b) noexcept nogil:
-    """Thread tid's part [a, b) of n items: contiguous runs, in thread order."""
-    a[0] = n * tid // nt
-    b[0] = n * (tid + 1) // nt
+cdef enum:
+    STAGE_SUMS = 0       # a totals unit only adds its channels' partials
+    STAGE_FORWARD = 1    # then mean, variance, invstd, the normalization's coefficients
+    STAGE_BACKWARD = 2   # then the gradients' coefficients, dweight, dbias
 
 
-cdef inline void _sync(int nt) noexcept nogil:
-    """Wait for the team (a phase reads what the others wrote)."""
-    if nt > 1:
-        fastbn_barrier()
+ctypedef struct Call:    # one call's arguments, read by its units
+    bint dbl             # double data, else float (the void pointers' type)
+    Py_ssize_t N, C, L
+    Segs g
+    bint wide            # the reduction's path (_wide)
+    Py_ssize_t nbr, ntile  # wide path: blocks of rows, tiles of positions
+    Py_ssize_t per_totals  # channels per totals unit
+    Py_ssize_t nc_rows   # (N, C) rows per normalization or dx unit
+    int stage
+    bint sums            # backward: the gradient sums run (else only the coefficients)
+    bint training
+    bint relu            # normalization: then the ReLU
+    double eps
+    const void* x        # the reduction's and dx's x
+    const void* dy       # NULL: the reduction sums moments
+    const void* shift    # per channel: the moments' shift, or the mean
+    const void* rs       # a fused ReLU's per-channel scale and shift (rs NULL: none)
+    const void* rb
+    const void* pos      # what _positions wrote (wide path)
+    double* p1           # partials (_parts of them each)
+    double* p2
+    double* t1           # per-channel totals
+    double* t2
+    double* mean         # forward: per-channel mean and variance
+    double* var
+    const void* weight
+    const void* bias
+    void* save_mean
+    void* save_invstd
+    const void* invstd   # backward: the saved invstd
+    void* dweight
+    void* dbias
+    const void* src      # normalization: y = (src - k1) * k2 + k3
+    void* out            # y, or dx
+    const void* k1       # normalization: center, scale, shift; dx: k_dy, k_x, k_0
+    const void* k2
+    const void* k3
+
+
+cdef enum:
+    TOTALS_WORK = 2048   # partials added per totals unit, about (a channel's own work
+                         # counts 16 more)
+
+
+cdef Call _call(bint dbl, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, bint grads,
+                bint masked) noexcept nogil:
+    """A call's shape and its units; grads, masked: as for _wide."""
+    cdef Call c
+    cdef Py_ssize_t R = _wide_rows(C * L)
+    c.dbl = dbl
+    c.N, c.C, c.L = N, C, L
+    c.g = _segs(N, C, L)
+    c.wide = _wide(L, grads, masked)
+    c.nbr = (N + R - 1) // R
+    c.ntile = (C * L + TILE - 1) // TILE
+    c.per_totals = max(TOTALS_WORK // ((c.nbr * L if c.wide else N * c.g.pieces) + 16), 1)
+    c.nc_rows = max(NC_UNIT // max(C, 1), 1)
+    c.stage = STAGE_SUMS
+    c.sums = True
+    c.relu = False
+    c.dy = c.rs = c.rb = c.pos = NULL
+    return c
+
+
+cdef inline void _sums_of(const floating* x, const Call* c, Py_ssize_t u0,
+                          Py_ssize_t u1) noexcept nogil:
+    cdef Py_ssize_t u
+    if not c.wide:
+        _units_sums(x, <const floating*>c.dy, &c.g, u0, u1, <const floating*>c.shift,
+                    <const floating*>c.rs, <const floating*>c.rb, c.p1, c.p2)
+        return
+    for u in range(u0, u1):
+        _wide_unit_sums(x, <const floating*>c.dy, <const floating*>c.pos, c.rs != NULL, c.N,
+                        c.C * c.L, u // c.ntile, u % c.ntile, c.p1, c.p2)
+
+
+cdef void _sums_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """The partials of units u0 to u1 - 1 (_units_sums / _wide_unit_sums)."""
+    cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
+    if c.dbl:
+        _sums_of(<const double*>c.x, &c, u0, u1)
+    else:
+        _sums_of(<const float*>c.x, &c, u0, u1)
+
+
+cdef inline void _forward_stats(floating* alpha, const Call* c, Py_ssize_t c0,
+                                Py_ssize_t c1) noexcept nogil:
+    """Channels c0 to c1 - 1 from their totals: mean, variance, save_mean,
+    save_invstd, and the normalization's scale alpha and shift beta (which held
+    the moments' shift until now)."""
+    cdef Py_ssize_t ch
+    cdef double inv_m = 1.0 / <double>(c.N * c.L)  # a multiply per channel, not a divide
+    cdef floating* beta = alpha + c.C
+    cdef floating* save_mean = <floating*>c.save_mean
+    cdef floating* save_invstd = <floating*>c.save_invstd
+    cdef const floating* weight = <const floating*>c.weight
+    cdef const floating* bias = <const floating*>c.bias
+    for ch in range(c0, c1):
+        c.mean[ch] = beta[ch] + c.t1[ch] * inv_m
+        c.var[ch] = max(c.t2[ch] - c.t1[ch] * c.t1[ch] * inv_m, 0.0) * inv_m
+        save_mean[ch] = <floating>c.mean[ch]
+    _invstd(c.var + c0, c1 - c0, c.eps, save_invstd + c0)
+    for ch in range(c0, c1):
+        alpha[ch] = _scale(save_invstd, weight, ch)
+        beta[ch] = bias[ch] if bias != NULL else 0.0
+
+
+cdef inline void _backward_coefs(floating* k_dy, const Call* c, Py_ssize_t c0,
+                                 Py_ssize_t c1) noexcept nogil:
+    """Channels c0 to c1 - 1 from their gradient sums (t1 = sum(g), t2 =
+    sum(g * (x - mean))): dx's k_x and k_0 (after k_dy), dweight, dbias."""
+    cdef Py_ssize_t ch
+    cdef double inv_m = 1.0 / <double>(c.N * c.L), inv, a
+    cdef floating* k_x = k_dy + c.C
+    cdef floating* k_0 = k_dy + 2 * c.C
+    cdef const floating* invstd = <const floating*>c.invstd
+    cdef const floating* weight = <const floating*>c.weight
+    cdef floating* dweight = <floating*>c.dweight
+    cdef floating* dbias = <floating*>c.dbias
+    cdef bint full = c.training and c.sums
+    for ch in range(c0, c1):
+        inv = invstd[ch]
+        a = inv * (weight[ch] if weight != NULL else 1.0)
+        # in inference dx = k_dy * g: k_x and k_0 zero (training without sums: no dx)
+        k_x[ch] = <floating>(a * inv * inv * c.t2[ch] * inv_m) if full else 0
+        k_0[ch] = <floating>(a * c.t1[ch] * inv_m) if full else 0
+        if dweight != NULL:
+            dweight[ch] = <floating>(c.t2[ch] * inv)
+        if dbias != NULL:
+            dbias[ch] = <floating>c.t1[ch]
+
+
+cdef void _totals_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """The channels of units u0 to u1 - 1: each one's partials added in a fixed
+    order, then what the stage asks for."""
+    cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t c0 = u0 * c.per_totals, c1 = min(u1 * c.per_totals, c.C)
+    if c.sums:
+        if c.wide:
+            _wide_channel_totals(c0, c1, c.L, c.C * c.L, c.nbr, c.p1, c.p2, c.t1, c.t2)
+        else:
+            _channel_totals(&c.g, c0, c1, c.p1, c.p2, c.t1, c.t2)
+    if c.stage == STAGE_FORWARD:
+        if c.dbl:
+            _forward_stats(<double*>c.k2, &c, c0, c1)
+        else:
+            _forward_stats(<float*>c.k2, &c, c0, c1)
+    elif c.stage == STAGE_BACKWARD:
+        if c.dbl:
+            _backward_coefs(<double*>c.k1, &c, c0, c1)
+        else:
+            _backward_coefs(<float*>c.k1, &c, c0, c1)
+
+
+cdef inline void _affine_of(const floating* x, const Call* c, Py_ssize_t u0,
+                            Py_ssize_t u1) noexcept nogil:
+    if c.L == 1:
+        _nc_rows_affine(x, <floating*>c.out, c.C, u0 * c.nc_rows, min(u1 * c.nc_rows, c.N),
+                        <const floating*>c.k1, <const floating*>c.k2, <const floating*>c.k3,
+                        c.relu)
+    else:
+        _units_affine(x, <floating*>c.out, &c.g, u0, u1, <const floating*>c.k1,
+                      <const floating*>c.k2, <const floating*>c.k3, c.relu)
+
+
+cdef void _affine_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """out = (src - k1[c]) * k2[c] + k3[c], then the ReLU if relu, over units
+    u0 to u1 - 1."""
+    cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
+    if c.dbl:
+        _affine_of(<const double*>c.src, &c, u0, u1)
+    else:
+        _affine_of(<const float*>c.src, &c, u0, u1)
+
+
+cdef inline void _dx_of(const floating* x, const Call* c, Py_ssize_t u0,
+                        Py_ssize_t u1) noexcept nogil:
+    cdef const floating* dy = <const floating*>c.dy
+    cdef const floating* mean = <const floating*>c.shift
+    cdef const floating* rs = <const floating*>c.rs
+    cdef const floating* rb = <const floating*>c.rb
+    if c.L == 1:
+        _nc_rows_dx(x, dy, <floating*>c.out, c.C, u0 * c.nc_rows, min(u1 * c.nc_rows, c.N),
+                    mean, <const floating*>c.k1, <const floating*>c.k2, <const floating*>c.k3,
+                    rs, rb)
+    else:
+        _units_dx(x, dy, <floating*>c.out, &c.g, u0, u1, mean, <const floating*>c.k1,
+                  <const floating*>c.k2, <const floating*>c.k3, rs, rb)
+
+
+cdef void _dx_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """dx = k1[c] * g - k2[c] * (x - mean[c]) - k3[c] over units u0 to u1 - 1,
+    g = dy masked by the ReLU when rs is not NULL."""
+    cdef Call c = (<Call*>arg)[0]  # a local copy: see _parallel.pxd
+    if c.dbl:
+        _dx_of(<const double*>c.x, &c, u0, u1)
+    else:
+        _dx_of(<const float*>c.x, &c, u0, u1)
+
+
+cdef void _reduce(Call* c, int nt) noexcept nogil:
+    """The reduction's two loops: partials (when c.sums), then per-channel totals
+    and the stage's work."""
+    if c.sums:
+        parallel_for(c.nbr * c.ntile if c.wide else c.g.units, nt, _sums_units, c)
+    parallel_for((c.C + c.per_totals - 1) // c.per_totals, nt, _totals_units, c)
+
+
+cdef void _pass(Call* c, int nt, unit_fn fn) noexcept nogil:
+    """The normalization or dx loop."""
+    parallel_for((c.N + c.nc_rows - 1) // c.nc_rows if c.L == 1 else c.g.units, nt, fn, c)
 
 
 cdef void _positions(const floating* shift, const floating* rs, const floating* rb,
@@ -409,36 +621,6 @@ cdef void _positions(const floating* shift, const floating* rs, const floating* 
         if rs != NULL:
             _spread(rs, C, L, pos + C * L)
             _spread(rb, C, L, pos + 2 * C * L)
-
-
-cdef void _reduce(const floating* x, const floating* dy, const floating* shift,
-                  const floating* rs, const floating* rb, Py_ssize_t N, Py_ssize_t C,
-                  Py_ssize_t L, double* part, const floating* pos, double* t1, double* t2,
-                  int tid, int nt) noexcept nogil:
-    """Thread tid's share of the per-channel totals t1[c], t2[c] of the sums of
-    _unit_sums / _wide_unit_sums (moments when dy is NULL, gradient sums
-    otherwise), shift[c] per channel: its work units' partials (one streaming
-    read), a barrier, then its channels' totals (_share of C), each channel's
-    partials added in a fixed order.  `part` holds 2 * _parts(N, C, L, wide)
-    doubles, `pos` what _positions wrote (wide path)."""
-    cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, u0, u1, c, c0, c1, P = C * L, R = _wide_rows(C * L)
-    cdef Py_ssize_t nbr = (N + R - 1) // R, ntile = (P + TILE - 1) // TILE
-    cdef bint wide = _wide(L, dy != NULL, rs != NULL)
-    cdef double* p1 = part
-    cdef double* p2 = part + _parts(N, C, L, wide)
-    _share(nbr * ntile if wide else g.units, tid, nt, &u0, &u1)
-    for u in range(u0, u1):
-        if wide:
-            _wide_unit_sums(x, dy, pos, rs != NULL, N, P, u // ntile, u % ntile, p1, p2)
-        else:
-            _unit_sums(x, dy, &g, u, shift, rs, rb, p1, p2)
-    _sync(nt)
-    _share(C, tid, nt, &c0, &c1)
-    if wide:
-        _wide_channel_totals(c0, c1, L, P, nbr, p1, p2, t1, t2)
-    else:
-        _channel_totals(&g, c0, c1, p1, p2, t1, t2)
 
 
 cdef inline bint _wide(Py_ssize_t L, bint grads, bint masked) noexcept nogil:
@@ -455,36 +637,6 @@ cdef inline Py_ssize_t _parts(Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
     cdef Py_ssize_t R = _wide_rows(C * L)
     return ((N + R - 1) // R) * C * L if wide else N * C * _segs(N, C, L).pieces
 
-
-cdef void _affine(const floating* x, floating* y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
-                  const floating* center, const floating* scale, const floating* shift,
-                  bint relu, int tid, int nt) noexcept nogil:
-    """Thread tid's share of y = (x - center[c]) * scale[c] + shift[c], then the
-    ReLU if relu: one streaming read and write."""
-    cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, u0, u1
-    _share(N if L == 1 else g.units, tid, nt, &u0, &u1)
-    if L == 1:
-        _nc_rows_affine(x, y, C, u0, u1, center, scale, shift, relu)
-    else:
-        for u in range(u0, u1):
-            _unit_affine(x, y, &g, u, center, scale, shift, relu)
-
-
-cdef void _dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t N, Py_ssize_t C,
-              Py_ssize_t L, const floating* mean, const floating* k_dy, const floating* k_x,
-              const floating* k_0, const floating* rs, const floating* rb, int tid,
-              int nt) noexcept nogil:
-    """Thread tid's share of dx = k_dy[c] * g - k_x[c] * (x - mean[c]) - k_0[c],
-    g = dy (masked by the ReLU when rs is not NULL): one streaming pass."""
-    cdef Segs g = _segs(N, C, L)
-    cdef Py_ssize_t u, u0, u1
-    _share(N if L == 1 else g.units, tid, nt, &u0, &u1)
-    if L == 1:
-        _nc_rows_dx(x, dy, dx, C, u0, u1, mean, k_dy, k_x, k_0, rs, rb)
-    else:
-        for u in range(u0, u1):
-            _unit_dx(x, dy, dx, &g, u, mean, k_dy, k_x, k_0, rs, rb)
 
 
 # ---------------------------------------------------------------- implementations
@@ -518,35 +670,6 @@ cdef inline floating _scale(const floating* invstd, const floating* weight,
     return <floating>(<double>invstd[c] * (weight[c] if weight != NULL else 1.0))
 
 
-cdef void _forward_train_part(const floating* x, const floating* weight,
-                              const floating* bias, floating* y, floating* save_mean,
-                              floating* save_invstd, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L,
-                              double eps, bint relu, double* buf, floating* fbuf, int tid,
-                              int nt) noexcept nogil:
-    """Thread tid's part of _forward_train: the statistics of its channels, then
-    (all channels known) its share of the normalization."""
-    cdef Py_ssize_t c, c0, c1
-    cdef double inv_m = 1.0 / <double>(N * L)  # a multiply per channel, not a divide
-    cdef double* mean = buf
-    cdef double* var = buf + C
-    cdef double* t1 = buf + 2 * C
-    cdef double* t2 = buf + 3 * C
-    cdef floating* alpha = fbuf
-    cdef floating* beta = fbuf + C
-    _reduce(x, <const floating*>NULL, beta, <const floating*>NULL, <const floating*>NULL,
-            N, C, L, buf + 4 * C, fbuf + 2 * C, t1, t2, tid, nt)
-    _share(C, tid, nt, &c0, &c1)  # the channels _reduce totalled here
-    for c in range(c0, c1):
-        mean[c] = beta[c] + t1[c] * inv_m
-        var[c] = max(t2[c] - t1[c] * t1[c] * inv_m, 0.0) * inv_m
-        save_mean[c] = <floating>mean[c]
-    _invstd(var + c0, c1 - c0, eps, save_invstd + c0)
-    for c in range(c0, c1):
-        alpha[c] = _scale(save_invstd, weight, c)
-        beta[c] = bias[c] if bias != NULL else 0.0
-    _sync(nt)
-    _affine(x, y, N, C, L, save_mean, alpha, beta, relu, tid, nt)
-
 
 cdef void _forward_train(const floating* x, const floating* weight, const floating* bias,
                          floating* y, floating* save_mean, floating* save_invstd,
@@ -554,21 +677,25 @@ cdef void _forward_train(const floating* x, const floating* weight, const floati
                          Py_ssize_t C, Py_ssize_t L, double momentum, double eps, bint relu,
                          int nt, double* buf, floating* fbuf) noexcept nogil:
     """buf: 4 * C + 2 * _parts(.., wide) doubles; fbuf: 2 * C + C * L (wide path)
-    floating."""
-    cdef Py_ssize_t c
+    floating.  Loops: the statistics' partials (one streaming read of x), their
+    totals with each channel's mean and invstd, the normalization (one read of
+    x, one write of y)."""
+    cdef Py_ssize_t ch
+    cdef Call c = _call(floating is double, N, C, L, False, False)
     cdef floating* beta = fbuf + C
-    for c in range(C):  # the shift of each channel: its first value
-        beta[c] = x[c * L]
-    _positions(beta, <const floating*>NULL, <const floating*>NULL, C, L, _wide(L, False, False),
-               fbuf + 2 * C)
-    if nt == 1:
-        _forward_train_part(x, weight, bias, y, save_mean, save_invstd, N, C, L, eps, relu,
-                            buf, fbuf, 0, 1)
-    else:
-        with parallel(num_threads=nt):
-            _forward_train_part(x, weight, bias, y, save_mean, save_invstd, N, C, L, eps,
-                                relu, buf, fbuf, threadid(), fastbn_team_size())
-    _update_running(running_mean, running_var, C, buf, buf + C, <double>(N * L), momentum)
+    for ch in range(C):  # the shift of each channel: its first value
+        beta[ch] = x[ch * L]
+    _positions(beta, <const floating*>NULL, <const floating*>NULL, C, L, c.wide, fbuf + 2 * C)
+    c.x, c.shift, c.pos = x, beta, fbuf + 2 * C
+    c.mean, c.var, c.t1, c.t2, c.p1 = buf, buf + C, buf + 2 * C, buf + 3 * C, buf + 4 * C
+    c.p2 = c.p1 + _parts(N, C, L, c.wide)
+    c.stage, c.eps = STAGE_FORWARD, eps
+    c.weight, c.bias, c.save_mean, c.save_invstd = weight, bias, save_mean, save_invstd
+    c.k1, c.k2, c.k3 = save_mean, fbuf, beta  # the normalization's center, scale, shift
+    _reduce(&c, nt)
+    c.src, c.out, c.relu = x, y, relu
+    _pass(&c, nt, _affine_units)
+    _update_running(running_mean, running_var, C, c.mean, c.var, <double>(N * L), momentum)
 
 
 cdef void _forward_eval(const floating* x, const floating* weight, const floating* bias,
@@ -578,59 +705,18 @@ cdef void _forward_eval(const floating* x, const floating* weight, const floatin
                         floating* fbuf) noexcept nogil:
     """y = (x - running_mean) * scale + bias, the training forward's form with the
     running statistics.  fbuf: 2 * C."""
-    cdef Py_ssize_t c
+    cdef Py_ssize_t ch
+    cdef Call c = _call(floating is double, N, C, L, False, False)
     if floating is float:  # float variances: a loop of their own (_invstd reads doubles)
         fastbn_invstd_ff(running_var, C, eps, save_invstd)
     else:
         _invstd(running_var, C, eps, save_invstd)
-    for c in range(C):
-        fbuf[c] = _scale(save_invstd, weight, c)
-        fbuf[C + c] = bias[c] if bias != NULL else 0.0
-    if nt == 1:
-        _affine(x, y, N, C, L, running_mean, fbuf, fbuf + C, relu, 0, 1)
-    else:
-        with parallel(num_threads=nt):
-            _affine(x, y, N, C, L, running_mean, fbuf, fbuf + C, relu, threadid(),
-                    fastbn_team_size())
-
-
-cdef void _backward_part(const floating* dy, const floating* x, const floating* weight,
-                         const floating* mean, const floating* invstd, floating* dx,
-                         floating* dweight, floating* dbias, bint training, bint relu,
-                         bint sums, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, double* buf,
-                         floating* fbuf, int tid, int nt) noexcept nogil:
-    """Thread tid's part of _backward: the gradient sums (when `sums`) and
-    coefficients of its channels, then (all channels known) its share of dx
-    (when dx is not NULL)."""
-    cdef Py_ssize_t c, c0, c1
-    cdef double inv_m = 1.0 / <double>(N * L), inv, a
-    cdef double* sdy = buf
-    cdef double* sdyx = buf + C
-    cdef floating* k_dy = fbuf
-    cdef floating* k_x = fbuf + C
-    cdef floating* k_0 = fbuf + 2 * C
-    cdef floating* rs = fbuf + 3 * C if relu else NULL
-    cdef floating* rb = fbuf + 4 * C
-    if sums:
-        _reduce(x, dy, mean, rs, rb, N, C, L, buf + 2 * C, fbuf + 5 * C, sdy, sdyx, tid, nt)
-    _share(C, tid, nt, &c0, &c1)  # the channels _reduce totalled here
-    for c in range(c0, c1):
-        inv = invstd[c]
-        a = inv * (weight[c] if weight != NULL else 1.0)
-        # in inference dx = k_dy * g: k_x and k_0 zero (training without sums: no dx)
-        k_x[c] = <floating>(a * inv * inv * sdyx[c] * inv_m) if training and sums else 0
-        k_0[c] = <floating>(a * sdy[c] * inv_m) if training and sums else 0
-        if dweight != NULL:
-            dweight[c] = <floating>(sdyx[c] * inv)
-        if dbias != NULL:
-            dbias[c] = <floating>sdy[c]
-    if dx == NULL:
-        return
-    _sync(nt)
-    if training or relu:
-        _dx(x, dy, dx, N, C, L, mean, k_dy, k_x, k_0, rs, rb, tid, nt)
-    else:  # dx = dy * k_dy, which must not read x; k_0 is all zeros here
-        _affine(dy, dx, N, C, L, k_0, k_dy, k_0, False, tid, nt)
+    for ch in range(C):
+        fbuf[ch] = _scale(save_invstd, weight, ch)
+        fbuf[C + ch] = bias[ch] if bias != NULL else 0.0
+    c.src, c.out, c.relu = x, y, relu
+    c.k1, c.k2, c.k3 = running_mean, fbuf, fbuf + C
+    _pass(&c, nt, _affine_units)
 
 
 cdef void _backward(const floating* dy, const floating* x, const floating* weight,
@@ -641,42 +727,50 @@ cdef void _backward(const floating* dy, const floating* x, const floating* weigh
     """buf: 2 * C + 2 * _parts(.., wide) doubles; fbuf: 5 * C + C * L (wide path;
     3 * C * L with relu) floating.  relu: the gradient of
     relu(batch_norm(x)), dy masked where the recomputed pre-activation is not
-    positive.  dx, dweight, dbias: NULL when not wanted; the gradient sums pass
-    runs only for what needs it (dweight, dbias, or dx in training)."""
-    cdef Py_ssize_t c
+    positive.  dx, dweight, dbias: NULL when not wanted; the gradient sums loop
+    runs only for what needs it (dweight, dbias, or dx in training).  Loops: the
+    gradient sums' partials, their totals with the coefficients of each channel,
+    then dx."""
+    cdef Py_ssize_t ch
     cdef floating* k_dy = fbuf
     cdef floating* rs = fbuf + 3 * C if relu else NULL
     cdef floating* rb = fbuf + 4 * C
-    cdef bint sums = dweight != NULL or dbias != NULL or (training and dx != NULL)
-    for c in range(C):
-        k_dy[c] = _scale(invstd, weight, c)
+    cdef Call c = _call(floating is double, N, C, L, True, relu)
+    for ch in range(C):
+        k_dy[ch] = _scale(invstd, weight, ch)
         if relu:
-            rs[c] = k_dy[c]
-            rb[c] = bias[c] if bias != NULL else 0.0
-    if sums:
-        _positions(mean, rs, rb, C, L, _wide(L, True, relu), fbuf + 5 * C)
-    if nt == 1:
-        _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu, sums,
-                       N, C, L, buf, fbuf, 0, 1)
-    else:
-        with parallel(num_threads=nt):
-            _backward_part(dy, x, weight, mean, invstd, dx, dweight, dbias, training, relu,
-                           sums, N, C, L, buf, fbuf, threadid(), fastbn_team_size())
+            rs[ch] = k_dy[ch]
+            rb[ch] = bias[ch] if bias != NULL else 0.0
+    c.sums = dweight != NULL or dbias != NULL or (training and dx != NULL)
+    if c.sums:
+        _positions(mean, rs, rb, C, L, c.wide, fbuf + 5 * C)
+    c.x, c.dy, c.shift, c.rs, c.rb, c.pos = x, dy, mean, rs, rb, fbuf + 5 * C
+    c.t1, c.t2, c.p1 = buf, buf + C, buf + 2 * C
+    c.p2 = c.p1 + _parts(N, C, L, c.wide)
+    c.stage, c.training = STAGE_BACKWARD, training
+    c.weight, c.invstd, c.dweight, c.dbias = weight, invstd, dweight, dbias
+    c.k1, c.k2, c.k3 = k_dy, fbuf + C, fbuf + 2 * C  # k_dy, k_x, k_0
+    _reduce(&c, nt)
+    if dx == NULL:
+        return
+    c.out = dx
+    if training or relu:
+        _pass(&c, nt, _dx_units)
+    else:  # dx = dy * k_dy, which must not read x; k_0 is all zeros here
+        c.src, c.k1, c.k2, c.k3 = dy, fbuf + 2 * C, k_dy, fbuf + 2 * C
+        _pass(&c, nt, _affine_units)
 
 
 cdef void _channel_sums(const floating* x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t L, int nt,
                         double* part, floating* zeros, double* sums,
                         double* squares) noexcept nogil:
-    """sums[c] = sum(x[:, c, :]) by _reduce with zero shifts; `zeros`: C + C * L
+    """sums[c] = sum(x[:, c, :]) by the reduction with zero shifts; `zeros`: C + C * L
     zeros (the shifts, then their spread over the positions)."""
-    if nt == 1:
-        _reduce(x, <const floating*>NULL, zeros, <const floating*>NULL, <const floating*>NULL,
-                N, C, L, part, zeros + C, sums, squares, 0, 1)
-    else:
-        with parallel(num_threads=nt):
-            _reduce(x, <const floating*>NULL, zeros, <const floating*>NULL,
-                    <const floating*>NULL, N, C, L, part, zeros + C, sums, squares,
-                    threadid(), fastbn_team_size())
+    cdef Call c = _call(floating is double, N, C, L, False, False)
+    c.x, c.shift, c.pos = x, zeros, zeros + C
+    c.t1, c.t2, c.p1 = sums, squares, part
+    c.p2 = part + _parts(N, C, L, c.wide)
+    _reduce(&c, nt)
 
 
 # ---------------------------------------------------------------- entry points

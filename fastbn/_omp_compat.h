@@ -12,20 +12,6 @@
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_num_procs(void) { return 1; }
 #endif
-/* threads of the current team; a barrier for them (an orphaned `omp barrier`:
-   kernels run their phases in one parallel region) */
-static inline int fastbn_team_size(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-static inline void fastbn_barrier(void) {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-}
 #ifndef FASTBN_BUILD_FLAGS
 #define FASTBN_BUILD_FLAGS ""
 #endif

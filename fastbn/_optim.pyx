@@ -14,16 +14,16 @@ the parameter and its state writable; fastbn/kernels.py then checks them with
 clear errors and passes plain ones.
 """
 cimport numpy as cnp
-from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
+
+from ._parallel cimport parallel_for, unit_fn
 
 cnp.import_array()
 
 cdef enum:
-    BLOCK = 16384          # values per parallel unit
-    SERIAL_BELOW = 65536   # values; smaller parameters are updated on one thread
+    BLOCK = 16384          # values per work unit (of one parameter)
+    SERIAL_BELOW = 65536   # values in all; fewer are updated on the calling thread
 
 
 cdef extern from "_optim.h" nogil:
@@ -37,58 +37,8 @@ cdef extern from "_optim.h" nogil:
                             double, double, double, double, double, double, double)
 
 
-cdef inline int _threads(Py_ssize_t n, int nthreads) noexcept nogil:
-    return 1 if n < SERIAL_BELOW else max(nthreads, 1)
-
-
-cdef inline void _sgd_run(floating* p, const floating* g, floating* buf, Py_ssize_t n,
-                          floating lr, floating wd, floating momentum, floating damp1,
-                          bint nesterov, bint first) noexcept nogil:
-    if floating is float:
-        fastbn_sgd_float(p, g, buf, n, lr, wd, momentum, damp1, nesterov, first)
-    else:
-        fastbn_sgd_double(p, g, buf, n, lr, wd, momentum, damp1, nesterov, first)
-
-
-cdef void _sgd(floating* p, const floating* g, floating* buf, Py_ssize_t n, floating lr,
-               floating wd, floating momentum, floating damp1, bint nesterov, bint first,
-               int nt) noexcept nogil:
-    # element by element: blocks change no bits.  One thread runs without a
-    # parallel region, whose start costs as much as updating a small parameter.
-    cdef Py_ssize_t u, lo
-    if nt == 1:
-        _sgd_run(p, g, buf, n, lr, wd, momentum, damp1, nesterov, first)
-        return
-    for u in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=nt):
-        lo = u * BLOCK
-        _sgd_run(p + lo, g + lo, NULL if buf == NULL else buf + lo, min(BLOCK, n - lo), lr,
-                 wd, momentum, damp1, nesterov, first)
-
-
-cdef inline void _adam_run(floating* p, const floating* g, floating* m, floating* v,
-                           Py_ssize_t n, floating wd, floating b1, floating c1, floating b2,
-                           floating c2, floating step_size, double bc2_sqrt,
-                           double eps) noexcept nogil:
-    if floating is float:
-        fastbn_adam_float(p, g, m, v, n, wd, b1, c1, b2, c2, step_size, bc2_sqrt, eps)
-    else:
-        fastbn_adam_double(p, g, m, v, n, wd, b1, c1, b2, c2, step_size, bc2_sqrt, eps)
-
-
-cdef void _adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n,
-                floating wd, floating b1, floating c1, floating b2, floating c2,
-                floating step_size, double bc2_sqrt, double eps, int nt) noexcept nogil:
-    cdef Py_ssize_t u, lo
-    if nt == 1:  # as in _sgd
-        _adam_run(p, g, m, v, n, wd, b1, c1, b2, c2, step_size, bc2_sqrt, eps)
-        return
-    for u in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=nt):
-        lo = u * BLOCK
-        _adam_run(p + lo, g + lo, m + lo, v + lo, min(BLOCK, n - lo), wd, b1, c1, b2, c2,
-                  step_size, bc2_sqrt, eps)
-
-
 cdef struct _Param:
+    Py_ssize_t unit   # its first work unit: the parameters' units follow each other
     void* p
     void* g
     void* s1          # momentum buffer (NULL: none) or exp_avg
@@ -138,6 +88,82 @@ cdef _Param* _gather(list ps, list gs, list s1, list s2) except? NULL:
     return out
 
 
+cdef struct _Step:     # one call: every parameter's units in one loop
+    _Param* a
+    Py_ssize_t k
+    bint adam
+    double lr, wd, momentum, damp1, beta1, beta2, eps
+    bint nesterov
+
+
+cdef inline _Param* _nth(void* params, size_t stride, Py_ssize_t i) noexcept nogil:
+    """Parameter i of an array of structs stride bytes apart, each starting with its _Param."""
+    return <_Param*>(<char*>params + i * stride)
+
+
+cdef inline _Param* _owner(void* params, size_t stride, Py_ssize_t k,
+                           Py_ssize_t u) noexcept nogil:
+    """The parameter whose units hold unit u: the last whose first unit is <= u."""
+    cdef Py_ssize_t lo = 0, hi = k - 1, mid
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _nth(params, stride, mid).unit <= u:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _nth(params, stride, lo)
+
+
+cdef void _loop(void* params, size_t stride, Py_ssize_t k, int nthreads, unit_fn fn,
+                void* ctx) noexcept nogil:
+    """Every parameter's units (BLOCK values each, numbered in turn) in one loop,
+    on one thread below SERIAL_BELOW values."""
+    cdef Py_ssize_t i, units = 0, values = 0
+    cdef _Param* q
+    for i in range(k):
+        q = _nth(params, stride, i)
+        q.unit = units
+        units += (q.n + BLOCK - 1) // BLOCK
+        values += q.n
+    parallel_for(units, 1 if values < SERIAL_BELOW else nthreads, fn, ctx)
+
+
+cdef inline void _update(const _Step* c, Py_ssize_t u) noexcept nogil:
+    """Unit u: BLOCK values of the parameter whose units hold it (element by
+    element: blocks change no bits).  float32 hyperparameters are rounded once
+    from the double (NumPy scales by the Python float the same way)."""
+    cdef const _Param* q = _owner(c.a, sizeof(_Param), c.k, u)
+    cdef Py_ssize_t o = (u - q.unit) * BLOCK, n = min(<Py_ssize_t>BLOCK, q.n - o)
+    if c.adam and q.is_double:
+        fastbn_adam_double(<double*>q.p + o, <const double*>q.g + o, <double*>q.s1 + o,
+                           <double*>q.s2 + o, n, c.wd, c.beta1, 1 - c.beta1, c.beta2,
+                           1 - c.beta2, q.step_size, q.bc2_sqrt, c.eps)
+    elif c.adam:
+        fastbn_adam_float(<float*>q.p + o, <const float*>q.g + o, <float*>q.s1 + o,
+                          <float*>q.s2 + o, n, <float>c.wd, <float>c.beta1,
+                          <float>(1 - c.beta1), <float>c.beta2, <float>(1 - c.beta2),
+                          <float>q.step_size, q.bc2_sqrt, c.eps)
+    elif q.is_double:
+        fastbn_sgd_double(<double*>q.p + o, <const double*>q.g + o,
+                          NULL if q.s1 == NULL else <double*>q.s1 + o, n, c.lr, c.wd,
+                          c.momentum, c.damp1, c.nesterov, q.first)
+    else:
+        fastbn_sgd_float(<float*>q.p + o, <const float*>q.g + o,
+                         NULL if q.s1 == NULL else <float*>q.s1 + o, n, <float>c.lr,
+                         <float>c.wd, <float>c.momentum, <float>c.damp1, c.nesterov, q.first)
+
+
+cdef void _units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    cdef _Step c = (<_Step*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        _update(&c, u)
+
+
+cdef void _run(_Step* c, int nthreads) noexcept nogil:
+    _loop(c.a, sizeof(_Param), c.k, nthreads, _units, c)
+
+
 def sgd_many(list ps, list gs, list bufs, list firsts, double lr, double weight_decay,
              double momentum, double dampening, bint nesterov, int nthreads):
     """For each parameter p = ps[i] in turn (g = gs[i], buf = bufs[i] or None):
@@ -147,22 +173,16 @@ def sgd_many(list ps, list gs, list bufs, list firsts, double lr, double weight_
     nothing, unless every array is plain (module docstring)."""
     cdef Py_ssize_t k = len(ps), i
     cdef _Param* a = _gather(ps, gs, bufs, None)
+    cdef _Step c
     if a == NULL:
         return False
     try:
         for i in range(k):
             a[i].first = firsts[i]
+        c.a, c.k, c.adam, c.nesterov = a, k, False, nesterov
+        c.lr, c.wd, c.momentum, c.damp1 = lr, weight_decay, momentum, 1 - dampening
         with nogil:
-            for i in range(k):
-                if a[i].is_double:
-                    _sgd(<double*>a[i].p, <double*>a[i].g, <double*>a[i].s1, a[i].n, lr,
-                         weight_decay, momentum, 1 - dampening, nesterov, a[i].first,
-                         _threads(a[i].n, nthreads))
-                else:  # each hyperparameter rounded once, from the double (NumPy
-                       # scales by the Python float the same way)
-                    _sgd(<float*>a[i].p, <float*>a[i].g, <float*>a[i].s1, a[i].n, <float>lr,
-                         <float>weight_decay, <float>momentum, <float>(1 - dampening),
-                         nesterov, a[i].first, _threads(a[i].n, nthreads))
+            _run(&c, nthreads)
     finally:
         free(a)
     return True
@@ -177,6 +197,7 @@ def adam_many(list ps, list gs, list ms, list vs, list steps, double lr, double 
     False, touching nothing, unless every array is plain (module docstring)."""
     cdef Py_ssize_t k = len(ps), i
     cdef _Param* a = _gather(ps, gs, ms, vs)
+    cdef _Step c
     cdef long step
     if a == NULL:
         return False
@@ -185,18 +206,10 @@ def adam_many(list ps, list gs, list ms, list vs, list steps, double lr, double 
             step = steps[i]
             a[i].step_size = lr / (1 - beta1 ** step)
             a[i].bc2_sqrt = sqrt(1 - beta2 ** step)
+        c.a, c.k, c.adam = a, k, True
+        c.wd, c.beta1, c.beta2, c.eps = weight_decay, beta1, beta2, eps
         with nogil:
-            for i in range(k):
-                if a[i].is_double:
-                    _adam(<double*>a[i].p, <double*>a[i].g, <double*>a[i].s1,
-                          <double*>a[i].s2, a[i].n, weight_decay, beta1, 1 - beta1, beta2,
-                          1 - beta2, a[i].step_size, a[i].bc2_sqrt, eps,
-                          _threads(a[i].n, nthreads))
-                else:
-                    _adam(<float*>a[i].p, <float*>a[i].g, <float*>a[i].s1, <float*>a[i].s2,
-                          a[i].n, <float>weight_decay, <float>beta1, <float>(1 - beta1),
-                          <float>beta2, <float>(1 - beta2), <float>a[i].step_size,
-                          a[i].bc2_sqrt, eps, _threads(a[i].n, nthreads))
+            _run(&c, nthreads)
     finally:
         free(a)
     return True
@@ -223,7 +236,7 @@ cdef enum:
 
 
 cdef struct _TorchParam:
-    _Param a          # p, g, s1, s2 as in _gather
+    _Param a          # p, g, s1, s2 as in _gather; first (_nth finds it there)
     void* s3          # AdamW: max_exp_avg_sq; RMSprop: momentum buffer (NULL: none)
     double h[_NHYPER]  # the loop's hyperparameters, in its argument order
     float hf[_NHYPER]  # the same, each rounded once to float
@@ -268,15 +281,22 @@ cdef void _torch_run(int op, _TorchParam* t, Py_ssize_t lo, Py_ssize_t n) noexce
                                   f[2], f[3], f[4])
 
 
-cdef void _torch_update(int op, _TorchParam* t, int nt) noexcept nogil:
-    # element by element, as _sgd: blocks change no bits
-    cdef Py_ssize_t u, lo, n = t.a.n
-    if nt == 1:
-        _torch_run(op, t, 0, n)
-        return
-    for u in prange((n + BLOCK - 1) // BLOCK, schedule='static', num_threads=nt):
-        lo = u * BLOCK
-        _torch_run(op, t, lo, min(BLOCK, n - lo))
+cdef struct _TorchStep:  # one call: every parameter's units in one loop, as _Step
+    int op
+    _TorchParam* t
+    Py_ssize_t k
+
+
+cdef void _torch_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Units u0 to u1 - 1, BLOCK values each (element by element, as _update:
+    blocks change no bits)."""
+    cdef _TorchStep c = (<_TorchStep*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef _TorchParam* t
+    cdef Py_ssize_t u, o
+    for u in range(u0, u1):
+        t = <_TorchParam*>_owner(c.t, sizeof(_TorchParam), c.k, u)
+        o = (u - t.a.unit) * BLOCK
+        _torch_run(c.op, t, o, min(<Py_ssize_t>BLOCK, t.a.n - o))
 
 
 cdef _TorchParam* _gather_torch(list ps, list gs, list s1, list s2, list s3, list hyper,
@@ -316,16 +336,16 @@ cdef bint _torch_many(int op, list ps, list gs, list s1, list s2, list s3, list 
                       bint s2_optional, int nthreads) except -1:
     """op's update of every parameter; False, touching nothing, unless every operand
     is plain."""
-    cdef Py_ssize_t k = len(ps), i
-    cdef _TorchParam* t = _gather_torch(ps, gs, s1, s2, s3, hyper, s2_optional)
-    if t == NULL:
+    cdef _TorchStep c
+    c.t = _gather_torch(ps, gs, s1, s2, s3, hyper, s2_optional)
+    if c.t == NULL:
         return False
+    c.op, c.k = op, len(ps)
     try:
         with nogil:
-            for i in range(k):
-                _torch_update(op, &t[i], _threads(t[i].a.n, nthreads))
+            _loop(c.t, sizeof(_TorchParam), c.k, nthreads, _torch_units, &c)
     finally:
-        free(t)
+        free(c.t)
     return True
 
 

@@ -39,112 +39,150 @@ static FASTBN_DISPATCH void fastbn_pool_rows_##T(                               
     }                                                                                \
 }
 
-/* 3x3 windows, padding 1, of one (H, W) plane: the windows of the inception
-   modules.  Each is two passes, along the rows then down the columns, over
-   whole rows (vectorized), where the general path visits 9 taps per output.
+/* 3x3 windows, padding 1, of runs of (H, W) planes: the windows of the inception
+   modules.  Each is two passes, along the rows then down the columns, over the
+   planes as one flat array, each position the centre of its window (long loops
+   that vectorize), the planes' edges fixed after with two taps, where the
+   general path visits 9 taps per output.
 
    fastbn_box3: y = the 3x3 sum / 9, zeros outside the plane (stride 1,
    count_include_pad: every window divides by 9), summed in double as the general
    path does: r[h][w] = x[w - 1] + x[w] + x[w + 1], then r[h - 1] + r[h] +
    r[h + 1].  The backward of that average is the same filter of dy.
-   rows: H x W doubles of scratch. */
+   rows: planes H W doubles of scratch. */
 #define FASTBN_POOL3_LOOPS(T)                                                           \
 static FASTBN_DISPATCH void fastbn_box3_##T(                                          \
-        const T* FASTBN_RESTRICT x, ptrdiff_t H, ptrdiff_t W, T* FASTBN_RESTRICT y,    \
-        double* FASTBN_RESTRICT rows) {                                                \
-    for (ptrdiff_t h = 0; h < H; h++) {                                                \
-        const T* in = x + h * W;                                                       \
-        double* r = rows + h * W;                                                      \
-        if (W == 1) {                                                                  \
-            r[0] = (double)in[0];                                                      \
-            continue;                                                                  \
-        }                                                                              \
-        r[0] = (double)in[0] + (double)in[1];                                          \
+        const T* FASTBN_RESTRICT x, ptrdiff_t planes, ptrdiff_t H, ptrdiff_t W,        \
+        T* FASTBN_RESTRICT y, double* FASTBN_RESTRICT r) {                             \
+    ptrdiff_t plane = H * W, n = planes * plane;                                       \
+    if (W == 1) {                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++)                                              \
+            r[i] = (double)x[i];                                                       \
+    } else {                                                                           \
         FASTBN_SIMD                                                                    \
-        for (ptrdiff_t w = 1; w < W - 1; w++)                                          \
-            r[w] = ((double)in[w - 1] + (double)in[w]) + (double)in[w + 1];            \
-        r[W - 1] = (double)in[W - 2] + (double)in[W - 1];                              \
+        for (ptrdiff_t i = 1; i < n - 1; i++)                                          \
+            r[i] = ((double)x[i - 1] + (double)x[i]) + (double)x[i + 1];               \
+        FASTBN_SIMD                                                                    \
+        for (ptrdiff_t k = 0; k < n / W; k++) {  /* first and last columns */         \
+            ptrdiff_t i = k * W;                                                       \
+            r[i] = (double)x[i] + (double)x[i + 1];                                    \
+            r[i + W - 1] = (double)x[i + W - 2] + (double)x[i + W - 1];                \
+        }                                                                              \
     }                                                                                  \
-    for (ptrdiff_t h = 0; h < H; h++) {                                                \
-        const double* r = rows + h * W;                                                \
-        T* out = y + h * W;                                                            \
-        if (h > 0 && h < H - 1) {                                                      \
-            FASTBN_SIMD                                                                \
-            for (ptrdiff_t w = 0; w < W; w++)                                          \
-                out[w] = (T)(((r[w - W] + r[w]) + r[w + W]) / 9.0);                    \
-        } else {                                                                       \
-            const double* up = h > 0 ? r - W : NULL;                                   \
-            const double* down = h < H - 1 ? r + W : NULL;                             \
-            for (ptrdiff_t w = 0; w < W; w++) {                                        \
-                double v = up != NULL ? up[w] + r[w] : r[w];                           \
-                out[w] = (T)((down != NULL ? v + down[w] : v) / 9.0);                  \
-            }                                                                          \
+    if (H == 1) {                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++)                                              \
+            y[i] = (T)(r[i] / 9.0);                                                    \
+        return;                                                                        \
+    }                                                                                  \
+    FASTBN_SIMD                                                                        \
+    for (ptrdiff_t i = W; i < n - W; i++)                                              \
+        y[i] = (T)(((r[i - W] + r[i]) + r[i + W]) / 9.0);                              \
+    for (ptrdiff_t p0 = 0; p0 < n; p0 += plane) {  /* first and last rows */          \
+        const double* top = r + p0;                                                    \
+        const double* bottom = r + p0 + plane - 2 * W;                                 \
+        FASTBN_SIMD                                                                    \
+        for (ptrdiff_t w = 0; w < W; w++) {                                            \
+            y[p0 + w] = (T)((top[w] + top[W + w]) / 9.0);                              \
+            y[p0 + plane - W + w] = (T)((bottom[w] + bottom[W + w]) / 9.0);            \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \
                                                                                        \
 /* fastbn_max3: y, idx = the maximum over each 3x3 window (stride s, 1 or 2) and  \
-   its position h W + w, with the general path's test in tap order (the last NaN,  \
-   else the first maximum; all -inf: the window's first tap): first the winner of  \
-   each row's three taps (rv, and its column in rc: H x OW of scratch each), then  \
-   of the window's rows, in order (positions in pc: OW of scratch; uint32, which   \
-   vectorizes beside a float compare).  Padding never wins. */                     \
+   its position h W + w, of `planes` (H, W) planes one after the other, with the   \
+   general path's test in tap order (the last NaN, else the first maximum; all     \
+   -inf: the window's first tap).  Two passes over the planes as one flat array,   \
+   each position the centre of its window (long loops that vectorize, where the   \
+   windows of small planes gave short loops and mispredicted branches): the winner \
+   of each row's three taps (rv, its column offset 0-2 from w - 1 in rc), then of  \
+   the three rows (cv, its flat position in cp); plane edges fixed after, with     \
+   two taps.  Stride 2 keeps every other centre.  v: 2 planes H W values of        \
+   scratch; at: as many uint32 (which vectorize beside a float compare). */         \
 static FASTBN_DISPATCH void fastbn_max3_##T(                                          \
-        const T* FASTBN_RESTRICT x, ptrdiff_t H, ptrdiff_t W, ptrdiff_t OH,             \
-        ptrdiff_t OW, ptrdiff_t s, T* FASTBN_RESTRICT y, int64_t* FASTBN_RESTRICT idx,  \
-        T* FASTBN_RESTRICT rv, uint32_t* FASTBN_RESTRICT rc,                            \
-        uint32_t* FASTBN_RESTRICT pc) {                                                 \
-    /* outputs whose three columns are all inside the row: [1, hi) */                  \
-    ptrdiff_t hi = W >= 2 ? (W - 2) / s + 1 : 1;                                       \
-    hi = hi < 1 ? 1 : (hi > OW ? OW : hi);                                             \
-    for (ptrdiff_t h = 0; h < H; h++) {                                                \
-        const T* in = x + h * W;                                                       \
-        T* v = rv + h * OW;                                                            \
-        uint32_t* c = rc + h * OW;                                                     \
+        const T* FASTBN_RESTRICT x, ptrdiff_t planes, ptrdiff_t H, ptrdiff_t W,        \
+        ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t s, T* FASTBN_RESTRICT y,                  \
+        int64_t* FASTBN_RESTRICT idx, T* FASTBN_RESTRICT v,                             \
+        uint32_t* FASTBN_RESTRICT at) {                                                 \
+    ptrdiff_t plane = H * W, n = planes * plane;                                       \
+    T* rv = v;                                                                         \
+    T* cv = v + n;                                                                     \
+    uint32_t* rc = at;                                                                 \
+    uint32_t* cp = at + n;                                                             \
+    if (W == 1) {                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            rv[i] = x[i];                                                              \
+            rc[i] = 1;                                                                 \
+        }                                                                              \
+    } else {                                                                           \
         FASTBN_SIMD                                                                    \
-        for (ptrdiff_t o = 1; o < hi; o++) {                                           \
-            ptrdiff_t w = o * s - 1;                                                   \
-            T a = in[w], b = in[w + 1], d = in[w + 2];                                 \
+        for (ptrdiff_t i = 1; i < n - 1; i++) {                                        \
+            T a = x[i - 1], b = x[i], d = x[i + 1];                                    \
             int tb = (b > a) | (b != b);                                               \
             T m = tb ? b : a;                                                          \
             int td = (d > m) | (d != d);                                               \
-            v[o] = td ? d : m;                                                         \
-            c[o] = (uint32_t)w + (td ? 2u : (uint32_t)tb);                             \
+            rv[i] = td ? d : m;                                                        \
+            rc[i] = td ? 2u : (uint32_t)tb;                                            \
         }                                                                              \
-        for (ptrdiff_t ow = 0; ow < OW; ow = ow ? ow + 1 : hi) {  /* 0, then hi.. */   \
-            ptrdiff_t w0 = ow * s - 1 < 0 ? 0 : ow * s - 1;                            \
-            ptrdiff_t w1 = ow * s + 2 > W ? W : ow * s + 2;                            \
-            T best = -INFINITY;                                                        \
-            uint32_t at = (uint32_t)w0;                                                \
-            for (ptrdiff_t w = w0; w < w1; w++)                                        \
-                if (in[w] > best || in[w] != in[w]) {                                  \
-                    best = in[w];                                                      \
-                    at = (uint32_t)w;                                                  \
-                }                                                                      \
-            v[ow] = best;                                                              \
-            c[ow] = at;                                                                \
+        FASTBN_SIMD                        /* first and last columns: two taps */      \
+        for (ptrdiff_t r = 0; r < n / W; r++) {                                        \
+            ptrdiff_t i = r * W;                                                       \
+            T a = x[i], b = x[i + 1];                                                  \
+            int tb = (b > a) | (b != b);                                               \
+            rv[i] = tb ? b : a;                                                        \
+            rc[i] = 1u + (uint32_t)tb;                                                 \
+            a = x[i + W - 2];                                                          \
+            b = x[i + W - 1];                                                          \
+            tb = (b > a) | (b != b);                                                   \
+            rv[i + W - 1] = tb ? b : a;                                                \
+            rc[i + W - 1] = (uint32_t)tb;                                              \
         }                                                                              \
     }                                                                                  \
-    for (ptrdiff_t oh = 0; oh < OH; oh++) {                                            \
-        ptrdiff_t h0 = oh * s - 1 < 0 ? 0 : oh * s - 1;                                \
-        ptrdiff_t h1 = oh * s + 2 > H ? H : oh * s + 2;                                \
-        T* out = y + oh * OW;                                                          \
-        memcpy(out, rv + h0 * OW, OW * sizeof(T));                                     \
+    if (H == 1) {                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) {                                            \
+            cv[i] = rv[i];                                                             \
+            cp[i] = (uint32_t)i + rc[i] - 1u;                                          \
+        }                                                                              \
+    } else {                                                                           \
         FASTBN_SIMD                                                                    \
-        for (ptrdiff_t ow = 0; ow < OW; ow++)                                          \
-            pc[ow] = (uint32_t)(h0 * W) + rc[h0 * OW + ow];                            \
-        for (ptrdiff_t h = h0 + 1; h < h1; h++) {                                      \
-            const T* v = rv + h * OW;                                                  \
-            const uint32_t* c = rc + h * OW;                                           \
-            FASTBN_SIMD                                                                \
-            for (ptrdiff_t ow = 0; ow < OW; ow++) {                                    \
-                int take = (v[ow] > out[ow]) | (v[ow] != v[ow]);                       \
-                out[ow] = take ? v[ow] : out[ow];                                      \
-                pc[ow] = take ? (uint32_t)(h * W) + c[ow] : pc[ow];                    \
+        for (ptrdiff_t i = W; i < n - W; i++) {                                        \
+            T a = rv[i - W], b = rv[i], d = rv[i + W];                                 \
+            int tb = (b > a) | (b != b);                                               \
+            T m = tb ? b : a;                                                          \
+            int td = (d > m) | (d != d);                                               \
+            cv[i] = td ? d : m;                                                        \
+            cp[i] = td ? (uint32_t)(i + W) + rc[i + W] - 1u                            \
+                       : (tb ? (uint32_t)i + rc[i] - 1u                                \
+                             : (uint32_t)(i - W) + rc[i - W] - 1u);                    \
+        }                                                                              \
+        for (ptrdiff_t p0 = 0; p0 < n; p0 += plane) { /* first and last rows */        \
+            for (ptrdiff_t k = 0; k < 2; k++) {                                        \
+                ptrdiff_t top = k ? p0 + plane - 2 * W : p0; /* of the two rows */     \
+                ptrdiff_t at_ = k ? top + W : top;           /* the row written */     \
+                FASTBN_SIMD                                                            \
+                for (ptrdiff_t w = 0; w < W; w++) {                                    \
+                    T a = rv[top + w], b = rv[top + W + w];                            \
+                    int tb = (b > a) | (b != b);                                       \
+                    cv[at_ + w] = tb ? b : a;                                          \
+                    cp[at_ + w] = tb ? (uint32_t)(top + W + w) + rc[top + W + w] - 1u  \
+                                     : (uint32_t)(top + w) + rc[top + w] - 1u;         \
+                }                                                                      \
             }                                                                          \
         }                                                                              \
-        for (ptrdiff_t ow = 0; ow < OW; ow++)                                          \
-            idx[oh * OW + ow] = pc[ow];                                                \
+    }                                                                                  \
+    for (ptrdiff_t p = 0; p < planes; p++) {                                           \
+        const T* c = cv + p * plane;                                                   \
+        const uint32_t* pos = cp + p * plane;                                          \
+        uint32_t base = (uint32_t)(p * plane);                                         \
+        T* out = y + p * OH * OW;                                                      \
+        int64_t* io = idx + p * OH * OW;                                               \
+        for (ptrdiff_t oh = 0; oh < OH; oh++) {                                        \
+            FASTBN_SIMD                                                                \
+            for (ptrdiff_t ow = 0; ow < OW; ow++) {                                    \
+                ptrdiff_t j = oh * s * W + ow * s;                                     \
+                out[oh * OW + ow] = c[j];                                              \
+                io[oh * OW + ow] = (int64_t)(pos[j] - base);                           \
+            }                                                                          \
+        }                                                                              \
     }                                                                                  \
 }
 

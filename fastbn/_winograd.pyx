@@ -11,15 +11,16 @@ im2col.  The input's gradient is the same
 convolution of dy with the flipped, transposed filter; the filter's gradient
 is dU[k] = (A dY A^T)[k] @ V[k], brought back by G^T dU G in kernels.py.
 
-Work goes in chunks of a few images whose V and M stay in L2: transform in,
-a^2 GEMMs (single-threaded BLAS calls inside fastbn's threads, see _blas.pyx),
-transform out.  Chunks are fixed by the shape, never by the thread count, so
+Work goes in chunks of a few images whose V and M stay in L2, the work units
+that fastbn's team shares out (_parallel.h): transform in, a^2 GEMMs
+(single-threaded BLAS calls inside fastbn's threads, see _blas.pyx), transform
+out.  Chunks are fixed by the shape, never by the thread count, so
 results are the same bits at any thread count.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 
 from ._blas cimport blas_one_thread, gemm_rm, gemm_threads
+from ._parallel cimport parallel_for
 
 import numpy as np
 
@@ -132,51 +133,117 @@ cdef inline void _grad_tiles(const floating* dy, Py_ssize_t O, const Tiles* t, P
             fastbn_winograd2_grads_double(dy, O, t, col, scratch, D)
 
 
+ctypedef struct Wino:    # one call (pointers to the data's type)
+    bint dbl
+    Tiles t
+    Py_ssize_t N, C, O, A2, units, plane
+    const void* x
+    const void* U
+    const void* bias
+    void* y
+    const void* dy
+    void* parts
+    void* scratch        # per slot: the tile transforms' (_winograd.h)
+    void* V              # per slot: the chunk's transformed inputs
+    void* M              # per slot: its products, or its transformed gradients
+    Py_ssize_t scratch_n, v_n, m_n  # values per slot of each
+
+
+cdef inline void _forward_of(const floating* xp, const Wino* c, Py_ssize_t u,
+                             int slot) noexcept nogil:
+    cdef const Tiles* t = &c.t
+    cdef Py_ssize_t n0 = u * c.N // c.units, n1 = (u + 1) * c.N // c.units, n, k
+    cdef floating* V = <floating*>c.V + slot * c.v_n
+    cdef floating* M = <floating*>c.M + slot * c.m_n
+    cdef floating* scratch = <floating*>c.scratch + slot * c.scratch_n
+    cdef const floating* up = <const floating*>c.U
+    for n in range(n0, n1):
+        _input_tiles(xp + n * c.C * c.plane, c.C, t, (n - n0) * t.T, scratch, V)
+    for k in range(c.A2):
+        gemm_rm(False, False, (n1 - n0) * t.T, c.O, c.C, V + k * t.Cp * t.cols, t.Cp,
+                up + k * c.C * c.O, c.O, 0, M + k * t.Op * t.cols, t.Op)
+    for n in range(n0, n1):
+        _output_tiles(M, c.O, t, (n - n0) * t.T, <const floating*>c.bias,
+                      <floating*>c.y + n * c.O * t.OH * t.OW, scratch)
+
+
+cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
+    """Chunks u0 to u1 - 1 of the images, each: transform in, a^2 GEMMs,
+    transform out."""
+    cdef Wino c = (<Wino*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t u
+    for u in range(u0, u1):
+        if c.dbl:
+            _forward_of(<const double*>c.x, &c, u, slot)
+        else:
+            _forward_of(<const float*>c.x, &c, u, slot)
+
+
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U, bias,
             floating[:, :, :, ::1] y, Py_ssize_t ph, Py_ssize_t pw, int nthreads):
     """y = conv2d(x, g, padding=(ph, pw)) (+ bias) for the 3x3 filters g with
     U[k] = (G g G^T)[k]^T, shape ((m + 2)^2, C, O): F(2x2, 3x3) for 16 rows, F(4x4,
     3x3) for 36.  x (N, C, H, W), y (N, O, OH, OW)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = U.shape[2], A2 = U.shape[0]
-    cdef Py_ssize_t k, u, n, n0, n1
-    cdef Tiles t = _tiles(x.shape[2], x.shape[3], ph, pw, N, C, O, sizeof(floating), A2)
+    cdef Wino c
+    cdef const floating[::1] b
+    c.dbl = floating is double
+    c.N, c.C, c.O, c.A2 = x.shape[0], x.shape[1], U.shape[2], U.shape[0]
+    c.t = _tiles(x.shape[2], x.shape[3], ph, pw, c.N, c.C, c.O, sizeof(floating), c.A2)
     # chunks of equal size, about (64 images in chunks of at most 42: 32 + 32, not
     # 42 + 22, which left one of two threads idle a third of the time)
-    cdef Py_ssize_t units = (N + t.nb - 1) // t.nb, plane = t.H * t.W
-    cdef int nt = min(gemm_threads(<double>N * t.T * A2 * O * C, nthreads), units)
+    c.units, c.plane = (c.N + c.t.nb - 1) // c.t.nb, c.t.H * c.t.W
+    cdef int nt = min(gemm_threads(<double>c.N * c.t.T * c.A2 * c.O * c.C, nthreads), c.units)
     dt = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] scratch = np.empty(
-        (nt, max(fastbn_winograd_input_scratch(&t), fastbn_winograd_output_scratch(&t))), dt)
-    cdef floating[:, ::1] Vs = np.empty((nt, A2 * t.Cp * t.cols), dtype=dt)
+    c.scratch_n = max(fastbn_winograd_input_scratch(&c.t), fastbn_winograd_output_scratch(&c.t))
+    c.v_n, c.m_n = c.A2 * c.t.Cp * c.t.cols, c.A2 * c.t.Op * c.t.cols
+    cdef floating[:, ::1] scratch = np.empty((nt, c.scratch_n), dt)
+    cdef floating[:, ::1] Vs = np.empty((nt, c.v_n), dtype=dt)
     # products: lanes past O stay zero (the GEMMs write O columns)
-    cdef floating[:, ::1] Ms = np.zeros((nt, A2 * t.Op * t.cols), dtype=dt)
-    cdef const floating* xp = &x[0, 0, 0, 0]
-    cdef const floating* up = &U[0, 0, 0]
-    cdef floating* yp = &y[0, 0, 0, 0]
-    cdef const floating[::1] b
-    cdef const floating* bp = NULL
-    cdef floating* V
-    cdef floating* M
+    cdef floating[:, ::1] Ms = np.zeros((nt, c.m_n), dtype=dt)
+    c.scratch, c.V, c.M = &scratch[0, 0], &Vs[0, 0], &Ms[0, 0]
+    c.x, c.U, c.y, c.bias = &x[0, 0, 0, 0], &U[0, 0, 0], &y[0, 0, 0, 0], NULL
     if bias is not None:
         b = bias
-        bp = &b[0]
+        c.bias = &b[0]
     with nogil:
         blas_one_thread(True)
-        for u in prange(units, schedule='static', num_threads=nt):
-            V = &Vs[threadid(), 0]
-            M = &Ms[threadid(), 0]
-            n0 = u * N // units
-            n1 = (u + 1) * N // units
-            for n in range(n0, n1):
-                _input_tiles(xp + n * C * plane, C, &t, (n - n0) * t.T,
-                             &scratch[threadid(), 0], V)
-            for k in range(A2):
-                gemm_rm(False, False, (n1 - n0) * t.T, O, C, V + k * t.Cp * t.cols, t.Cp,
-                        up + k * C * O, O, 0, M + k * t.Op * t.cols, t.Op)
-            for n in range(n0, n1):
-                _output_tiles(M, O, &t, (n - n0) * t.T, bp, yp + n * O * t.OH * t.OW,
-                              &scratch[threadid(), 0])
+        parallel_for(c.units, nt, _forward_units, &c)
         blas_one_thread(False)
+
+
+cdef inline void _weight_grad_of(const floating* xp, const Wino* c, Py_ssize_t p,
+                                 int slot) noexcept nogil:
+    cdef const Tiles* t = &c.t
+    cdef Py_ssize_t P = c.units, n0 = p * c.N // P, n1 = (p + 1) * c.N // P
+    cdef Py_ssize_t chunks = (n1 - n0 + t.nb - 1) // t.nb  # of equal size, about
+    cdef Py_ssize_t i, k, n, c0, c1
+    cdef floating* V = <floating*>c.V + slot * c.v_n
+    cdef floating* D = <floating*>c.M + slot * c.m_n
+    cdef floating* scratch = <floating*>c.scratch + slot * c.scratch_n
+    cdef const floating* dyp = <const floating*>c.dy
+    cdef floating* pp = <floating*>c.parts
+    for i in range(chunks):
+        c0 = n0 + i * (n1 - n0) // chunks
+        c1 = n0 + (i + 1) * (n1 - n0) // chunks
+        for n in range(c0, c1):
+            _input_tiles(xp + n * c.C * c.plane, c.C, t, (n - c0) * t.T, scratch, V)
+            _grad_tiles(dyp + n * c.O * t.OH * t.OW, c.O, t, (n - c0) * t.T, scratch, D)
+        for k in range(c.A2):
+            gemm_rm(False, False, c.O, c.C, (c1 - c0) * t.T, D + k * c.O * t.cols, t.cols,
+                    V + k * t.Cp * t.cols, t.Cp, 0 if c0 == n0 else 1,
+                    pp + (p * c.A2 + k) * c.O * c.C, c.C)
+
+
+cdef void _weight_grad_units(void* arg, Py_ssize_t p0, Py_ssize_t p1, int slot) noexcept nogil:
+    """Parts p0 to p1 - 1, each its run of images, chunk by chunk, accumulated
+    in image order."""
+    cdef Wino c = (<Wino*>arg)[0]  # a local copy: see _parallel.pxd
+    cdef Py_ssize_t p
+    for p in range(p0, p1):
+        if c.dbl:
+            _weight_grad_of(<const double*>c.x, &c, p, slot)
+        else:
+            _weight_grad_of(<const float*>c.x, &c, p, slot)
 
 
 def weight_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
@@ -184,40 +251,22 @@ def weight_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
     """parts[p] = sum of (A dY A^T) @ V^T, shape ((m + 2)^2, O, C), over a run of
     images fixed by the number of parts (each run accumulated in image order, to be
     added in part order by the caller; parts[p] = G dW G^T of those images)."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], O = dy.shape[1], P = parts.shape[0]
-    cdef Py_ssize_t A2 = parts.shape[1]
-    cdef Py_ssize_t k, p, n, n0, n1, c0, c1, i, chunks
-    cdef Tiles t = _tiles(x.shape[2], x.shape[3], ph, pw, N, C, O, sizeof(floating), A2)
-    cdef Py_ssize_t plane = t.H * t.W
-    cdef int nt = min(gemm_threads(<double>N * t.T * A2 * O * C, nthreads), P)
+    cdef Wino c
+    c.dbl = floating is double
+    c.N, c.C, c.O, c.units = x.shape[0], x.shape[1], dy.shape[1], parts.shape[0]
+    c.A2 = parts.shape[1]
+    c.t = _tiles(x.shape[2], x.shape[3], ph, pw, c.N, c.C, c.O, sizeof(floating), c.A2)
+    c.plane = c.t.H * c.t.W
+    cdef int nt = min(gemm_threads(<double>c.N * c.t.T * c.A2 * c.O * c.C, nthreads), c.units)
     dt = np.float32 if floating is float else np.float64
-    cdef floating[:, ::1] scratch = np.empty(
-        (nt, max(fastbn_winograd_input_scratch(&t), fastbn_winograd_output_scratch(&t))), dt)
-    cdef floating[:, ::1] Vs = np.empty((nt, A2 * t.Cp * t.cols), dtype=dt)
-    cdef floating[:, ::1] Ds = np.empty((nt, A2 * O * t.cols), dtype=dt)
-    cdef const floating* xp = &x[0, 0, 0, 0]
-    cdef const floating* dyp = &dy[0, 0, 0, 0]
-    cdef floating* pp = &parts[0, 0, 0, 0]
-    cdef floating* V
-    cdef floating* D
+    c.scratch_n = max(fastbn_winograd_input_scratch(&c.t), fastbn_winograd_output_scratch(&c.t))
+    c.v_n, c.m_n = c.A2 * c.t.Cp * c.t.cols, c.A2 * c.O * c.t.cols
+    cdef floating[:, ::1] scratch = np.empty((nt, c.scratch_n), dt)
+    cdef floating[:, ::1] Vs = np.empty((nt, c.v_n), dtype=dt)
+    cdef floating[:, ::1] Ds = np.empty((nt, c.m_n), dtype=dt)
+    c.scratch, c.V, c.M = &scratch[0, 0], &Vs[0, 0], &Ds[0, 0]
+    c.x, c.dy, c.parts = &x[0, 0, 0, 0], &dy[0, 0, 0, 0], &parts[0, 0, 0, 0]
     with nogil:
         blas_one_thread(True)
-        for p in prange(P, schedule='static', num_threads=nt):
-            V = &Vs[threadid(), 0]
-            D = &Ds[threadid(), 0]
-            n0 = p * N // P
-            n1 = (p + 1) * N // P
-            chunks = (n1 - n0 + t.nb - 1) // t.nb  # of equal size, about
-            for i in range(chunks):
-                c0 = n0 + i * (n1 - n0) // chunks
-                c1 = n0 + (i + 1) * (n1 - n0) // chunks
-                for n in range(c0, c1):
-                    _input_tiles(xp + n * C * plane, C, &t, (n - c0) * t.T,
-                                 &scratch[threadid(), 0], V)
-                    _grad_tiles(dyp + n * O * t.OH * t.OW, O, &t, (n - c0) * t.T,
-                                &scratch[threadid(), 0], D)
-                for k in range(A2):
-                    gemm_rm(False, False, O, C, (c1 - c0) * t.T, D + k * O * t.cols, t.cols,
-                            V + k * t.Cp * t.cols, t.Cp, 0 if c0 == n0 else 1,
-                            pp + (p * A2 + k) * O * C, C)
+        parallel_for(c.units, nt, _weight_grad_units, &c)
         blas_one_thread(False)

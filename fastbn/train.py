@@ -60,7 +60,7 @@ import numpy as np
 
 from . import checkpoint, data, models, nn, optim
 from . import random as _random
-from ._config import get_num_threads, threads as _threads
+from ._config import auto_threads, threads as _threads
 from ._io import atomic_write, check_writable
 from .models import convnet, mlp
 from .progress import ProgressBar
@@ -491,8 +491,9 @@ def run(args, out=None):
         dist.check_batch(config["batch_size"])
     threads = args.threads
     if threads is None:  # digits' 8x8 layers are too small to gain from a parallel region
-        threads = 1 if config["dataset"] == "digits" else get_num_threads() // (
-            dist.local_ranks if dist else 1) or 1
+        threads = 1 if config["dataset"] == "digits" else "auto"
+    if threads == "auto":  # the cores free to this process, shared among a node's ranks
+        threads = auto_threads(dist.local_ranks if dist else 1)
 
     x_train, y_train, x_test, y_test = load_data(config["dataset"], config["data_dir"])
     if args.resume and extra["train_size"] != len(x_train):
@@ -658,6 +659,16 @@ def _int(lo):
     return parse
 
 
+def _threads_arg(text):
+    if text == "auto":
+        return text
+    try:
+        return _int(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or an integer >= 1, got {text!r}") from None
+
+
 def _number(lo, hi=None):
     def parse(text):
         try:
@@ -691,10 +702,11 @@ def add_arguments(parser):
                              f"{d['epochs']})")
     parser.add_argument("--batch-size", type=_int(1), default=None,
                         help=f"(default: {d['batch_size']})")
-    parser.add_argument("--threads", type=_int(1), default=None,
-                        help="threads for the kernels and BLAS (default: 1 on digits, whose tiny "
-                             "layers run fastest serially; fastbn's default otherwise, "
-                             "divided among the ranks on a machine with --distributed)")
+    parser.add_argument("--threads", type=_threads_arg, default=None,
+                        help="threads for the kernels and BLAS, or auto: the cores this process "
+                             "may use, divided among the ranks on a machine with --distributed "
+                             "(default: 1 on digits, whose tiny layers run fastest serially; "
+                             "auto otherwise; see docs/threads.md)")
     parser.add_argument("--seed", type=_int(0), default=None,
                         help=f"seed for init and shuffling (default: {d['seed']})")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,

@@ -76,6 +76,6 @@ def random_running_stats(rng, C, dtype):
     return rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
 
 
-# Shapes whose bits are compared at 1 and 2 threads (large enough to run parallel).
+# Shapes whose bits are compared at 1, 2 and 3 threads (large enough to run parallel).
 THREAD_SHAPES = [(64, 16, 32, 32), (16, 3, 64, 64), (2, 1, 70000), (512, 200), (4, 64, 9000),
                  (48, 20, 8, 8), (12, 4100)]

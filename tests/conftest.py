@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import pytest
 
@@ -34,3 +35,27 @@ def run_fastbn():
     """The function ``_run_fastbn``: a fixture, so that test files need not import
     conftest by name (pytest's importlib mode, used by tools/test_wheel.sh)."""
     return _run_fastbn
+
+
+SCHEDULES = ["in order", "reverse", "random", "busy core"]
+
+
+@pytest.fixture(params=SCHEDULES)
+def schedule(request):
+    """Run the test's multi-threaded calls under each schedule: fastbn's team hands
+    the work units out in order, in reverse or in a random order (the test hook
+    fastbn._parallel.set_order), or in order while a busy process competes for a
+    core (workers late, preempted or absent).  Results must not change."""
+    from fastbn import _parallel
+
+    from concurrency import busy_process
+
+    if request.param == "busy core":
+        with busy_process():
+            yield request.param
+        return
+    _parallel.set_order(request.param, seed=zlib.crc32(request.node.nodeid.encode()))
+    try:
+        yield request.param
+    finally:
+        _parallel.set_order("in order")

@@ -108,16 +108,17 @@ def test_fused_equals_batch_norm_then_relu(rng, shape, dtype, training):
 
 @pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
 @pytest.mark.parametrize("shape", THREAD_SHAPES)
-def test_same_bits_for_one_and_two_threads(rng, shape):
+def test_same_bits_at_one_two_and_three_threads(rng, shape, schedule):
     x, w, b = random_case(rng, shape, np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         with fastbn.threads(n):
             y, mean, invstd = batch_norm_forward(x, w, b, relu=True)
             results.append((y, *batch_norm_backward(dy, x, w, mean, invstd, bias=b, relu=True)))
-    for a, e in zip(*results):
-        np.testing.assert_array_equal(a, e)
+    for other in results[1:]:
+        for a, e in zip(results[0], other):
+            np.testing.assert_array_equal(a, e)
 
 
 def test_nan_stays_in_its_channel(rng):

@@ -126,6 +126,27 @@ def test_every_kernel_runs_at_the_maximum_thread_count(run_fastbn):
 
 
 @pytest.mark.skipif(not OPENMP, reason="serial build")
+@pytest.mark.parametrize("n", [MAX_THREADS + 1, 100000, 2**31 - 1])
+def test_omp_num_threads_past_the_maximum_is_capped(n, run_fastbn):
+    """A larger OMP_NUM_THREADS (which the runtime accepts) becomes MAX_THREADS with
+    a RuntimeWarning naming it, and every kernel runs there with one thread's bits;
+    set_num_threads(None) returns to the capped value."""
+    code = _MAX_THREADS_KERNELS.replace(
+        "fastbn.set_num_threads(MAX_THREADS)",
+        "import warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    fastbn.set_num_threads(None)\n"
+        "    assert fastbn.get_num_threads() == MAX_THREADS\n"
+        "assert [w.category for w in caught] == [RuntimeWarning], caught\n"
+        "assert 'OMP_NUM_THREADS' in str(caught[0].message), caught[0].message\n"
+        "fastbn.set_num_threads(None)")
+    assert code != _MAX_THREADS_KERNELS
+    out = run_fastbn(code=code, env={"OMP_NUM_THREADS": str(n), "OMP_WAIT_POLICY": "passive"})
+    assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-3000:]
+
+
+@pytest.mark.skipif(not OPENMP, reason="serial build")
 @pytest.mark.parametrize("n", ["1", "3"])
 def test_omp_num_threads_is_respected(n, run_fastbn):
     out = run_fastbn(code="import fastbn; print(fastbn.get_num_threads())",

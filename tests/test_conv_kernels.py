@@ -399,11 +399,13 @@ def test_max_pool_2x2_ties_nans_infs(shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("shape", [(2, 3, 9, 23), (1, 2, 16, 10), (1, 1, 2, 2), (2, 3, 15, 14),
-                                   (1, 1, 1, 1), (1, 1, 1, 5), (2, 2, 7, 7), (1, 1, 4, 3)])
+                                   (1, 1, 1, 1), (1, 1, 1, 5), (2, 2, 7, 7), (1, 1, 4, 3),
+                                   (1, 1, 5, 1), (3, 100, 4, 4), (1, 2, 70, 65)])
 def test_max_pool_3x3_ties_nans_infs(shape, stride, dtype):
     """Kernel 3 padding 1, stride 1 or 2 (the inception modules' pooling: its own
-    path, rows then columns): ties, -inf, +inf and NaNs, checked against a plain loop
-    over the taps inside the image."""
+    path, rows then columns over runs of planes, (3, 100, 4, 4) in several runs,
+    (1, 2, 70, 65) a plane per run): ties, -inf, +inf and NaNs, checked against a
+    plain loop over the taps inside the image."""
     rng = np.random.default_rng(11)
     x = rng.integers(-3, 3, shape).astype(dtype)
     flat = x.reshape(-1)
@@ -419,6 +421,26 @@ def test_max_pool_3x3_ties_nans_infs(shape, stride, dtype):
         want = nans[-1] if nans else taps[int(np.argmax(vals))]  # argmax: first maximum
         assert idx[n, c, oh, ow] == want
         np.testing.assert_array_equal(y[n, c, oh, ow], x[n, c].reshape(-1)[want])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 100, 4, 4), (2, 3, 1, 9), (2, 3, 9, 1), (1, 2, 70, 65)])
+def test_avg_pool_3x3_box_filter(shape, dtype):
+    """3x3 stride 1 padding 1 counting the padding (the inception modules' average:
+    its own path over runs of planes, (3, 100, 4, 4) in several runs): forward and
+    backward against the sum of the nine shifted copies of the zero-padded input."""
+    rng = np.random.default_rng(12)
+    x = _rand(rng, shape, dtype)
+    dy = _rand(rng, shape, dtype)
+
+    def box(a):
+        H, W = shape[2:]
+        p = np.pad(a.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        return sum(p[:, :, i:i + H, j:j + W] for i in range(3) for j in range(3)) / 9
+
+    np.testing.assert_allclose(K.avg_pool2d_forward(x, 3, 1, 1, True), box(x), **_tol(dtype))
+    np.testing.assert_allclose(K.avg_pool2d_backward(dy, shape, 3, 1, 1, True), box(dy),
+                               **_tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -465,13 +487,13 @@ def test_max_pool_backward_finite_differences():
 
 # ---------------------------------------------------------------- threads, torch, errors
 
-def test_same_bits_at_one_and_two_threads():
+def test_same_bits_at_one_two_and_three_threads(schedule):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((8, 6, 20, 19)).astype(np.float32)  # above the serial cut-off
     w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         with fastbn.threads(n):
             y, cols = K.conv2d_forward(x, w, b, 1, 1, 1, 2)
             dy = np.cos(y)
@@ -481,15 +503,19 @@ def test_same_bits_at_one_and_two_threads():
                                         algorithm=algorithm)
                 out += [y, *K.conv2d_backward(np.cos(y), x, w[:, :2].repeat(3, 1), None,
                                               padding=1, algorithm=algorithm)]
-            ym, idx = K.max_pool2d_forward(x, 3, 2, 1)
-            out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
+            for s in (1, 2):  # 3x3 padding 1: stride 1 and 2 by rows then columns
+                ym, idx = K.max_pool2d_forward(x, 3, s, 1)
+                out += [ym, idx, K.max_pool2d_backward(np.cos(ym), idx, x.shape)]
             ya = K.avg_pool2d_forward(x, 3, 2, 1, False)
             out += [ya, K.avg_pool2d_backward(np.cos(ya), x.shape, 3, 2, 1, False)]
+            ya = K.avg_pool2d_forward(x, 3, 1, 1, True)  # the box filter
+            out += [ya, K.avg_pool2d_backward(np.cos(ya), x.shape, 3, 1, 1, True)]
             yd = K.adaptive_avg_pool2d_forward(x, (5, 7))
             out += [yd, K.adaptive_avg_pool2d_backward(np.cos(yd), x.shape, (5, 7))]
         results.append(out)
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_python_threads_at_once():

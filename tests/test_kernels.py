@@ -260,11 +260,11 @@ def test_nan_propagates_to_its_channel_only(rng):
 @pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
 @pytest.mark.parametrize("shape", THREAD_SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_same_bits_for_one_and_two_threads(rng, shape, dtype):
+def test_same_bits_at_one_two_and_three_threads(rng, shape, dtype, schedule):
     x, w, b = random_case(rng, shape, dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 3):
         with fastbn.threads(n):
             rm, rv = np.zeros(shape[1], dtype), np.ones(shape[1], dtype)
             y, mean, invstd = batch_norm_forward(x, w, b, rm, rv)
@@ -272,8 +272,9 @@ def test_same_bits_for_one_and_two_threads(rng, shape, dtype):
             egrads = batch_norm_backward(dy, x, w, mean, invstd, training=False)
             yeval = batch_norm_forward(x, w, b, rm, rv, training=False)[0]
             results.append((y, mean, invstd, rm, rv, *grads, *egrads, yeval))
-    for a, b_ in zip(*results):
-        np.testing.assert_array_equal(a, b_)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            np.testing.assert_array_equal(a, b_)
 
 
 def test_four_python_threads_at_once(rng):

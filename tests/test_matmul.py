@@ -1,6 +1,6 @@
 """fastbn.kernels.matmul (the tape's linear layers) against a float64 reference,
-at one and two threads, and its errors; products past the 32-bit BLAS's sizes, by
-a lowered size limit on small arrays and for real in subprocesses."""
+at one, two and three threads, and its errors; products past the 32-bit BLAS's
+sizes, by a lowered size limit on small arrays and for real in subprocesses."""
 import contextlib
 import sys
 
@@ -56,13 +56,14 @@ def test_matches_float64_reference(rng, m, k, n, ta, tb, dtype):
 
 @pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
 @pytest.mark.parametrize("m,k,n", SHAPES)
-def test_same_bits_for_one_and_two_threads(rng, m, k, n):
+def test_same_bits_at_one_two_and_three_threads(rng, m, k, n, schedule):
     a, b, _, _ = _operands(rng, m, k, n, True, False, np.float32)
     outs = []
-    for t in (1, 2):
+    for t in (1, 2, 3):
         with fastbn.threads(t):
             outs.append(K.matmul(a, b, transpose_a=True))
-    np.testing.assert_array_equal(outs[0], outs[1])
+    for out in outs[1:]:
+        np.testing.assert_array_equal(outs[0], out)
 
 
 def test_empty_inner_dimension_gives_zeros():

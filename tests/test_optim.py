@@ -124,9 +124,9 @@ def _updates(threads, strided=False):
     return out
 
 
-def test_updates_same_bits_at_any_thread_count_and_layout():
+def test_updates_same_bits_at_any_thread_count_schedule_and_layout(schedule):
     one = _updates(1)
-    for got in (_updates(2), _updates(1, strided=True)):
+    for got in (_updates(2), _updates(3), _updates(1, strided=True)):
         assert len(got) == len(one)
         for a, b in zip(one, got):
             np.testing.assert_array_equal(a, b)

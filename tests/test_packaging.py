@@ -14,7 +14,7 @@ import pytest
 import fastbn
 from fastbn import kernels
 
-COMPILED = ["fastbn._core", "fastbn._activation", "fastbn._openmp_helpers"]
+COMPILED = ["fastbn._core", "fastbn._activation", "fastbn._openmp_helpers", "fastbn._parallel"]
 
 
 def _stub_functions(module):

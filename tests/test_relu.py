@@ -76,7 +76,7 @@ def test_non_contiguous_and_list_inputs(rng, dtype):
 
 @pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_parallel_path_matches_reference(rng, dtype):
+def test_parallel_path_matches_reference(rng, dtype, schedule):
     x = with_specials(rng, (3, 5, 97, 101), dtype)  # 146,955 values: 9 blocks, a short last
     dy = with_specials(rng, x.shape, dtype)
     for n in (1, 2, 3):

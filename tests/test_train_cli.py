@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastbn
-from fastbn import Tensor, checkpoint, cli, nn, no_grad, train
+from fastbn import Tensor, _config, checkpoint, cli, nn, no_grad, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist")
@@ -44,9 +44,19 @@ def test_end_to_end_one_epoch(tmp_path, run_fastbn):
     m = json.loads(metrics_path.read_text())
     assert {"test_accuracy", "train_seconds", "steps", "samples_per_second", "with_bn"} <= set(m)
     assert m["with_bn"] is True and m["steps"] == 1437 // 128
+    assert m["threads"] == 1  # digits' default
     assert 0.5 < m["test_accuracy"] <= 1.0  # one epoch already learns the digits
     assert m["samples_per_second"] == pytest.approx(m["steps"] * 128 / m["train_seconds"])
     assert ckpt.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_threads_auto_takes_the_available_cores(monkeypatch):
+    """--threads auto (the default off digits) runs on auto_threads(), which follows
+    the cores this process may use."""
+    monkeypatch.setattr(_config, "available_cores", lambda: 3)
+    with fastbn.threads(5):  # get_num_threads() caps auto_threads(): above the cores here
+        res = _run("--epochs", "1", "--batch-size", "256", "--threads", "auto", "--quiet")
+    assert res["threads"] == 3
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
@@ -78,6 +88,8 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--epochs", "0"], "--epochs: expected an integer >= 1"),
+    (["--threads", "0"], "--threads: expected auto or an integer >= 1"),
+    (["--threads", "all"], "--threads: expected auto or an integer >= 1"),
     (["--lr", "abc"], "--lr: expected a number"),
     (["--momentum", "1.5"], "--momentum"),
     (["--model", "resnet"], "invalid choice"),

@@ -52,8 +52,11 @@ class BasicConv2d(nn.Module):
     Parameters
     ----------
     in_channels, out_channels : int
+        Channels of the input and of the output.
     kernel_size : int
+        Side of the square kernel.
     stride, padding : int, optional
+        The convolution's (default 1 and 0).
     bn : bool, optional
         With BatchNorm (default).  False: no ``bn``, and the convolution has a bias.
     activation : {"relu", "sigmoid"}, optional
@@ -80,6 +83,7 @@ class BasicConv2d(nn.Module):
         self._act = None if fused else _ACTIVATIONS[activation]
 
     def forward(self, x):
+        """(N, in_channels, H, W) -> (N, out_channels, OH, OW), x's dtype."""
         x = self.conv(x)
         if self.bn is not None:
             x = self.bn(x)
@@ -101,6 +105,7 @@ class Inception(nn.Module):
     Parameters
     ----------
     in_channels : int
+        Channels of the input.
     ch1x1 : int
         Channels of the 1x1 branch; 0 leaves it out.
     ch3x3red, ch3x3 : int
@@ -113,8 +118,11 @@ class Inception(nn.Module):
         Channels of the projection after the pooling; 0: the pooled input passes
         through with its ``in_channels`` channels.
     stride : {1, 2}, optional
+        2 halves the image (the output has ceil(H / 2) x ceil(W / 2) pixels).
     bn : bool, optional
+        With BatchNorm after every convolution (default).
     activation : {"relu", "sigmoid"}, optional
+        The nonlinearity of every unit (:class:`BasicConv2d`).
 
     Attributes
     ----------
@@ -155,6 +163,8 @@ class Inception(nn.Module):
         self.out_channels = ch1x1 + ch3x3 + ch3x3dbl + (pool_proj or in_channels)
 
     def forward(self, x):
+        """(N, in_channels, H, W) -> (N, out_channels, H / stride, W / stride) (rounded
+        up), x's dtype."""
         outs = [] if self.branch1x1 is None else [self.branch1x1(x)]
         outs.append(self.branch3x3_2(self.branch3x3_1(x)))
         outs.append(self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))))
@@ -247,6 +257,7 @@ class InceptionBN(nn.Module):
         self.fc = nn.Linear(channels, check_positive_int("num_classes", num_classes))
 
     def forward(self, x):
+        """(N, in_channels, H, W) float32 or float64 -> (N, num_classes) logits."""
         x = self.conv3(self.conv2(self.maxpool1(self.conv1(x))))
         for name in self.module_names:
             x = getattr(self, name)(x)
@@ -255,7 +266,20 @@ class InceptionBN(nn.Module):
 
 
 def inception_bn(in_channels=1, num_classes=10, bn=True, activation="relu", dropout=0.0):
-    """The small BN-Inception, :class:`InceptionBN` (same arguments).
+    """The small BN-Inception, :class:`InceptionBN`.
+
+    Parameters
+    ----------
+    in_channels : int, optional
+        Channels of the input images (default 1).
+    num_classes : int, optional
+        Outputs (default 10).
+    bn : bool, optional
+        With BatchNorm after every convolution (default).
+    activation : {"relu", "sigmoid"}, optional
+        The nonlinearity after every BatchNorm (default "relu").
+    dropout : float, optional
+        Dropout probability before the classifier (default 0.0: none).
 
     Returns
     -------

@@ -15,12 +15,14 @@ def convnet(image_shape, num_classes=10, bn=True):
     image_shape : (int, int, int)
         (channels, height, width) of one image; height and width of at least 4.
     num_classes : int, optional
+        Outputs (default 10).
     bn : bool, optional
         With BatchNorm (default); False gives the convolutions biases and a plain ReLU.
 
     Returns
     -------
     fastbn.nn.Sequential
+        Input (N, channels, height, width), output (N, num_classes) logits.
     """
     channels, height, width = image_shape
     layers = []
@@ -39,6 +41,7 @@ def mlp(image_shape, num_classes=10, bn=True, hidden=256):
     image_shape : tuple of int
         The shape of one input sample (it is flattened).
     num_classes : int, optional
+        Outputs (default 10).
     bn : bool, optional
         With BatchNorm (default); False gives the hidden layers biases and a plain ReLU.
     hidden : int, optional
@@ -47,6 +50,7 @@ def mlp(image_shape, num_classes=10, bn=True, hidden=256):
     Returns
     -------
     fastbn.nn.Sequential
+        Input (N, *image_shape), output (N, num_classes) logits.
     """
     layers, features = [nn.Flatten()], int(np.prod(image_shape))
     for _ in range(2):

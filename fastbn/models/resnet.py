@@ -75,6 +75,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(*layers, *([nn.BatchNorm2d(planes)] if bn else []))
 
     def forward(self, x):
+        """(N, in_planes, H, W) -> (N, planes, H / stride, W / stride) (rounded up)."""
         out = self.conv1(x)
         out = F.relu(out) if self.bn1 is None else self.bn1(out)
         out = self.conv2(out)
@@ -167,6 +168,7 @@ class ResNet(nn.Module):
         self.linear = nn.Linear(planes, check_positive_int("num_classes", num_classes))
 
     def forward(self, x):
+        """(N, in_channels, H, W) float32 or float64 -> (N, num_classes) logits."""
         out = self.conv1(x)
         out = F.relu(out) if self.bn1 is None else self.bn1(out)
         for i in range(self.num_stages):
