@@ -4,6 +4,9 @@
   one sigmoid input over training);
 - ``lr-sweep``: Section 4.2's learning-rate claims (BN at 1x, 5x, 30x the baseline rate,
   steps and training time to 90% and 95% test accuracy);
+- ``inception``: Section 4.2's Figure 2 on a small BN-Inception (``fastbn.models``):
+  Inception, BN-Baseline, BN-x5, BN-x30, BN-x5-Sigmoid and Inception-Sigmoid, steps and
+  training time to the Inception baseline's best accuracy;
 - ``smoothness``: Santurkar et al. (2018) on a VGG-style convnet without BN, with BN and
   with noisy BN: accuracy, one layer's distribution, and the loss landscape along the
   gradient (loss variation, gradient predictiveness, effective beta-smoothness);

@@ -121,18 +121,22 @@ def as_images(x):
     return x.reshape(len(x), 1, side, side)
 
 
-def vgg_init(model, seed=0):
+def vgg_init(model, seed=0, mode="fan_out"):
     """torchvision's VGG initialization, drawn from ``seed`` in layer order so that the
     variants of one net start from the same weights: every Conv2d weight
-    N(0, 2 / fan_out) (He et al., 2015, fan-out mode), every Linear weight N(0, 0.01^2),
-    every bias 0; normalization layers keep their own (weight 1, bias 0).  Returns model."""
+    N(0, 2 / fan_out) (He et al., 2015, fan-out mode; ``mode="fan_in"``: N(0, 2 /
+    fan_in), which keeps the forward signal's scale where 1x1 convolutions reduce the
+    channels, as Inception's do), every Linear weight N(0, 0.01^2), every bias 0;
+    normalization layers keep their own (weight 1, bias 0).  Returns model."""
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     rng = np.random.default_rng(seed)
     for layer in model.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             w = layer.weight.data
             if isinstance(layer, nn.Conv2d):
-                _, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
-                std = math.sqrt(2.0 / fan_out)
+                fans = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+                std = math.sqrt(2.0 / fans[mode == "fan_out"])
             else:
                 std = 0.01
             w[...] = rng.normal(0.0, std, w.shape)
@@ -182,8 +186,12 @@ def _batches(loader):
 
 
 def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe=None,
-              on_record=None, desc="", progress=None, hook=None, extra_eval=None):
-    """Plain SGD on ``d.x_train`` for ``steps`` steps.
+              on_record=None, desc="", progress=None, hook=None, extra_eval=None,
+              momentum=0.0, weight_decay=0.0, gamma=None):
+    """SGD on ``d.x_train`` for ``steps`` steps: plain by default; ``momentum`` and
+    ``weight_decay`` as ``optim.SGD``'s, and with ``gamma`` the learning rate is
+    multiplied by gamma after every step (``optim.lr_scheduler.ExponentialLR`` stepped
+    per step).
 
     At step 0 and each step in ``record_steps`` it records the test accuracy, the mean
     training loss since the last record and the training time so far (the steps'
@@ -207,7 +215,9 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
         raise ValueError(f"batch size {batch_size} is larger than the {len(d.x_train)} "
                          "training images")
     _random.manual_seed(seed)
-    optimizer = optim.SGD(model.parameters(), lr=lr)
+    optimizer = optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                          weight_decay=weight_decay)
+    scheduler = None if gamma is None else optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     loss_fn = nn.CrossEntropyLoss()
     extra_eval = extra_eval or {}
     log = {"steps": [], "accuracy": [], "loss": [], "seconds": [], "activations": [],
@@ -253,6 +263,8 @@ def train_net(model, d, lr, steps, batch_size=60, seed=0, record_steps=(), probe
         loss, _ = _train.train_step(
             model, x, y, loss_fn, optimizer,
             after_backward=None if after is None else lambda: timed(after, step, x, y))
+        if scheduler is not None:
+            scheduler.step()
         step_seconds.append(time.perf_counter() - t0 - (hook_seconds - hooks_before))
         pending.append(loss)
         bar.update(1)
@@ -328,15 +340,16 @@ def _positive_float(text):
     return value
 
 
-def add_run_arguments(parser):
-    """The options every reproduction takes: --out, --batch-size, --seed, the data
-    (--dataset, --data-dir), --threads and --quiet."""
+def add_run_arguments(parser, batch_size=60):
+    """The options every reproduction takes: --out, --batch-size (default
+    ``batch_size``: the paper's 60 for MNIST), --seed, the data (--dataset, --data-dir),
+    --threads and --quiet."""
     positive, count = _train._int(1), _train._int(0)
     parser.add_argument("--out", metavar="DIR", default="reproduction",
                         help="folder for the PNGs, results.json and results.md; the "
                              "experiments share results.json/.md (default: reproduction)")
-    parser.add_argument("--batch-size", type=positive, default=60,
-                        help="mini-batch size (default: 60, as in the paper)")
+    parser.add_argument("--batch-size", type=positive, default=batch_size,
+                        help=f"mini-batch size (default: {batch_size}, as in the paper)")
     parser.add_argument("--seed", type=count, default=0,
                         help="seed of the initial weights and the data order, the same for "
                              "every net (default: 0)")

@@ -7,11 +7,11 @@ import json
 import math
 import os
 
-from . import baselines, common, figure1, lr_sweep, smoothness
+from . import baselines, common, figure1, inception, lr_sweep, smoothness
 
 __all__ = ["EXPERIMENTS", "save"]
 
-EXPERIMENTS = {m.NAME: m for m in (figure1, lr_sweep, smoothness, baselines)}
+EXPERIMENTS = {m.NAME: m for m in (figure1, lr_sweep, inception, smoothness, baselines)}
 PLOT_HINT = 'matplotlib is not installed, so no PNG was written; for the plots: ' \
             'pip install "fastbn[plot]"'
 
