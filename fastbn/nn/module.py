@@ -21,7 +21,24 @@ _IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", 
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module registers as a parameter; requires grad by default."""
+    """A Tensor that a Module registers as a parameter (``torch.nn.Parameter``).
+
+    Assigning one to a Module attribute registers it (``Module.parameters()``,
+    ``state_dict()``).
+
+    Parameters
+    ----------
+    data : array_like or Tensor
+        Any shape, float32 or float64; a NumPy array keeps its dtype and is not copied,
+        Python numbers and lists become float32.
+    requires_grad : bool, optional
+        Whether the tape records operations on it (True, unlike a plain Tensor).
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64.
+    """
 
     def __init__(self, data, requires_grad=True):
         super().__init__(data, requires_grad=requires_grad)
@@ -383,7 +400,31 @@ class RemovableHandle:
 
 
 class Sequential(Module):
-    """Modules applied in order; ``Sequential(a, b)`` or ``Sequential(OrderedDict(...))``."""
+    """Modules applied in order, each to the previous one's output (``torch.nn.Sequential``).
+
+    ``Sequential(a, b)`` registers the children as ``'0'``, ``'1'``, ...;
+    ``Sequential(OrderedDict([('conv', a), ('bn', b)]))`` under the given names (the
+    state_dict keys follow, e.g. ``'0.weight'`` or ``'conv.weight'``).
+
+    Parameters
+    ----------
+    *modules : Module or collections.OrderedDict
+        The modules in order, or one OrderedDict of names to modules.
+
+    Raises
+    ------
+    TypeError
+        For a child that is not a Module (or None), or a name that is not a string.
+    KeyError
+        For a name that is empty, contains '.' or shadows an attribute.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: what the first module takes.
+    - Output: what the last module returns (the input itself when empty).
+    """
 
     def __init__(self, *modules):
         super().__init__()
