@@ -386,9 +386,8 @@ class DataLoader:
         that gives non-integer indices.
     ValueError
         For a batch_size that is not a positive int, a seed that is not a non-negative
-        int, or a sampler with
-        ``shuffle=True``; while iterating, for sampler indices out of range or fewer or
-        more than its ``len()``.
+        int, or a sampler with ``shuffle=True``; while iterating, for sampler indices
+        out of range or fewer or more than its ``len()``.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
