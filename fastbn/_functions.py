@@ -350,7 +350,8 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
-    """Values from ``start`` (default 0) up to ``end`` (excluded) by ``step``:
+    """Values from ``start`` (default 0) up to ``end`` (excluded) by ``step`` (``torch.arange``).
+
     ``arange(end)``, ``arange(start, end)`` or ``arange(start, end, step)``.
 
     Parameters

@@ -453,8 +453,9 @@ def maximum(a, b):
 
 
 def minimum(a, b):
-    """Elementwise minimum of two broadcastable tensors (``torch.minimum``); ties share
-    the gradient as in :func:`maximum`.
+    """Elementwise minimum of two broadcastable tensors (``torch.minimum``).
+
+    Ties share the gradient as in :func:`maximum`.
 
     Parameters
     ----------
@@ -540,8 +541,9 @@ class Sum(Function):
 
 
 def sum(a, axis=None, keepdims=False):
-    """Sum over ``axis`` in NumPy's spelling (``Tensor.sum`` and :func:`fastbn.sum` take
-    PyTorch's ``dim``/``keepdim``).
+    """Sum over ``axis``, in NumPy's spelling.
+
+    ``Tensor.sum`` and :func:`fastbn.sum` take PyTorch's ``dim``/``keepdim``.
 
     Parameters
     ----------
@@ -568,8 +570,9 @@ def sum(a, axis=None, keepdims=False):
 
 
 def mean(a, axis=None, keepdims=False):
-    """Mean over ``axis`` in NumPy's spelling (``Tensor.mean`` and :func:`fastbn.mean` take
-    PyTorch's ``dim``/``keepdim``).
+    """Mean over ``axis``, in NumPy's spelling.
+
+    ``Tensor.mean`` and :func:`fastbn.mean` take PyTorch's ``dim``/``keepdim``.
 
     Parameters
     ----------
@@ -931,8 +934,9 @@ def reshape(a, shape):
 
 
 def transpose(a, axes=None):
-    """Permute the axes, NumPy's ``transpose(a, axes)`` (``Tensor.transpose`` and
-    :func:`fastbn.transpose` swap two dims, as PyTorch's).
+    """Permute the axes, as NumPy's ``transpose(a, axes)``.
+
+    ``Tensor.transpose`` and :func:`fastbn.transpose` swap two dims, as PyTorch's.
 
     Parameters
     ----------
@@ -1319,8 +1323,9 @@ def relu(input, inplace=False):
 
 
 def leaky_relu(input, negative_slope=0.01):
-    """``input`` where positive, else ``negative_slope * input``
-    (``torch.nn.functional.leaky_relu``, without ``inplace``).
+    """``input`` where positive, else ``negative_slope * input``.
+
+    ``torch.nn.functional.leaky_relu``, without ``inplace``.
 
     Parameters
     ----------
@@ -1422,8 +1427,9 @@ def softmax(input, dim=None):
 
 
 def log_softmax(input, dim=None):
-    """log(softmax(input)) along ``dim``, computed without taking the log of a
-    probability (``torch.nn.functional.log_softmax``).
+    """log(softmax(input)) along ``dim`` (``torch.nn.functional.log_softmax``).
+
+    Computed without taking the log of a probability.
 
     Parameters
     ----------
@@ -1741,8 +1747,9 @@ class AdaptiveAvgPool2d(Function):
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0):
-    """2-D max pooling, padding counting as -inf (``torch.nn.functional.max_pool2d``,
-    without ``dilation``, ``ceil_mode`` and ``return_indices``).
+    """2-D max pooling, padding counting as -inf (``torch.nn.functional.max_pool2d``).
+
+    PyTorch's ``dilation``, ``ceil_mode`` and ``return_indices`` are not accepted.
 
     Parameters
     ----------
@@ -1776,8 +1783,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0):
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
-    """2-D average pooling (``torch.nn.functional.avg_pool2d``, with ``ceil_mode=False``
-    and no ``divisor_override``).
+    """2-D average pooling (``torch.nn.functional.avg_pool2d``).
+
+    PyTorch's ``ceil_mode`` (always False here) and ``divisor_override`` are not
+    accepted.
 
     Parameters
     ----------
@@ -1812,8 +1821,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
 
 
 def adaptive_avg_pool2d(input, output_size):
-    """2-D average pooling to a given output size
-    (``torch.nn.functional.adaptive_avg_pool2d``).
+    """2-D average pooling to a given output size (``torch.nn.functional.adaptive_avg_pool2d``).
 
     Output (i, j) averages rows ``[floor(i * H / H_out), ceil((i + 1) * H / H_out))``
     and likewise columns.
@@ -1895,8 +1903,7 @@ class CrossEntropy(Function):
 
 
 def cross_entropy(input, target, reduction="mean"):
-    """Cross entropy of logits with integer class targets
-    (``torch.nn.functional.cross_entropy``).
+    """Cross entropy of logits with class indices (``torch.nn.functional.cross_entropy``).
 
     ``log_softmax`` and the negative log likelihood in one pass: the gradient is
     ``softmax(input) - onehot(target)`` (scaled by the reduction).  Unlike PyTorch:
@@ -2108,8 +2115,7 @@ class Dropout(Function):
 
 
 def dropout(input, p=0.5, training=True, inplace=False, generator=None):
-    """Zero each element with probability p and scale the rest by 1/(1-p)
-    (``torch.nn.functional.dropout``).
+    """Zero each element with probability p, scale the rest by 1/(1-p) (``F.dropout``).
 
     Parameters
     ----------

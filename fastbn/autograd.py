@@ -71,8 +71,9 @@ class _SetGradMode:
 
 
 class no_grad(_SetGradMode):
-    """``with fastbn.no_grad():`` ops on this thread record nothing and keep no
-    backward state.  Also usable as a function decorator."""
+    """``with fastbn.no_grad():`` ops on this thread record nothing (``torch.no_grad``).
+
+    They keep no backward state either.  Also usable as a function decorator."""
     _enabled = False
 
 

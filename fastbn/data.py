@@ -34,9 +34,22 @@ _MNIST_FILES = {  # kind -> ((images file, md5), (labels file, md5))
 
 
 def load_digits():
-    """The UCI handwritten digits (1797 8x8 images, 10 classes; CC BY 4.0, see
-    fastbn/datasets/README.md).  Returns ``(images, labels)``: float32 (1797, 1, 8, 8) in
-    [0, 1] and int64 (1797,)."""
+    """The UCI handwritten digits: 1797 8x8 images, 10 classes, shipped with fastbn.
+
+    CC BY 4.0, see fastbn/datasets/README.md.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        float32, shape (1797, 1, 8, 8), values in [0, 1].
+    labels : numpy.ndarray
+        int64, shape (1797,), values 0..9.
+
+    Raises
+    ------
+    ValueError
+        When the embedded file cannot be read or is not what it should be.
+    """
     try:
         with np.load(_DIGITS, allow_pickle=False) as f:
             images, labels = f["images"], f["labels"]

@@ -183,7 +183,7 @@ def is_initialized():
 
 
 def get_rank(process_group=None):
-    """This process's rank in the communicator (0 without one), as ``torch.distributed.get_rank``.
+    """This process's rank in the communicator (``torch.distributed.get_rank``).
 
     Parameters
     ----------
@@ -200,8 +200,7 @@ def get_rank(process_group=None):
 
 
 def get_world_size(process_group=None):
-    """The number of ranks in the communicator (1 without one), as
-    ``torch.distributed.get_world_size``.
+    """The number of ranks in the communicator (``torch.distributed.get_world_size``).
 
     Parameters
     ----------

@@ -77,8 +77,10 @@ def _check_buffer(name, value):
 
 
 class Module:
-    """Base class of layers and models: subclasses set attributes in ``__init__`` (after
-    ``super().__init__()``) and define ``forward``."""
+    """Base class of layers and models (``torch.nn.Module``).
+
+    Subclasses set attributes in ``__init__`` (after ``super().__init__()``) and define
+    ``forward``."""
 
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
@@ -463,9 +465,10 @@ class Sequential(Module):
 
 
 class ModuleList(Module):
-    """Modules held in a list and registered as children ``'0'``, ``'1'``, ...: their
-    parameters are the list's, as in ``torch.nn.ModuleList``.  It has no forward: the
-    module that owns it decides how to call them.
+    """Modules held in a list, registered as children ``'0'``, ``'1'``, ... (``nn.ModuleList``).
+
+    Their parameters are the list's.  It has no forward: the module that owns it
+    decides how to call them.
 
     Parameters
     ----------
@@ -548,8 +551,9 @@ class ModuleList(Module):
 
 
 class ModuleDict(Module):
-    """Modules held in an ordered dict and registered as children under their keys, as
-    ``torch.nn.ModuleDict``.  It has no forward.
+    """Modules in an ordered dict, registered as children under their keys (``nn.ModuleDict``).
+
+    It has no forward.
 
     Parameters
     ----------

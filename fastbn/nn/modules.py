@@ -229,11 +229,31 @@ class ReLU(Module):
 
 
 class Sigmoid(Module):
+    """Elementwise logistic sigmoid ``1 / (1 + exp(-x))`` (``torch.nn.Sigmoid``).
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(*)``, any shape, float32 or float64.
+    - Output: the input's shape and dtype.
+    """
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
+    """Elementwise hyperbolic tangent (``torch.nn.Tanh``).
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(*)``, any shape, float32 or float64.
+    - Output: the input's shape and dtype.
+    """
+
     def forward(self, input):
         return F.tanh(input)
 
@@ -293,8 +313,9 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
-    """2-D max pooling (``torch.nn.MaxPool2d`` without ``dilation``, ``return_indices``
-    and ``ceil_mode``); padding counts as -inf.
+    """2-D max pooling, padding counting as -inf (``torch.nn.MaxPool2d``).
+
+    PyTorch's ``dilation``, ``return_indices`` and ``ceil_mode`` are not accepted.
 
     Parameters
     ----------
@@ -325,9 +346,10 @@ class MaxPool2d(_Pool2d):
 
 
 class AvgPool2d(_Pool2d):
-    """2-D average pooling (``torch.nn.AvgPool2d`` with PyTorch's default
-    ``count_include_pad=True``; ``ceil_mode``, ``count_include_pad`` and
-    ``divisor_override`` are not accepted).
+    """2-D average pooling (``torch.nn.AvgPool2d``).
+
+    Always PyTorch's default ``count_include_pad=True``: ``ceil_mode``,
+    ``count_include_pad`` and ``divisor_override`` are not accepted.
 
     Parameters
     ----------
@@ -413,9 +435,10 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    """Zeroes elements with probability p in training (scaling the rest by 1/(1-p)); the
-    identity in eval.  Draws from the global generator (``fastbn.manual_seed``), so runs
-    and checkpoints are reproducible.
+    """Zeroes elements with probability p in training, the identity in eval (``torch.nn.Dropout``).
+
+    In training the rest are scaled by 1/(1-p).  Draws from the global generator
+    (``fastbn.manual_seed``), so runs and checkpoints are reproducible.
 
     Parameters
     ----------
@@ -446,8 +469,7 @@ def _check_reduction(reduction):
 
 
 class CrossEntropyLoss(Module):
-    """Softmax cross-entropy of logits against integer class targets
-    (``torch.nn.CrossEntropyLoss``).
+    """Softmax cross-entropy of logits against class indices (``torch.nn.CrossEntropyLoss``).
 
     Runs :func:`fastbn.nn.functional.cross_entropy`.  Unlike PyTorch: no ``weight``,
     ``ignore_index``, ``label_smoothing`` or probability targets (:class:`NLLLoss`
@@ -484,8 +506,9 @@ class CrossEntropyLoss(Module):
 
 
 class NLLLoss(Module):
-    """Negative log likelihood of log-probabilities against class targets
-    (``F.nll_loss``); a class ``weight`` is kept as a buffer, as in PyTorch.
+    """Negative log likelihood of log-probabilities against class indices (``torch.nn.NLLLoss``).
+
+    Runs ``F.nll_loss``; a class ``weight`` is kept as a buffer, as in PyTorch.
 
     Parameters
     ----------

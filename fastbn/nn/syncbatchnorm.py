@@ -94,10 +94,9 @@ class _SyncBatchNorm(Function):
 
 
 class SyncBatchNorm(_BatchNorm):
-    """Batch Normalization whose training statistics span every rank's batch
-    (``torch.nn.SyncBatchNorm``, over MPI).
+    """Batch Normalization with statistics over every rank's batch (``torch.nn.SyncBatchNorm``).
 
-    In training, each rank's per-channel (count, mean, M2) is gathered by one
+    Over MPI.  In training, each rank's per-channel (count, mean, M2) is gathered by one
     Allgather and merged in the same order on every rank, so the statistics agree bit
     for bit; the backward makes one Allreduce.  Outside training, with one rank, or
     before ``init_process_group`` it is plain BatchNorm (PyTorch's fallback).
@@ -156,7 +155,7 @@ class SyncBatchNorm(_BatchNorm):
     -----
     Shape:
 
-    - Input: ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)`` or ``(N, C, D, H, W)``, float32 or float64.
+    - Input: ``(N, C)`` or ``(N, C, *)`` with up to 3 spatial dims, float32 or float64.
     - Output: the input's shape and dtype.
 
     state_dict keys: ``weight``, ``bias``, ``running_mean``, ``running_var``,
@@ -194,8 +193,9 @@ class SyncBatchNorm(_BatchNorm):
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
-        """Replace every BatchNorm in ``module`` by a SyncBatchNorm
-        (``torch.nn.SyncBatchNorm.convert_sync_batchnorm``).
+        """Replace every BatchNorm in ``module`` by a SyncBatchNorm.
+
+        As ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
 
         BatchNorm1d/2d and BatchNormReLU1d/2d (the ReLU kept) are replaced by a
         SyncBatchNorm that shares their parameters and buffers, so an optimizer built
