@@ -1477,7 +1477,7 @@ def linear(input, weight, bias=None):
     Parameters
     ----------
     input : Tensor or array_like
-        Shape (*, in_features), float32 or float64.
+        Shape ``(*, in_features)``, float32 or float64.
     weight : Tensor or array_like
         Shape (out_features, in_features), input's dtype.
     bias : Tensor or array_like, optional
@@ -1486,7 +1486,7 @@ def linear(input, weight, bias=None):
     Returns
     -------
     Tensor
-        Shape (*, out_features), input's dtype; on the tape.  The products are BLAS
+        Shape ``(*, out_features)``, input's dtype; on the tape.  The products are BLAS
         GEMMs (:func:`fastbn.kernels.matmul`).
 
     Raises
@@ -1566,7 +1566,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     Parameters
     ----------
     input : Tensor or array_like
-        Shape (N, C) or (N, C, *spatial), float32 or float64.
+        Shape ``(N, C)`` or ``(N, C, *spatial)``, float32 or float64.
     running_mean : numpy.ndarray, Tensor or None
         Shape (C,).  Updated in place when training: then a writable, C-contiguous
         array of input's dtype (a Tensor's ``data``).  Required when not training.
@@ -1612,7 +1612,7 @@ def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, tr
     Parameters
     ----------
     input : Tensor or array_like
-        Shape (N, C) or (N, C, *spatial), float32 or float64.
+        Shape ``(N, C)`` or ``(N, C, *spatial)``, float32 or float64.
     running_mean : numpy.ndarray, Tensor or None
         Shape (C,), as in :func:`batch_norm`.
     running_var : numpy.ndarray, Tensor or None
