@@ -62,16 +62,46 @@ def _check_threads(n):
 
 
 def set_num_threads(n):
-    """Use n threads in every fastbn kernel from now on (process-wide): 1 to 1024, or
-    to 4 per processor on a larger machine.  ``set_num_threads(None)`` returns to the
-    OpenMP runtime's default."""
+    """Use ``n`` threads in every fastbn kernel, process-wide (``torch.set_num_threads``).
+
+    A ``fastbn.threads(n)`` block overrides it in its Python thread.  Results are
+    bitwise identical at any thread count.  A serial build (no OpenMP) runs on one
+    thread whatever is set.
+
+    Parameters
+    ----------
+    n : int or None
+        1 to 1024, or to 4 per processor on a larger machine (``MAX_THREADS``).  None
+        (which PyTorch does not accept) returns to the OpenMP runtime's default, which
+        follows OMP_NUM_THREADS and threadpoolctl limits.
+
+    Raises
+    ------
+    ValueError
+        For an n that is not a Python int in range (a bool or a NumPy integer counts
+        as not an int).
+    """
     global _global_threads
     _global_threads = None if n is None else _check_threads(n)
 
 
 @contextlib.contextmanager
 def threads(n):
-    """``with fastbn.threads(n):`` run the kernels of this Python thread on n threads."""
+    """``with fastbn.threads(n):`` run the kernels of this Python thread on ``n`` threads.
+
+    A context manager (fastbn's; PyTorch has none): other Python threads, and this one
+    after the block, keep their setting; blocks nest.
+
+    Parameters
+    ----------
+    n : int
+        As :func:`set_num_threads`, but not None.
+
+    Raises
+    ------
+    ValueError
+        On entering the block, for an n that is not a Python int in range.
+    """
     _check_threads(n)
     previous = _local.threads
     _local.threads = n
@@ -229,7 +259,25 @@ def _blas_info(module):
 
 
 def show_config(as_dict=False):
-    """Print (or return, with ``as_dict=True``) how fastbn was built and runs."""
+    """Print (or return, with ``as_dict=True``) how fastbn was built and runs.
+
+    Version, Python, platform, OpenMP (enabled, version, runtime library), the thread
+    count, build flags, NumPy's and SciPy's BLAS, who threads the GEMMs and the
+    OpenBLAS kernel set (as ``numpy.show_config``).
+
+    Parameters
+    ----------
+    as_dict : bool, optional
+        Return the facts as a dict instead of printing them.
+
+    Returns
+    -------
+    dict or None
+        With ``as_dict=True``, keys ``version``, ``python``, ``platform``, ``openmp``,
+        ``openmp_version``, ``openmp_runtime``, ``num_threads``, ``num_procs``,
+        ``build_flags``, ``numpy``, ``scipy``, ``gemm_threads``, ``gemm_kernels``;
+        otherwise None.
+    """
     import numpy
     import scipy
 

@@ -127,19 +127,72 @@ def _like(input, dtype):
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False):
-    """Zeros of ``input``'s shape and (unless given) dtype."""
+    """Zeros of ``input``'s shape and (unless given) dtype (``torch.zeros_like``).
+
+    Parameters
+    ----------
+    input : Tensor
+        Only its shape and dtype are read.
+    dtype : dtype, optional
+        ``input``'s dtype unless given.
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Make it a leaf that records operations (float32/float64 only).
+
+    Returns
+    -------
+    Tensor
+        Of ``input``'s shape.
+    """
     shape, dtype = _like(input, dtype)
     return _made(np.zeros(shape, dtype), device, requires_grad)
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad=False):
-    """Ones of ``input``'s shape and (unless given) dtype."""
+    """Ones of ``input``'s shape and (unless given) dtype (``torch.ones_like``).
+
+    Parameters
+    ----------
+    input : Tensor
+        Only its shape and dtype are read.
+    dtype : dtype, optional
+        ``input``'s dtype unless given.
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Make it a leaf that records operations (float32/float64 only).
+
+    Returns
+    -------
+    Tensor
+        Of ``input``'s shape.
+    """
     shape, dtype = _like(input, dtype)
     return _made(np.ones(shape, dtype), device, requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False):
-    """``fill_value`` in ``input``'s shape and (unless given) dtype."""
+    """``fill_value`` in ``input``'s shape and (unless given) dtype (``torch.full_like``).
+
+    Parameters
+    ----------
+    input : Tensor
+        Only its shape and dtype are read.
+    fill_value : number
+        The value, cast to the dtype.
+    dtype : dtype, optional
+        ``input``'s dtype unless given.
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Make it a leaf that records operations (float32/float64 only).
+
+    Returns
+    -------
+    Tensor
+        Of ``input``'s shape.
+    """
     shape, dtype = _like(input, dtype)
     return _made(np.full(shape, fill_value, dtype), device, requires_grad)
 
@@ -180,11 +233,34 @@ def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
     """Standard normal samples from fastbn's global generator (``fastbn.manual_seed``).
 
-    Parameters are those of :func:`rand`.
+    As ``torch.randn``.
+
+    Parameters
+    ----------
+    *size : int or tuple of int
+        The shape: ``randn(2, 3)`` or ``randn((2, 3))``.
+    generator : numpy.random.Generator, optional
+        Draw from this one instead of the global generator.
+    dtype : dtype, optional
+        float32 (default) or another floating dtype (float16 samples are drawn in
+        float64 and cast).
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Make it a leaf that records operations.
 
     Returns
     -------
     Tensor
+        Of shape ``size``.
+
+    Raises
+    ------
+    TypeError
+        For a non-floating dtype, a size that is not ints, or a generator that is not a
+        ``numpy.random.Generator``.
+    ValueError
+        For a negative size.
     """
     dtype = _float_dtype(dtype, "randn")
     gen, shape = _generator(generator), _size(size, "randn")
@@ -193,25 +269,37 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
 
 
 def randint(*args, size=None, generator=None, dtype=None, device=None, requires_grad=False):
-    """Integers drawn uniformly from [low, high): ``randint(high, size)`` or
-    ``randint(low, high, size)``, from fastbn's global generator.
+    """Integers drawn uniformly from [low, high), from fastbn's global generator.
+
+    ``randint(high, size)`` or ``randint(low, high, size)``, as ``torch.randint``.
 
     Parameters
     ----------
-    low : int, optional
-        Lowest value (default 0).
-    high : int
-        One above the highest value.
-    size : tuple of int
-        The shape.
-    generator, device
-        As :func:`rand`.
+    *args : int, then tuple of int
+        ``high``, or ``low, high`` (low defaults to 0), optionally followed by the
+        shape as a tuple or list when ``size`` is not given by keyword.
+    size : tuple of int, optional
+        The shape (required, here or as the last positional argument).
+    generator : numpy.random.Generator, optional
+        Draw from this one instead of the global generator.
     dtype : dtype, optional
         int64 unless given.
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Make it a leaf that records operations (float dtypes only).
 
     Returns
     -------
     Tensor
+        Of shape ``size``.
+
+    Raises
+    ------
+    TypeError
+        For arguments in neither form.
+    ValueError
+        When ``low >= high``, or for a negative size.
     """
     if size is None and args and isinstance(args[-1], (tuple, list)):
         size, args = args[-1], args[:-1]
@@ -227,12 +315,32 @@ def randint(*args, size=None, generator=None, dtype=None, device=None, requires_
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
-    """A random permutation of ``range(n)`` (int64 unless ``dtype``), from fastbn's
-    global generator.
+    """A random permutation of ``range(n)``, from fastbn's global generator.
+
+    As ``torch.randperm``.
+
+    Parameters
+    ----------
+    n : int
+        The length, non-negative.
+    generator : numpy.random.Generator, optional
+        Draw from this one instead of the global generator.
+    dtype : dtype, optional
+        int64 unless given.
+    device : str or device, optional
+        ``'cpu'`` (fastbn has no other device).
+    requires_grad : bool, optional
+        Make it a leaf that records operations (float dtypes only).
 
     Returns
     -------
     Tensor
+        Of shape ``(n,)``.
+
+    Raises
+    ------
+    ValueError
+        For a negative ``n``.
     """
     n = operator.index(n)
     if n < 0:
@@ -242,7 +350,8 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
-    """Values from ``start`` (default 0) up to ``end`` (excluded) by ``step``:
+    """Values from ``start`` (default 0) up to ``end`` (excluded) by ``step`` (``torch.arange``).
+
     ``arange(end)``, ``arange(start, end)`` or ``arange(start, end, step)``.
 
     Parameters
@@ -298,12 +407,32 @@ def from_numpy(ndarray):
 
 
 def is_tensor(obj):
-    """Whether ``obj`` is a fastbn Tensor."""
+    """Whether ``obj`` is a fastbn Tensor (``torch.is_tensor``).
+
+    Parameters
+    ----------
+    obj : object
+        Anything.
+
+    Returns
+    -------
+    bool
+    """
     return isinstance(obj, Tensor)
 
 
 def numel(input):
-    """The number of elements of ``input``."""
+    """The number of elements of ``input`` (``torch.numel``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+
+    Returns
+    -------
+    int
+    """
     return _tensor(input).numel()
 
 
@@ -313,7 +442,30 @@ def _tensor(x):
 
 
 def cat(tensors, dim=0):
-    """``torch.cat``: join tensors along an existing dim (see ``fastbn.nn.functional.cat``)."""
+    """Join tensors along an existing dim (``torch.cat``; ``concat`` is the same function).
+
+    See :func:`fastbn.nn.functional.cat`.
+
+    Parameters
+    ----------
+    tensors : list or tuple of Tensor
+        Numeric tensors with the same number of dims (at least 1) and the same sizes
+        except along ``dim``.
+    dim : int, optional
+        The dim to join along, ``-ndim <= dim < ndim``.
+
+    Returns
+    -------
+    Tensor
+        On the tape; the size along ``dim`` is the sum of the inputs'.
+
+    Raises
+    ------
+    TypeError
+        For anything but a list or tuple, or non-numeric tensors.
+    ValueError
+        For an empty list, 0-d tensors, sizes that do not match or a dim out of range.
+    """
     return _ops.cat(tensors, dim)
 
 
@@ -321,73 +473,346 @@ concat = cat
 
 
 def stack(tensors, dim=0):
-    """``torch.stack``: join tensors of one shape along a new dim."""
+    """Join tensors of one shape along a new dim (``torch.stack``).
+
+    Parameters
+    ----------
+    tensors : list or tuple of Tensor
+        Numeric tensors of one shape.
+    dim : int, optional
+        Where the new dim goes, ``-ndim - 1 <= dim <= ndim``.
+
+    Returns
+    -------
+    Tensor
+        On the tape; ``ndim + 1`` dims, ``len(tensors)`` along ``dim``.
+
+    Raises
+    ------
+    TypeError
+        For anything but a list or tuple, or non-numeric tensors.
+    ValueError
+        For an empty list, shapes that differ or a dim out of range.
+    """
     return _ops.stack(tensors, dim)
 
 
 def flatten(input, start_dim=0, end_dim=-1):
-    """``torch.flatten``: merge dims start_dim..end_dim (all of them by default)."""
+    """Merge dims ``start_dim`` .. ``end_dim`` into one (``torch.flatten``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    start_dim : int, optional
+        First dim to merge (0: from the first, as ``torch.flatten``;
+        :func:`fastbn.nn.functional.flatten` starts at 1).
+    end_dim : int, optional
+        Last dim to merge (included).
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        When ``start_dim`` comes after ``end_dim``.
+    """
     return _ops.flatten(input, start_dim, end_dim)
 
 
 def reshape(input, shape):
-    """``input.reshape(shape)``."""
+    """``input.reshape(shape)`` (``torch.reshape``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    shape : sequence of int
+        The new shape; one entry may be -1.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        When the element counts differ.
+    """
     return _ops.reshape(input, tuple(shape))
 
 
 def unsqueeze(input, dim):
-    """``input.unsqueeze(dim)``."""
+    """``input.unsqueeze(dim)``: a new dim of length 1 (``torch.unsqueeze``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    dim : int
+        Where the new dim goes, ``-ndim - 1 <= dim <= ndim``.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        For a dim out of range.
+    """
     return _ops.unsqueeze(input, dim)
 
 
 def squeeze(input, dim=None):
-    """``input.squeeze(dim)``."""
+    """``input.squeeze(dim)``: drop dims of length 1 (``torch.squeeze``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    dim : int or tuple of int, optional
+        Only these dims (a named dim whose length is not 1 stays, as in PyTorch); all
+        when None.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        For a dim out of range or repeated.
+    """
     return _ops.squeeze(input, dim)
 
 
 def transpose(input, dim0, dim1):
-    """``input.transpose(dim0, dim1)``: swap two dims."""
+    """``input.transpose(dim0, dim1)``: swap two dims (``torch.transpose``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    dim0, dim1 : int
+        The dims to swap.
+
+    Returns
+    -------
+    Tensor
+        On the tape (a view of the data).
+
+    Raises
+    ------
+    ValueError
+        For a dim out of range.
+    """
     return _tensor(input).transpose(dim0, dim1)
 
 
 def permute(input, dims):
-    """``input.permute(dims)``."""
+    """``input.permute(dims)``: reorder the dims (``torch.permute``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    dims : sequence of int
+        A permutation of ``range(ndim)`` (negative dims count from the end).
+
+    Returns
+    -------
+    Tensor
+        On the tape (a view of the data).
+
+    Raises
+    ------
+    ValueError
+        When ``dims`` is not a permutation of the dims.
+    """
     return _ops.transpose(input, tuple(dims))
 
 
 def clone(input):
-    """``input.clone()``."""
+    """``input.clone()``: a copy that owns its data (``torch.clone``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+
+    Returns
+    -------
+    Tensor
+        On the tape: the gradient flows through unchanged.
+    """
     return _ops.clone(input)
 
 
 def sum(input, dim=None, keepdim=False, **aliases):
-    """``input.sum(dim, keepdim)``."""
+    """``input.sum(dim, keepdim)`` (``torch.sum``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape; the sum keeps the dtype.
+    dim : int or tuple of int, optional
+        The dims to sum over; all when None.
+    keepdim : bool, optional
+        Keep the summed dims with length 1.
+    **aliases
+        NumPy's spelling, ``axis`` and ``keepdims``, which PyTorch accepts too.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword, or both ``dim`` and ``axis``.
+    ValueError
+        For a dim out of range or repeated.
+    """
     return _tensor(input).sum(dim, keepdim, **aliases)
 
 
 def mean(input, dim=None, keepdim=False, **aliases):
-    """``input.mean(dim, keepdim)``."""
+    """``input.mean(dim, keepdim)`` (``torch.mean``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape; float32 stays float32.
+    dim : int or tuple of int, optional
+        The dims to average over; all when None.
+    keepdim : bool, optional
+        Keep the averaged dims with length 1.
+    **aliases
+        NumPy's spelling, ``axis`` and ``keepdims``, which PyTorch accepts too.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    TypeError
+        For an unknown keyword, or both ``dim`` and ``axis``.
+    ValueError
+        For a dim out of range or repeated, or an average over no elements.
+    """
     return _tensor(input).mean(dim, keepdim, **aliases)
 
 
 def max(input, dim=None, keepdim=False):
-    """``input.max(dim, keepdim)``: the largest element, ``(values, indices)`` along dim,
-    or with a tensor second argument the elementwise maximum."""
+    """``input.max(dim, keepdim)``: ``torch.max``'s three forms.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int or Tensor, optional
+        None: the largest element, as a 0-d tensor (ties share the gradient evenly).
+        An int: ``(values, indices)`` along that dim.  A Tensor: the elementwise
+        maximum of ``input`` and it (:func:`maximum`).
+    keepdim : bool, optional
+        Keep the reduced dim with length 1.
+
+    Returns
+    -------
+    Tensor or MaxResult
+        With an int ``dim``, the named tuple ``(values, indices)``: values on the tape,
+        int64 indices without gradient.  NaN counts as the largest, as in PyTorch.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
+    """
     return _tensor(input).max(dim, keepdim)
 
 
 def min(input, dim=None, keepdim=False):
-    """``input.min(dim, keepdim)`` (as :func:`max`)."""
+    """``input.min(dim, keepdim)``: ``torch.min``'s three forms (as :func:`max`).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int or Tensor, optional
+        None: the smallest element; an int: ``(values, indices)`` along that dim; a
+        Tensor: the elementwise minimum (:func:`minimum`).
+    keepdim : bool, optional
+        Keep the reduced dim with length 1.
+
+    Returns
+    -------
+    Tensor or MaxResult
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
+    """
     return _tensor(input).min(dim, keepdim)
 
 
 def argmax(input, dim=None, keepdim=False):
-    """``input.argmax(dim, keepdim)``: int64 indices, no gradient."""
+    """``input.argmax(dim, keepdim)``: indices of the largest values (``torch.argmax``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to search; None searches the flattened tensor.
+    keepdim : bool, optional
+        Keep the searched dim(s) with length 1.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, without gradient; the first one where values tie.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
+    """
     return _ops.argmax(input, dim, keepdim)
 
 
 def argmin(input, dim=None, keepdim=False):
-    """``input.argmin(dim, keepdim)``: int64 indices, no gradient."""
+    """``input.argmin(dim, keepdim)``: indices of the smallest values (``torch.argmin``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to search; None searches the flattened tensor.
+    keepdim : bool, optional
+        Keep the searched dim(s) with length 1.
+
+    Returns
+    -------
+    Tensor
+        int64 indices, without gradient; the first one where values tie.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
+    """
     return _ops.argmin(input, dim, keepdim)
 
 

@@ -194,26 +194,141 @@ def _elementwise(op, a, b, **params):
 
 
 def add(a, b):
+    """Elementwise ``a + b``.
+
+    As ``torch.add(input, other)``, the operands named ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : Tensor, array_like or number
+        Operands that broadcast together (NumPy's rules).  A Python number takes the
+        other operand's dtype family, so a float32 tensor stays float32.
+
+    Returns
+    -------
+    Tensor
+        Of the broadcast shape, in NumPy's promoted dtype; on the tape (each operand's
+        gradient is summed back to its own shape).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not broadcast.
+    """
     return _elementwise(Add, a, b)
 
 
 def sub(a, b):
+    """Elementwise ``a - b``.
+
+    As ``torch.sub(input, other)``, the operands named ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : Tensor, array_like or number
+        Operands that broadcast together (NumPy's rules).  A Python number takes the
+        other operand's dtype family, so a float32 tensor stays float32.
+
+    Returns
+    -------
+    Tensor
+        Of the broadcast shape, in NumPy's promoted dtype; on the tape (each operand's
+        gradient is summed back to its own shape).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not broadcast.
+    """
     return _elementwise(Sub, a, b)
 
 
 def mul(a, b):
+    """Elementwise ``a * b``.
+
+    As ``torch.mul(input, other)``, the operands named ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : Tensor, array_like or number
+        Operands that broadcast together (NumPy's rules).  A Python number takes the
+        other operand's dtype family, so a float32 tensor stays float32.
+
+    Returns
+    -------
+    Tensor
+        Of the broadcast shape, in NumPy's promoted dtype; on the tape (each operand's
+        gradient is summed back to its own shape).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not broadcast.
+    """
     return _elementwise(Mul, a, b)
 
 
 def div(a, b):
+    """Elementwise ``a / b`` (true division).
+
+    As ``torch.div(input, other)``, the operands named ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : Tensor, array_like or number
+        Operands that broadcast together (NumPy's rules).  A Python number takes the
+        other operand's dtype family, so a float32 tensor stays float32.
+
+    Returns
+    -------
+    Tensor
+        Of the broadcast shape, in NumPy's promoted dtype; on the tape (each operand's
+        gradient is summed back to its own shape).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not broadcast.
+    """
     return _elementwise(Div, a, b)
 
 
 def neg(a):
+    """Elementwise ``-a`` (``torch.neg``).
+
+    Parameters
+    ----------
+    a : Tensor, array_like or number
+        Any shape; float32 or float64 to take a gradient.
+
+    Returns
+    -------
+    Tensor
+        Of ``a``'s shape and dtype, on the tape.
+    """
     return Neg.apply(_const(a))
 
 
 def pow(a, exponent):
+    """Elementwise ``a ** exponent`` with a constant real exponent (``torch.pow``).
+
+    Parameters
+    ----------
+    a : Tensor, array_like or number
+        Any shape; float32 or float64 to take a gradient.
+    exponent : float or int
+        A real number; unlike PyTorch, not a Tensor.
+
+    Returns
+    -------
+    Tensor
+        Of ``a``'s shape, on the tape (gradient ``exponent * a ** (exponent - 1)``).
+
+    Raises
+    ------
+    TypeError
+        For an exponent that is a Tensor, a bool or not a real number.
+    """
     if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real) \
             or isinstance(exponent, bool):
         raise TypeError(f"pow: the exponent must be a real number, got {type(exponent).__name__}")
@@ -221,10 +336,35 @@ def pow(a, exponent):
 
 
 def exp(a):
+    """Elementwise exponential (``torch.exp``).
+
+    Parameters
+    ----------
+    a : Tensor, array_like or number
+        Any shape; float32 or float64 to take a gradient.
+
+    Returns
+    -------
+    Tensor
+        Of ``a``'s shape and dtype, on the tape.
+    """
     return Exp.apply(_const(a))
 
 
 def log(a):
+    """Elementwise natural logarithm (``torch.log``).
+
+    Parameters
+    ----------
+    a : Tensor, array_like or number
+        Any shape; float32 or float64 to take a gradient.
+
+    Returns
+    -------
+    Tensor
+        Of ``a``'s shape and dtype, on the tape.
+        Negative values give NaN and 0 gives -inf, as NumPy's.
+    """
     return Log.apply(_const(a))
 
 
@@ -314,8 +454,9 @@ def maximum(a, b):
 
 
 def minimum(a, b):
-    """Elementwise minimum of two broadcastable tensors (``torch.minimum``); ties share
-    the gradient as in :func:`maximum`.
+    """Elementwise minimum of two broadcastable tensors (``torch.minimum``).
+
+    Ties share the gradient as in :func:`maximum`.
 
     Parameters
     ----------
@@ -330,6 +471,28 @@ def minimum(a, b):
 
 
 def matmul(a, b):
+    """Matrix product with NumPy's and PyTorch's ``matmul`` semantics (``torch.matmul``).
+
+    1-D operands are promoted (and the added dim removed again), batch dims broadcast.
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        Shape (k,), (n, k) or (..., n, k).
+    b : Tensor or array_like
+        Shape (k,), (k, m) or (..., k, m).
+
+    Returns
+    -------
+    Tensor
+        Shape (..., n, m) (fewer dims for 1-D operands), in NumPy's promoted dtype; on
+        the tape.
+
+    Raises
+    ------
+    ValueError
+        For a 0-d operand or inner dimensions that differ.
+    """
     a, b = _pair(a, b)
     if a.data.ndim == 0 or b.data.ndim == 0:
         raise ValueError(f"matmul: operands must have at least one dimension, got shapes "
@@ -379,12 +542,58 @@ class Sum(Function):
 
 
 def sum(a, axis=None, keepdims=False):
+    """Sum over ``axis``, in NumPy's spelling.
+
+    ``Tensor.sum`` and :func:`fastbn.sum` take PyTorch's ``dim``/``keepdim``.
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        Any shape; the sum keeps the dtype.
+    axis : int or tuple of int, optional
+        The axes to sum over; all when None.
+    keepdims : bool, optional
+        Keep the summed axes with length 1.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        For an axis out of range or repeated.
+    """
     a = _const(a)
     axes = _axes(axis, a.data.ndim, "sum")
     return Sum.apply(a, axes=axes, keepdims=keepdims, scale=1)
 
 
 def mean(a, axis=None, keepdims=False):
+    """Mean over ``axis``, in NumPy's spelling.
+
+    ``Tensor.mean`` and :func:`fastbn.mean` take PyTorch's ``dim``/``keepdim``.
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        Any shape; float32 stays float32.
+    axis : int or tuple of int, optional
+        The axes to average over; all when None.
+    keepdims : bool, optional
+        Keep the averaged axes with length 1.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        For an axis out of range or repeated, or an average over no elements.
+    """
     a = _const(a)
     axes = _axes(axis, a.data.ndim, "mean")
     count = int(np.prod([a.shape[ax] for ax in axes]))
@@ -510,12 +719,26 @@ def argmax(input, dim=None, keepdim=False):
 
 
 def argmin(input, dim=None, keepdim=False):
-    """Indices of the smallest values (``torch.argmin``); arguments as :func:`argmax`.
+    """Indices of the smallest values (``torch.argmin``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        A non-empty tensor.
+    dim : int, optional
+        The dim to search; None searches the flattened tensor.
+    keepdim : bool, optional
+        Keep the searched dim(s) with length 1.
 
     Returns
     -------
     Tensor
-        int64 indices, without gradient.
+        int64 indices, without gradient; the first one where values tie.
+
+    Raises
+    ------
+    ValueError
+        For an empty tensor or a dim out of range.
     """
     return _arg_extremum(input, dim, keepdim, False)
 
@@ -683,6 +906,25 @@ def _index(index):
 
 
 def reshape(a, shape):
+    """``a`` in another shape with the same elements (``torch.reshape``).
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        Any shape and dtype.
+    shape : int or tuple of int
+        The new shape; one entry may be -1.
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        When ``a`` cannot take that shape.
+    """
     a = _const(a)
     try:
         np.empty(a.shape, dtype=np.bool_).reshape(shape)
@@ -693,6 +935,28 @@ def reshape(a, shape):
 
 
 def transpose(a, axes=None):
+    """Permute the axes, as NumPy's ``transpose(a, axes)``.
+
+    ``Tensor.transpose`` and :func:`fastbn.transpose` swap two dims, as PyTorch's.
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        Any shape and dtype.
+    axes : sequence of int, optional
+        A permutation of the axes (negative ones count from the end); None reverses
+        them.
+
+    Returns
+    -------
+    Tensor
+        On the tape (a view of the data).
+
+    Raises
+    ------
+    ValueError
+        When ``axes`` is not a permutation of ``a``'s axes.
+    """
     a = _const(a)
     if axes is not None:
         axes = tuple(operator.index(ax) % max(a.data.ndim, 1) for ax in axes)
@@ -703,11 +967,54 @@ def transpose(a, axes=None):
 
 
 def getitem(a, index):
+    """``a[index]`` with NumPy's indexing, on the tape (``Tensor.__getitem__``).
+
+    Parameters
+    ----------
+    a : Tensor or array_like
+        Any shape and dtype.
+    index : int, slice, None, Ellipsis, array_like, Tensor or tuple of these
+        Tensors and lists in the index act as integer or boolean arrays.
+
+    Returns
+    -------
+    Tensor
+        The gradient is scattered back to the picked elements (added up where an
+        integer array picks one element more than once).
+
+    Raises
+    ------
+    IndexError
+        For an index out of range (NumPy's error).
+    """
     return GetItem.apply(_const(a), index=_index(index))
 
 
 def flatten(input, start_dim=1, end_dim=-1):
-    """Merge dims start_dim..end_dim (``nn.Flatten``'s default start_dim=1)."""
+    """Merge dims ``start_dim`` .. ``end_dim`` into one.
+
+    The default ``start_dim=1`` keeps the batch dim, as ``torch.nn.Flatten``;
+    ``torch.flatten`` (:func:`fastbn.flatten`) starts at 0.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape and dtype.
+    start_dim : int, optional
+        First dim to merge.
+    end_dim : int, optional
+        Last dim to merge (included).
+
+    Returns
+    -------
+    Tensor
+        On the tape.
+
+    Raises
+    ------
+    ValueError
+        When ``start_dim`` comes after ``end_dim``.
+    """
     x = _const(input)
     nd = max(x.data.ndim, 1)
     s, e = start_dim % nd, end_dim % nd
@@ -1017,14 +1324,71 @@ def relu(input, inplace=False):
 
 
 def leaky_relu(input, negative_slope=0.01):
+    """``input`` where positive, else ``negative_slope * input``.
+
+    ``torch.nn.functional.leaky_relu``, without ``inplace``.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape, float32 or float64.
+    negative_slope : float, optional
+        The slope below 0.
+
+    Returns
+    -------
+    Tensor
+        Of ``input``'s shape and dtype, on the tape.
+
+    Raises
+    ------
+    TypeError
+        For another dtype.
+    """
     return LeakyReLU.apply(_float_tensor(input, "leaky_relu"), negative_slope=negative_slope)
 
 
 def sigmoid(input):
+    """Elementwise logistic sigmoid ``1 / (1 + exp(-input))`` (``torch.sigmoid``).
+
+    Computed as ``(tanh(input / 2) + 1) / 2``, which cannot overflow.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape, float32 or float64.
+
+    Returns
+    -------
+    Tensor
+        Of ``input``'s shape and dtype, on the tape.
+
+    Raises
+    ------
+    TypeError
+        For another dtype.
+    """
     return Sigmoid.apply(_float_tensor(input, "sigmoid"))
 
 
 def tanh(input):
+    """Elementwise hyperbolic tangent (``torch.tanh``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape, float32 or float64.
+
+    Returns
+    -------
+    Tensor
+        Of ``input``'s shape and dtype, on the tape.
+
+    Raises
+    ------
+    TypeError
+        For another dtype.
+    """
     return Tanh.apply(_float_tensor(input, "tanh"))
 
 
@@ -1064,8 +1428,9 @@ def softmax(input, dim=None):
 
 
 def log_softmax(input, dim=None):
-    """log(softmax(input)) along ``dim``, computed without taking the log of a
-    probability (``torch.nn.functional.log_softmax``).
+    """log(softmax(input)) along ``dim`` (``torch.nn.functional.log_softmax``).
+
+    Computed without taking the log of a probability.
 
     Parameters
     ----------
@@ -1108,7 +1473,30 @@ class Linear(Function):
 
 
 def linear(input, weight, bias=None):
-    """``input @ weight.T + bias`` with weight of shape (out_features, in_features)."""
+    """``input @ weight.T + bias`` (``torch.nn.functional.linear``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape ``(*, in_features)``, float32 or float64.
+    weight : Tensor or array_like
+        Shape (out_features, in_features), input's dtype.
+    bias : Tensor or array_like, optional
+        Shape (out_features,), input's dtype.
+
+    Returns
+    -------
+    Tensor
+        Shape ``(*, out_features)``, input's dtype; on the tape.  The products are BLAS
+        GEMMs (:func:`fastbn.kernels.matmul`).
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, or operands of different dtypes.
+    ValueError
+        For shapes that do not match.
+    """
     x = _float_tensor(input, "linear")
     w = _float_tensor(weight, "linear", "weight")
     b = None if bias is None else _float_tensor(bias, "linear", "bias")
@@ -1168,11 +1556,47 @@ def _batch_norm(op, input, running_mean, running_var, weight, bias, training, mo
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
-    """Batch Normalization over axis 1 (PyTorch's F.batch_norm).
+    """Batch Normalization over the channels, axis 1 (``torch.nn.functional.batch_norm``).
 
-    In training the batch statistics normalize and running_mean/running_var
-    (NumPy arrays or Tensors, or None) are updated in place; otherwise the
-    running statistics normalize and the backward treats them as constants.
+    In training the batch's statistics (mean and biased variance over every axis but
+    1) normalize, and ``running_mean``/``running_var``, when given, are updated in
+    place, ``running = (1 - momentum) * running + momentum * batch`` (unbiased
+    variance).  Otherwise the running statistics normalize and the backward treats
+    them as constants.  See :func:`fastbn.kernels.batch_norm_forward`.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape ``(N, C)`` or ``(N, C, *spatial)``, float32 or float64.
+    running_mean : numpy.ndarray, Tensor or None
+        Shape (C,).  Updated in place when training: then a writable, C-contiguous
+        array of input's dtype (a Tensor's ``data``).  Required when not training.
+    running_var : numpy.ndarray, Tensor or None
+        Shape (C,), as ``running_mean``.
+    weight : Tensor or array_like, optional
+        The scale gamma, shape (C,), input's dtype.
+    bias : Tensor or array_like, optional
+        The shift beta, shape (C,), input's dtype.
+    training : bool, optional
+        Normalize with the batch's statistics (and update the running ones).
+    momentum : float, optional
+        In [0, 1]; PyTorch's ``None`` (a cumulative average) belongs to the modules.
+    eps : float, optional
+        Added to the variance, > 0.
+
+    Returns
+    -------
+    Tensor
+        Of input's shape and dtype, on the tape.
+
+    Raises
+    ------
+    TypeError
+        For a non-float input, weight or bias, operands of different dtypes, or
+        running statistics of the wrong type or dtype.
+    ValueError
+        For shapes that do not match, one value per channel when training, missing
+        running statistics when not training, or momentum or eps out of range.
     """
     return _batch_norm("batch_norm", input, running_mean, running_var, weight, bias, training,
                        momentum, eps, False)
@@ -1180,10 +1604,43 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5):
-    """``relu(batch_norm(...))`` (same arguments as batch_norm) in one kernel: the
-    forward applies the ReLU as it writes, the backward finds the ReLU's mask
-    again from the input, so each direction makes one pass over memory fewer
-    than the two ops and nothing extra is stored."""
+    """``relu(batch_norm(...))`` in one kernel (fastbn's; PyTorch has no such function).
+
+    The forward applies the ReLU as it writes, the backward finds the ReLU's mask
+    again from the input, so each direction makes one pass over memory fewer than the
+    two ops and nothing extra is stored.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape ``(N, C)`` or ``(N, C, *spatial)``, float32 or float64.
+    running_mean : numpy.ndarray, Tensor or None
+        Shape (C,), as in :func:`batch_norm`.
+    running_var : numpy.ndarray, Tensor or None
+        Shape (C,), as in :func:`batch_norm`.
+    weight : Tensor or array_like, optional
+        The scale gamma, shape (C,).
+    bias : Tensor or array_like, optional
+        The shift beta, shape (C,).
+    training : bool, optional
+        As :func:`batch_norm`.
+    momentum : float, optional
+        As :func:`batch_norm`.
+    eps : float, optional
+        As :func:`batch_norm`.
+
+    Returns
+    -------
+    Tensor
+        Of input's shape and dtype, non-negative, on the tape.
+
+    Raises
+    ------
+    TypeError
+        As :func:`batch_norm`.
+    ValueError
+        As :func:`batch_norm`.
+    """
     return _batch_norm("batch_norm_relu", input, running_mean, running_var, weight, bias,
                        training, momentum, eps, True)
 
@@ -1520,9 +1977,45 @@ class Conv2d(Function):
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D convolution (cross-correlation) of NCHW input with weight
-    (out_channels, in_channels / groups, kh, kw): Winograd F(2x2, 3x3) or im2col,
-    with BLAS GEMMs (fastbn.kernels.conv2d_forward says which runs when)."""
+    """2-D convolution (cross-correlation) (``torch.nn.functional.conv2d``).
+
+    Winograd F(2x2, 3x3) or im2col with BLAS GEMMs;
+    :func:`fastbn.kernels.conv2d_forward` says which runs when.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape (N, C_in, H, W), float32 or float64 (made C-contiguous if it is not).
+        Only 4-D input: PyTorch's unbatched (C, H, W) form is not accepted.
+    weight : Tensor or array_like
+        Shape (C_out, C_in / groups, kH, kW), input's dtype.
+    bias : Tensor or array_like, optional
+        Shape (C_out,), input's dtype.
+    stride : int or tuple of int, optional
+        Positive; one int or (sH, sW).
+    padding : int or tuple of int, optional
+        Zero padding on both sides, non-negative; PyTorch's ``'same'``/``'valid'``
+        strings are not accepted.
+    dilation : int or tuple of int, optional
+        Positive.
+    groups : int, optional
+        Positive; divides C_in and C_out.
+
+    Returns
+    -------
+    Tensor
+        Shape (N, C_out, H_out, W_out), input's dtype, with
+        ``H_out = (H + 2 * padding - dilation * (kH - 1) - 1) // stride + 1`` (likewise
+        W_out); on the tape.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, operands of different dtypes, or
+        hyper-parameters that are not ints or pairs of ints.
+    ValueError
+        For shapes that do not match, bad hyper-parameter values or an empty output.
+    """
     x = _float_tensor(input, "conv2d")
     w = _float_tensor(weight, "conv2d", "weight")
     b = None if bias is None else _float_tensor(bias, "conv2d", "bias")
@@ -1568,16 +2061,105 @@ class AdaptiveAvgPool2d(Function):
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0):
+    """2-D max pooling, padding counting as -inf (``torch.nn.functional.max_pool2d``).
+
+    PyTorch's ``dilation``, ``ceil_mode`` and ``return_indices`` are not accepted.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape (N, C, H, W), float32 or float64 (made C-contiguous if it is not).  Only
+        4-D input: PyTorch's unbatched (C, H, W) form is not accepted.
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive.
+    stride : int or tuple of int, optional
+        Positive; None (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Non-negative, at most half the window.
+
+    Returns
+    -------
+    Tensor
+        Shape (N, C, H_out, W_out), input's dtype, with
+        ``H_out = (H + 2 * padding - kH) // stride + 1``; on the tape (the gradient
+        goes to each window's maximum).
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64 or hyper-parameters that are not ints.
+    ValueError
+        For input that is not 4-D or has no channels, height or width, bad
+        hyper-parameter values or an empty output.
+    """
     return MaxPool2d.apply(_float_tensor(input, "max_pool2d"), kernel_size=kernel_size,
                            stride=stride, padding=padding)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """2-D average pooling (``torch.nn.functional.avg_pool2d``).
+
+    PyTorch's ``ceil_mode`` (always False here) and ``divisor_override`` are not
+    accepted.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape (N, C, H, W), float32 or float64 (made C-contiguous if it is not).  Only
+        4-D input: PyTorch's unbatched (C, H, W) form is not accepted.
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive.
+    stride : int or tuple of int, optional
+        Positive; None (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Zero padding, non-negative, at most half the window.
+    count_include_pad : bool, optional
+        Divide by the whole window (True) or by the input elements in it (False).
+
+    Returns
+    -------
+    Tensor
+        Shape (N, C, H_out, W_out), input's dtype, with
+        ``H_out = (H + 2 * padding - kH) // stride + 1``; on the tape.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64 or hyper-parameters that are not ints.
+    ValueError
+        For input that is not 4-D or has no channels, height or width, bad
+        hyper-parameter values or an empty output.
+    """
     return AvgPool2d.apply(_float_tensor(input, "avg_pool2d"), kernel_size=kernel_size,
                            stride=stride, padding=padding, count_include_pad=count_include_pad)
 
 
 def adaptive_avg_pool2d(input, output_size):
+    """2-D average pooling to a given output size (``torch.nn.functional.adaptive_avg_pool2d``).
+
+    Output (i, j) averages rows ``[floor(i * H / H_out), ceil((i + 1) * H / H_out))``
+    and likewise columns.
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Shape (N, C, H, W), float32 or float64 (made C-contiguous if it is not).  Only
+        4-D input: PyTorch's unbatched (C, H, W) form is not accepted.
+    output_size : int or tuple of int or None
+        (H_out, W_out), non-negative; a None entry keeps the input's size.
+
+    Returns
+    -------
+    Tensor
+        Shape (N, C, H_out, W_out), input's dtype; on the tape.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64 or an output size that is not ints.
+    ValueError
+        For input that is not 4-D or has an empty plane, or a negative size.
+    """
     return AdaptiveAvgPool2d.apply(_float_tensor(input, "adaptive_avg_pool2d"),
                                    output_size=output_size)
 
@@ -1635,8 +2217,36 @@ class CrossEntropy(Function):
 
 
 def cross_entropy(input, target, reduction="mean"):
-    """Cross entropy of logits input (N, C) or (N, C, d1, ...) with integer
-    class targets (N,) or (N, d1, ...)."""
+    """Cross entropy of logits with class indices (``torch.nn.functional.cross_entropy``).
+
+    ``log_softmax`` and the negative log likelihood in one pass: the gradient is
+    ``softmax(input) - onehot(target)`` (scaled by the reduction).  Unlike PyTorch:
+    no ``weight``, ``ignore_index``, ``label_smoothing``, probability targets or
+    unbatched (C,) input (:func:`nll_loss` has weight and ignore_index).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Logits of shape (N, C) or (N, C, d1, ...), float32 or float64.
+    target : Tensor or array_like
+        Integer class indices in [0, C), shape (N,) or (N, d1, ...).
+    reduction : {'mean', 'sum', 'none'}, optional
+        Average or sum over the targets, or one loss per target.
+
+    Returns
+    -------
+    Tensor
+        A 0-d loss, or with ``reduction='none'`` one per target (target's shape); input's
+        dtype; on the tape.
+
+    Raises
+    ------
+    TypeError
+        For a non-float input or a non-integer target.
+    ValueError
+        For shapes that do not match, an empty batch, a target out of range or a bad
+        reduction.
+    """
     x = _float_tensor(input, "cross_entropy")
     _check_reduction(reduction, "cross_entropy")
     t = target.data if isinstance(target, Tensor) else np.asarray(target)
@@ -1766,7 +2376,31 @@ class MSELoss(Function):
 
 
 def mse_loss(input, target, reduction="mean"):
-    """Mean squared error; input and target must have the same shape."""
+    """Mean squared error (``torch.nn.functional.mse_loss``).
+
+    Unlike PyTorch, input and target must have the same shape (no broadcasting).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+        Any shape, float32 or float64.
+    target : Tensor or array_like
+        Input's shape, float32 or float64; it gets a gradient too when it requires one.
+    reduction : {'mean', 'sum', 'none'}, optional
+        Average or sum of the squared differences, or each of them.
+
+    Returns
+    -------
+    Tensor
+        A 0-d loss, or with ``reduction='none'`` input's shape; on the tape.
+
+    Raises
+    ------
+    TypeError
+        For a non-float input or target.
+    ValueError
+        For shapes that differ, a bad reduction, or the mean of an empty input.
+    """
     x = _float_tensor(input, "mse_loss")
     t = _float_tensor(target, "mse_loss", "target")
     _check_reduction(reduction, "mse_loss")
@@ -1795,8 +2429,7 @@ class Dropout(Function):
 
 
 def dropout(input, p=0.5, training=True, inplace=False, generator=None):
-    """Zero each element with probability p and scale the rest by 1/(1-p)
-    (``torch.nn.functional.dropout``).
+    """Zero each element with probability p, scale the rest by 1/(1-p) (``F.dropout``).
 
     Parameters
     ----------

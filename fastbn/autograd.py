@@ -71,8 +71,9 @@ class _SetGradMode:
 
 
 class no_grad(_SetGradMode):
-    """``with fastbn.no_grad():`` ops on this thread record nothing and keep no
-    backward state.  Also usable as a function decorator."""
+    """``with fastbn.no_grad():`` ops on this thread record nothing (``torch.no_grad``).
+
+    They keep no backward state either.  Also usable as a function decorator."""
     _enabled = False
 
 
@@ -109,11 +110,39 @@ def zero_grads(tensors, set_to_none=True):
 
 
 class Tensor:
-    """An ndarray plus what reverse-mode differentiation needs.
+    """An ndarray plus what reverse-mode differentiation needs (``torch.Tensor``).
 
-    ``Tensor(data, requires_grad=False, dtype=None)``: NumPy arrays keep their
-    dtype (and are not copied); Python numbers and lists become float32.
-    Only float32/float64 tensors can require grad.
+    ``Tensor(data, requires_grad=False, dtype=None)``.  Operations on tensors that
+    require grad are recorded on the tape; ``backward()`` fills the leaves' ``.grad``.
+    Methods and operators follow PyTorch (``fastbn.tensor`` binds them to the ops of
+    :mod:`fastbn.nn.functional`).  Unlike ``torch.tensor``, a NumPy array is not copied.
+
+    Parameters
+    ----------
+    data : array_like or Tensor
+        Any shape.  NumPy arrays and NumPy scalars keep their dtype (arrays are not
+        copied unless ``dtype`` converts them); Python numbers and (nested) lists
+        become float32; a Tensor gives its array.
+    requires_grad : bool, optional
+        Make it a leaf whose gradient is computed (float32/float64 only).
+    dtype : dtype, optional
+        Convert ``data`` to it (``fastbn.float64``, ``numpy.int64``, ``'float32'``,
+        ...).
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The values.
+    grad : numpy.ndarray or None
+        The gradient after ``backward()``, of data's shape and dtype.
+    requires_grad : bool
+        Whether operations on it are recorded.
+
+    Raises
+    ------
+    TypeError
+        For ``requires_grad=True`` on a dtype other than float32/float64, or a dtype
+        fastbn does not support.
     """
     __slots__ = ("data", "grad", "requires_grad", "_op", "_inputs", "_saved", "_seq", "_g",
                  "__weakref__")

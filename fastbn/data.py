@@ -34,9 +34,22 @@ _MNIST_FILES = {  # kind -> ((images file, md5), (labels file, md5))
 
 
 def load_digits():
-    """The UCI handwritten digits (1797 8x8 images, 10 classes; CC BY 4.0, see
-    fastbn/datasets/README.md).  Returns ``(images, labels)``: float32 (1797, 1, 8, 8) in
-    [0, 1] and int64 (1797,)."""
+    """The UCI handwritten digits: 1797 8x8 images, 10 classes, shipped with fastbn.
+
+    CC BY 4.0, see fastbn/datasets/README.md.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        float32, shape (1797, 1, 8, 8), values in [0, 1].
+    labels : numpy.ndarray
+        int64, shape (1797,), values 0..9.
+
+    Raises
+    ------
+    ValueError
+        When the embedded file cannot be read or is not what it should be.
+    """
     try:
         with np.load(_DIGITS, allow_pickle=False) as f:
             images, labels = f["images"], f["labels"]
@@ -171,11 +184,37 @@ def default_cache_dir():
 def load_mnist(path=None, kind="t10k", download=False, mirror=MNIST_MIRROR):
     """MNIST from its original IDX files (gzipped or not) in directory ``path``.
 
-    kind is ``"t10k"`` (10,000 test images) or ``"train"`` (60,000).  With
-    ``download=True``, missing files are fetched from ``mirror`` (any URL urllib opens,
-    ``file://`` included) into ``path`` (default: ``default_cache_dir()/mnist``) and
-    checked against their published md5.  Returns ``(images, labels)``: float32
-    (N, 1, 28, 28) in [0, 1] and int64 (N,).
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        The directory holding ``<kind>-images-idx3-ubyte[.gz]`` and
+        ``<kind>-labels-idx1-ubyte[.gz]``.  Required unless ``download`` (default then:
+        ``default_cache_dir()/mnist``).
+    kind : {'t10k', 'train'}, optional
+        The 10,000 test images or the 60,000 training images.
+    download : bool, optional
+        Fetch missing files from ``mirror`` into ``path``, checked against their
+        published md5 and written atomically.
+    mirror : str, optional
+        Base URL of the files (any URL urllib opens, ``file://`` included).
+
+    Returns
+    -------
+    images : numpy.ndarray
+        float32, shape (N, 1, 28, 28), values in [0, 1].
+    labels : numpy.ndarray
+        int64, shape (N,), values 0..9.
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind, no path without download, a checksum mismatch, or a file
+        that is not a well-formed MNIST IDX file (magic number, sizes, truncation,
+        trailing data, labels over 9, image and label counts that differ).
+    FileNotFoundError
+        For a missing file without download.
+    OSError
+        When a download fails.
     """
     if kind not in _MNIST_FILES:
         raise ValueError(f"kind must be one of {sorted(_MNIST_FILES)}, got {kind!r}")
@@ -211,9 +250,30 @@ def load_mnist(path=None, kind="t10k", download=False, mirror=MNIST_MIRROR):
 # -- splitting and normalization -------------------------------------------------------------
 
 def train_test_split(*arrays, test_size=0.2, seed=0):
-    """Split arrays of equal length by one seeded permutation, as scikit-learn does:
-    returns ``[a_train, a_test, b_train, b_test, ...]``.  test_size is a fraction in
-    (0, 1) or a count."""
+    """Split arrays of equal length by one seeded permutation, as scikit-learn does.
+
+    Parameters
+    ----------
+    *arrays : numpy.ndarray or Tensor
+        Arrays indexed along their first dim, all of one length n.
+    test_size : float or int, optional
+        A fraction in (0, 1) of the samples (rounded up), or a count; both parts must be
+        non-empty.
+    seed : int or None, optional
+        Seeds the permutation (``numpy.random.default_rng(seed)``); each part keeps the
+        samples in their original order.
+
+    Returns
+    -------
+    list
+        ``[a_train, a_test, b_train, b_test, ...]``, each of its array's type and dtype.
+
+    Raises
+    ------
+    ValueError
+        For no arrays, lengths that differ, or a test_size that is not a fraction in
+        (0, 1) or a count leaving both parts non-empty.
+    """
     if not arrays:
         raise ValueError("train_test_split needs at least one array")
     n = len(arrays[0])
@@ -233,7 +293,27 @@ def train_test_split(*arrays, test_size=0.2, seed=0):
 
 
 def normalize(images, mean, std):
-    """``(images - mean) / std`` as float32 (use the training set's mean and std)."""
+    """``(images - mean) / std`` as float32 (use the training set's mean and std).
+
+    Parameters
+    ----------
+    images : array_like
+        Any shape; converted to float32.
+    mean : float
+        Subtracted.
+    std : float
+        Divided by, positive.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, of images' shape.
+
+    Raises
+    ------
+    ValueError
+        For std <= 0.
+    """
     if not std > 0:
         raise ValueError(f"std must be positive, got {std}")
     return ((np.asarray(images, dtype=np.float32) - np.float32(mean)) / np.float32(std))
@@ -243,7 +323,25 @@ def normalize(images, mean, std):
 
 class TensorDataset:
     """Arrays of equal length indexed together: ``dataset[i] -> (a[i], b[i], ...)``.
-    Accepts NumPy arrays or Tensors."""
+
+    As ``torch.utils.data.TensorDataset``.
+
+    Parameters
+    ----------
+    *arrays : numpy.ndarray or Tensor
+        At least one, each at least 1-D, all with the same first dim (the samples);
+        converted with ``numpy.asarray`` (dtype kept).
+
+    Attributes
+    ----------
+    arrays : tuple of numpy.ndarray
+        The arrays.
+
+    Raises
+    ------
+    ValueError
+        For no arrays, a 0-d array, or first dims that differ.
+    """
 
     def __init__(self, *arrays):
         if not arrays:
@@ -268,16 +366,41 @@ def _check_positive_int(name, value):
 
 
 class DataLoader:
-    """Batches of a dataset as tuples of Tensors.
+    """Batches of a dataset as tuples of Tensors (``torch.utils.data.DataLoader``, in-process).
 
-    ``shuffle=True`` draws a new order each epoch: with ``seed`` given, from
-    ``seed`` and the epoch number alone (so a resumed run sees the same orders;
-    ``set_epoch`` picks the epoch, otherwise each iteration advances it); with
-    ``seed=None``, from the global generator (``fastbn.manual_seed``).
-    ``drop_last=True`` drops the last incomplete batch (a batch of one cannot be
-    batch-normalized in training).  ``sampler``: an iterable of indices (e.g. a
-    ``fastbn.distributed.DistributedSampler``) that gives the order instead;
-    ``set_epoch`` is passed on to it.
+    Each batch is a tuple with one C-contiguous Tensor per field of the samples, the
+    field's dtype kept and the batch as the first dim (``(batch_size, ...)``).
+
+    Parameters
+    ----------
+    dataset : TensorDataset or sequence of tuples
+        Anything with ``len()`` and ``dataset[i] -> tuple of arrays``.
+    batch_size : int, optional
+        Samples per batch, positive.
+    shuffle : bool, optional
+        A new order each epoch: with ``seed`` given, from ``seed`` and the epoch number
+        alone (so a resumed run sees the same orders; ``set_epoch`` picks the epoch,
+        otherwise each iteration advances it); with ``seed=None``, from the global
+        generator (``fastbn.manual_seed``).
+    drop_last : bool, optional
+        Drop the last incomplete batch (a batch of one cannot be batch-normalized in
+        training).
+    seed : int, optional
+        Non-negative; see ``shuffle``.
+    sampler : iterable of int, optional
+        Gives the order of the indices instead (e.g. a
+        :class:`fastbn.distributed.DistributedSampler`); ``set_epoch`` is passed on to
+        it.  Not with ``shuffle=True``.
+
+    Raises
+    ------
+    TypeError
+        For a dataset without ``len()`` and indexing; while iterating, for a sampler
+        that gives non-integer indices.
+    ValueError
+        For a batch_size that is not a positive int, a seed that is not a non-negative
+        int, or a sampler with ``shuffle=True``; while iterating, for sampler indices
+        out of range or fewer or more than its ``len()``.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,

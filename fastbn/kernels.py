@@ -106,15 +106,56 @@ def _check_scalar(value, name, lo, hi, lo_open):
 
 def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
                        training=True, momentum=0.1, eps=1e-5, relu=False):
-    """Batch Normalization forward over the channels (axis 1) of x; with
-    ``relu=True``, ``relu(batch_norm(x))`` in the same pass.
+    """Batch Normalization forward over the channels (axis 1) of x.
 
-    Returns ``(y, save_mean, save_invstd)``.  In training, the statistics are
-    the batch's (mean and biased variance over every axis but 1) and
+    With ``relu=True``, ``relu(batch_norm(x))`` in the same pass.  In training, the
+    statistics are the batch's (mean and biased variance over every axis but 1) and
     running_mean / running_var, when given, are updated in place with
-    ``running = (1 - momentum) * running + momentum * batch`` (unbiased
-    variance).  In inference, the running statistics normalize x and are
-    returned as save_mean and ``1 / sqrt(running_var + eps)``.
+    ``running = (1 - momentum) * running + momentum * batch`` (unbiased variance).  In
+    inference, the running statistics normalize x and are returned as save_mean and
+    ``1 / sqrt(running_var + eps)``.  Bitwise identical results at any thread count.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Shape ``(N, C)`` or ``(N, C, *spatial)``, float32 or float64 (copied to
+        C-contiguous if it is not).
+    weight : array_like, optional
+        The scale, shape (C,), float32 or float64 (cast to x's dtype).
+    bias : array_like, optional
+        The shift, shape (C,), float32 or float64 (cast to x's dtype).
+    running_mean : numpy.ndarray, optional
+        Shape (C,).  In training (optional) updated in place, so a writable,
+        C-contiguous array of x's dtype; in inference (required) any float array.
+    running_var : numpy.ndarray, optional
+        Shape (C,), as running_mean.
+    training : bool, optional
+        Normalize with the batch's statistics (True) or the running ones.
+    momentum : float, optional
+        In [0, 1].
+    eps : float, optional
+        Added to the variance, > 0.
+    relu : bool, optional
+        Apply a ReLU to the output.
+
+    Returns
+    -------
+    y : numpy.ndarray
+        x's shape and dtype, C-contiguous.
+    save_mean : numpy.ndarray
+        Shape (C,), x's dtype: the mean used (zeros for an empty batch).
+    save_invstd : numpy.ndarray
+        Shape (C,), x's dtype: ``1 / sqrt(var + eps)`` of the variance used.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, running statistics that are not NumPy
+        arrays of x's dtype in training, or a momentum or eps that is not a number.
+    ValueError
+        For x of fewer than 2 dims, per-channel arrays of the wrong shape, read-only or
+        non-contiguous running statistics in training, momentum or eps out of range,
+        no running statistics in inference, or one value per channel in training.
     """
     x = _check_input(x, "input")
     weight = _check_channel_param(weight, "weight", x)
@@ -151,19 +192,60 @@ def batch_norm_forward(x, weight=None, bias=None, running_mean=None, running_var
 
 def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bias=None,
                         relu=False, need_input=True, need_weight=True, need_bias=True):
-    """Gradients of batch_norm_forward: ``(dx, dweight, dbias)``, None where not
-    needed (``need_*``, as PyTorch's output mask; dweight and dbias are None
-    anyway without a weight).  What is not needed is not computed: without
-    dweight and dbias the inference backward is one pass over dy, and without
-    dx the training backward is one pass over x and dy.
+    """Gradients of :func:`batch_norm_forward`: ``(dx, dweight, dbias)``.
 
-    ``training=True``: the batch statistics depend on x,
+    What is not needed (``need_*``, as PyTorch's output mask) is not computed: without
+    dweight and dbias the inference backward is one pass over dy, and without dx the
+    training backward is one pass over x and dy.  ``training=True``: the batch
+    statistics depend on x,
     ``dx = weight * invstd / m * (m * g - sum(g) - xhat * sum(g * xhat))``.
     ``training=False``: the statistics are constants (a frozen layer),
-    ``dx = g * weight * invstd``.  dweight = sum(g * xhat), dbias = sum(g);
-    both are None when weight is None.  g = dy, or with ``relu=True`` (the
-    gradient of the fused ``relu(batch_norm(x))``, bias as in the forward) dy
-    where the forward's output was positive, found again from x.
+    ``dx = g * weight * invstd``.  dweight = sum(g * xhat), dbias = sum(g).  g = dy, or
+    with ``relu=True`` (the gradient of the fused ``relu(batch_norm(x))``, bias as in
+    the forward) dy where the forward's output was positive, found again from x.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        The output's gradient, x's shape and dtype.
+    x : numpy.ndarray
+        Shape ``(N, C)`` or ``(N, C, *spatial)``, float32 or float64 (copied to
+        C-contiguous if it is not).
+    weight : array_like or None
+        Shape (C,), as in the forward; None: no scale (then dweight and dbias are None).
+    save_mean : array_like
+        Shape (C,): the forward's save_mean.
+    save_invstd : array_like
+        Shape (C,): the forward's save_invstd.
+    training : bool, optional
+        As in the forward.
+    bias : array_like, optional
+        Shape (C,): the forward's bias, needed with ``relu=True`` to find the mask.
+    relu : bool, optional
+        The forward fused a ReLU.
+    need_input : bool, optional
+        Compute dx.
+    need_weight : bool, optional
+        Compute dweight.
+    need_bias : bool, optional
+        Compute dbias.
+
+    Returns
+    -------
+    dx : numpy.ndarray or None
+        x's shape and dtype.
+    dweight : numpy.ndarray or None
+        Shape (C,), x's dtype.
+    dbias : numpy.ndarray or None
+        Shape (C,), x's dtype.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, or dy of another dtype than x.
+    ValueError
+        For x of fewer than 2 dims, dy of another shape, per-channel arrays of the
+        wrong shape, or a missing save_mean or save_invstd.
     """
     x = _check_input(x, "input")
     dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
@@ -876,7 +958,23 @@ def ghost_batch_norm_backward(dy, x, weight, mean, invstd, virtual_batch_size, n
 # ---------------------------------------------------------------- ReLU
 
 def relu_forward(x):
-    """``max(x, 0)`` of a float array of any shape, NaN kept (as torch.relu)."""
+    """``max(x, 0)`` of a float array of any shape, NaN kept (as ``torch.relu``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Any shape, float32 or float64 (copied to C-contiguous if it is not).
+
+    Returns
+    -------
+    numpy.ndarray
+        x's shape and dtype, C-contiguous.
+
+    Raises
+    ------
+    TypeError
+        For another dtype.
+    """
     x = _check_float(x, "input")
     y = np.empty_like(x)
     _activation.relu(x, y, get_num_threads())
@@ -884,9 +982,30 @@ def relu_forward(x):
 
 
 def relu_backward(dy, y):
-    """The ReLU's input gradient from its output y: 0 where y <= 0, else dy (a
-    NaN output passes dy), as torch's threshold_backward; an inf dy where
-    y <= 0 gives 0, not NaN."""
+    """The ReLU's input gradient from its output y.
+
+    0 where y <= 0, else dy (a NaN output passes dy), as torch's threshold_backward; an
+    inf dy where y <= 0 gives 0, not NaN.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        The output's gradient, y's shape and dtype.
+    y : numpy.ndarray
+        :func:`relu_forward`'s output, float32 or float64.
+
+    Returns
+    -------
+    numpy.ndarray
+        y's shape and dtype, C-contiguous.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, or dy of another dtype than y.
+    ValueError
+        For dy of another shape.
+    """
     y = _check_float(y, "output")
     dy = _check_grad_of(_check_float(dy, "grad_output"), y, "output")
     dx = np.empty_like(y)
@@ -897,11 +1016,36 @@ def relu_backward(dy, y):
 # ---------------------------------------------------------------- matrix products
 
 def matmul(a, b, transpose_a=False, transpose_b=False):
-    """``op(a) @ op(b)`` of 2-D float arrays of one dtype, op transposing when
-    asked: single-threaded BLAS calls inside fastbn's threads, on blocks of the
-    output fixed by the shape (the same bits at any thread count).  Sizes past the
-    32-bit BLAS's (2**31 - 1 rows, columns, depth or row length) are split into
-    calls it can take."""
+    """``op(a) @ op(b)`` of 2-D float arrays of one dtype, op transposing when asked.
+
+    Single-threaded BLAS calls inside fastbn's threads, on blocks of the output fixed by
+    the shape (the same bits at any thread count).  Sizes past the 32-bit BLAS's
+    (2**31 - 1 rows, columns, depth or row length) are split into calls it can take.
+
+    Parameters
+    ----------
+    a : array_like
+        Shape (m, k), or (k, m) with ``transpose_a``; float32 or float64 (copied to
+        C-contiguous if it is not).
+    b : array_like
+        Shape (k, n), or (n, k) with ``transpose_b``; a's dtype.
+    transpose_a : bool, optional
+        Use ``a.T``.
+    transpose_b : bool, optional
+        Use ``b.T``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (m, n), a's dtype (zeros when k is 0).
+
+    Raises
+    ------
+    ValueError
+        For operands that are not 2-D or inner dimensions that differ.
+    TypeError
+        For operands that are not both float32 or both float64.
+    """
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"matmul: operands must be 2-D, got shapes {a.shape} and {b.shape}")
@@ -1096,14 +1240,52 @@ class _ConvArgs:
 
 def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                    algorithm="auto"):
-    """2-D convolution (cross-correlation) as torch.nn.functional.conv2d.
+    """2-D convolution (cross-correlation) as ``torch.nn.functional.conv2d``.
 
-    Returns ``(y, cols)``: cols is the im2col matrix, to hand to conv2d_backward
-    (None after Winograd).  algorithm: "im2col" (per image: im2col writes
-    cols[n], the GEMM reads it back from cache and writes y[n]), "winograd"
-    (F(2x2, 3x3), 2.25x fewer multiply-adds; 3x3 kernels with stride 1,
-    dilation 1, groups 1, padding <= 2), or "auto": Winograd where it applies
-    and both sides have at least 8 channels, else im2col.
+    algorithm: ``'im2col'`` (per image: im2col writes cols[n], the GEMM reads it back
+    from cache and writes y[n]), ``'winograd'`` (F(2x2, 3x3), 2.25x fewer multiply-adds;
+    3x3 kernels with stride 1, dilation 1, groups 1, padding <= 2), or ``'auto'``:
+    Winograd where it applies and both sides have at least 8 channels, else im2col.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Shape (N, C_in, H, W), float32 or float64 (copied to C-contiguous if it is
+        not).
+    weight : numpy.ndarray
+        Shape (C_out, C_in / groups, kH, kW), x's dtype.
+    bias : array_like, optional
+        Shape (C_out,), float32 or float64 (cast to x's dtype).
+    stride : int or tuple of int, optional
+        Positive.
+    padding : int or tuple of int, optional
+        Zero padding on both sides, non-negative.
+    dilation : int or tuple of int, optional
+        Positive.
+    groups : int, optional
+        Positive; divides C_in and C_out.
+    algorithm : {'auto', 'im2col', 'winograd'}, optional
+        As above.
+
+    Returns
+    -------
+    y : numpy.ndarray
+        Shape (N, C_out, H_out, W_out), x's dtype, with
+        ``H_out = (H + 2 * pH - dH * (kH - 1) - 1) // sH + 1``, likewise W_out.
+    cols : numpy.ndarray or None
+        The im2col matrix, shape (N, C_in * kH * kW, H_out * W_out), x's dtype (a view
+        of x for a 1x1 kernel with stride 1 and no padding), to hand to
+        :func:`conv2d_backward`; None after Winograd.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, weight of another dtype than x, or
+        hyperparameters that are not ints or pairs of ints.
+    ValueError
+        For arrays that are not 4-D, shapes that do not match, hyperparameters out of
+        range, an empty output, an unknown algorithm, ``'winograd'`` where it does not
+        apply, or sizes past the 32-bit BLAS.
     """
     op = "conv2d"
     a = _ConvArgs(x, weight, stride, padding, dilation, groups, op, algorithm)
@@ -1135,16 +1317,58 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
 
 def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups=1,
                     need_input=True, need_weight=True, need_bias=True, algorithm="auto"):
-    """Gradients of conv2d_forward: ``(dx, dweight, dbias)``, None where not needed.
+    """Gradients of :func:`conv2d_forward`: ``(dx, dweight, dbias)``, None where not needed.
 
-    cols is conv2d_forward's second result (None: recomputed from x when im2col
-    needs it).  algorithm as in conv2d_forward.  im2col: dx = col2im(weight^T @
-    dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T.  Winograd: dx is the
-    Winograd convolution of dy with the flipped, transposed filters; dweight
-    = G^T (sum of the transformed dy tiles times the transformed input tiles) G.
-    dweight is accumulated over a fixed number of runs of images and added in
-    float64 (the same bits at any thread count); dbias = dy summed over N, H, W
-    (in float64).
+    im2col: dx = col2im(weight^T @ dy[n]) per image; dweight = sum_n dy[n] @ cols[n]^T.
+    Winograd: dx is the Winograd convolution of dy with the flipped, transposed
+    filters; dweight = G^T (sum of the transformed dy tiles times the transformed input
+    tiles) G.  dweight is accumulated over a fixed number of runs of images and added
+    in float64 (the same bits at any thread count); dbias = dy summed over N, H, W (in
+    float64).
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        The output's gradient, shape (N, C_out, H_out, W_out), x's dtype.
+    x : numpy.ndarray
+        The forward's input, shape (N, C_in, H, W), float32 or float64.
+    weight : numpy.ndarray
+        Shape (C_out, C_in / groups, kH, kW), x's dtype.
+    cols : numpy.ndarray or None
+        conv2d_forward's second result; None: recomputed from x when im2col needs it.
+    stride : int or tuple of int, optional
+        Positive.
+    padding : int or tuple of int, optional
+        Zero padding on both sides, non-negative.
+    dilation : int or tuple of int, optional
+        Positive.
+    groups : int, optional
+        Positive; divides C_in and C_out.
+    need_input : bool, optional
+        Compute dx.
+    need_weight : bool, optional
+        Compute dweight.
+    need_bias : bool, optional
+        Compute dbias.
+    algorithm : {'auto', 'im2col', 'winograd'}, optional
+        As in conv2d_forward (the same choice as the forward's).
+
+    Returns
+    -------
+    dx : numpy.ndarray or None
+        x's shape and dtype.
+    dweight : numpy.ndarray or None
+        weight's shape, x's dtype.
+    dbias : numpy.ndarray or None
+        Shape (C_out,), x's dtype.
+
+    Raises
+    ------
+    TypeError
+        As conv2d_forward, or dy of another dtype than x.
+    ValueError
+        As conv2d_forward, or dy or cols of the wrong shape (cols also of the wrong
+        dtype).
     """
     op = "conv2d_backward"
     a = _ConvArgs(x, weight, stride, padding, dilation, groups, op, algorithm)
@@ -1226,9 +1450,36 @@ def _planes(a):
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    """Max pooling as torch.nn.functional.max_pool2d (padding is -inf).
+    """Max pooling as ``torch.nn.functional.max_pool2d`` (padding is -inf).
 
-    Returns ``(y, indices)``: int64 flat indices h * W + w into each input plane.
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Shape (N, C, H, W), float32 or float64 (copied to C-contiguous if it is not);
+        only the batch may be empty.
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive (at most 2**31 - 1).
+    stride : int or tuple of int, optional
+        Positive; None or ``()`` (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Non-negative, at most half the window.
+
+    Returns
+    -------
+    y : numpy.ndarray
+        Shape (N, C, H_out, W_out), x's dtype, ``H_out = (H + 2 * pH - kH) // sH + 1``.
+    indices : numpy.ndarray
+        int64, y's shape: the flat index ``h * W + w`` of each maximum in its input
+        plane.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, or sizes that are not ints or pairs
+        of ints.
+    ValueError
+        For input that is not 4-D or has no channels, height or width, sizes out of
+        range, padding over half the window, or an empty output.
     """
     op = "max_pool2d"
     x = _check_nchw(x, "input", op)
@@ -1244,7 +1495,31 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
 
 
 def max_pool2d_backward(dy, indices, input_shape):
-    """Gradient of max_pool2d_forward: dy scattered (added) to the argmax of each window."""
+    """Gradient of :func:`max_pool2d_forward`: dy scattered (added) to the argmax of each window.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        The output's gradient, shape (N, C, H_out, W_out), float32 or float64.
+    indices : numpy.ndarray
+        The forward's indices: int64, dy's shape.
+    input_shape : tuple of int
+        (N, C, H, W) of the forward's input.
+
+    Returns
+    -------
+    numpy.ndarray
+        input_shape, dy's dtype.
+
+    Raises
+    ------
+    TypeError
+        For a dy dtype other than float32/float64.
+    ValueError
+        For an input_shape that is not 4 non-negative ints or has no channels, height
+        or width, dy that is not 4-D or does not match it, or indices of the wrong
+        shape or dtype or out of range.
+    """
     op = "max_pool2d_backward"
     shape = _input_shape(input_shape, op)
     _check_pool_input(shape, op)
@@ -1268,7 +1543,36 @@ _EXCLUDE_PAD, _INCLUDE_PAD, _ADAPTIVE = 0, 1, 2  # modes of _conv.avg_pool_*
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
-    """Average pooling as torch.nn.functional.avg_pool2d (ceil_mode=False)."""
+    """Average pooling as ``torch.nn.functional.avg_pool2d`` (``ceil_mode=False``).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Shape (N, C, H, W), float32 or float64 (copied to C-contiguous if it is not);
+        only the batch may be empty.
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive (at most 2**31 - 1).
+    stride : int or tuple of int, optional
+        Positive; None or ``()`` (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Non-negative, at most half the window.
+    count_include_pad : bool, optional
+        Divide by the whole window (True) or by the input elements in it.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (N, C, H_out, W_out), x's dtype, ``H_out = (H + 2 * pH - kH) // sH + 1``.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, or sizes that are not ints or pairs
+        of ints.
+    ValueError
+        For input that is not 4-D or has no channels, height or width, sizes out of
+        range, padding over half the window, or an empty output.
+    """
     op = "avg_pool2d"
     x = _check_nchw(x, "input", op)
     _check_pool_input(x.shape, op)
@@ -1284,7 +1588,38 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
 
 def avg_pool2d_backward(dy, input_shape, kernel_size, stride=None, padding=0,
                         count_include_pad=True):
-    """Gradient of avg_pool2d_forward: each dy / divisor spread over its window."""
+    """Gradient of :func:`avg_pool2d_forward`: each dy / divisor spread over its window.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        The output's gradient, shape (N, C, H_out, W_out), float32 or float64.
+    input_shape : tuple of int
+        (N, C, H, W) of the forward's input.
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive (at most 2**31 - 1).
+    stride : int or tuple of int, optional
+        Positive; None or ``()`` (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Non-negative, at most half the window.
+    count_include_pad : bool, optional
+        As in the forward.
+
+    Returns
+    -------
+    numpy.ndarray
+        input_shape, dy's dtype.
+
+    Raises
+    ------
+    TypeError
+        For a dy dtype other than float32/float64, or sizes that are not ints or pairs
+        of ints.
+    ValueError
+        For an input_shape that is not 4 non-negative ints or has no channels, height
+        or width, sizes out of range, padding over half the window, an empty output, or
+        dy that is not 4-D or does not match the output's shape.
+    """
     op = "avg_pool2d_backward"
     shape = _input_shape(input_shape, op)
     _check_pool_input(shape, op)
@@ -1310,8 +1645,31 @@ def _adaptive_size(output_size, shape, op):
 
 
 def adaptive_avg_pool2d_forward(x, output_size):
-    """Adaptive average pooling as torch.nn.functional.adaptive_avg_pool2d: output
-    (oh, ow) averages rows [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns."""
+    """Adaptive average pooling as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output (oh, ow) averages rows ``[floor(oh * H / H_out), ceil((oh + 1) * H / H_out))``
+    and likewise columns.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Shape (N, C, H, W), float32 or float64, H and W positive.
+    output_size : int or tuple of (int or None)
+        (H_out, W_out), non-negative (0 gives an empty output, as in torch); None keeps
+        the input's size.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (N, C, H_out, W_out), x's dtype.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64 or an output_size that is not ints.
+    ValueError
+        For x that is not 4-D or has an empty plane, or a negative output_size.
+    """
     op = "adaptive_avg_pool2d"
     x = _check_nchw(x, "input", op)
     out = _adaptive_size(output_size, x.shape, op)
@@ -1325,7 +1683,30 @@ def adaptive_avg_pool2d_forward(x, output_size):
 
 
 def adaptive_avg_pool2d_backward(dy, input_shape, output_size):
-    """Gradient of adaptive_avg_pool2d_forward."""
+    """Gradient of :func:`adaptive_avg_pool2d_forward`.
+
+    Parameters
+    ----------
+    dy : numpy.ndarray
+        The output's gradient, shape (N, C, H_out, W_out), float32 or float64.
+    input_shape : tuple of int
+        (N, C, H, W) of the forward's input.
+    output_size : int or tuple of (int or None)
+        As in the forward.
+
+    Returns
+    -------
+    numpy.ndarray
+        input_shape, dy's dtype.
+
+    Raises
+    ------
+    TypeError
+        For a dy dtype other than float32/float64 or an output_size that is not ints.
+    ValueError
+        For an input_shape that is not 4 non-negative ints or has an empty plane, or dy
+        that does not match the output's shape.
+    """
     op = "adaptive_avg_pool2d_backward"
     shape = _input_shape(input_shape, op)
     out = _adaptive_size(output_size, shape, op)
@@ -1402,9 +1783,45 @@ def _run_updates(op, update, params, grads, states, flags, hyper, no_state_ok=Fa
 
 def sgd_updates(params, grads, momentum_buffers, lr, weight_decay=0.0, momentum=0.0,
                 dampening=0.0, nesterov=False, firsts=None):
-    """sgd_update on each parameter in turn (lists of params, grads and
-    momentum buffers or None, and of ``first`` flags, default all False), in
-    one compiled call."""
+    """:func:`sgd_update` on each parameter in turn, in one compiled call.
+
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    params : sequence of numpy.ndarray
+        float32 or float64, writable; each updated in place.
+    grads : sequence of array_like
+        One per parameter, of its shape (converted to its dtype).
+    momentum_buffers : sequence of numpy.ndarray or None
+        One per parameter: None (no momentum), else updated in place.
+    lr : float
+        Learning rate.
+    weight_decay : float, optional
+        L2 penalty.
+    momentum : float, optional
+        Momentum factor.
+    dampening : float, optional
+        Dampening of the momentum.
+    nesterov : bool, optional
+        Nesterov momentum.
+    firsts : sequence of bool, optional
+        Per parameter: its first step with momentum (the buffer's contents are ignored
+        and it is set to the gradient); default all False.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
+    """
     params = list(params)
     firsts = [False] * len(params) if firsts is None else list(firsts)
     hyper = (float(lr), float(weight_decay), float(momentum), float(dampening), bool(nesterov),
@@ -1416,14 +1833,51 @@ def sgd_updates(params, grads, momentum_buffers, lr, weight_decay=0.0, momentum=
 
 def sgd_update(param, grad, momentum_buffer, lr, weight_decay=0.0, momentum=0.0,
                dampening=0.0, nesterov=False, first=False):
-    """One SGD step on param, in place, with PyTorch's rule::
+    """One SGD step on param, in place, with PyTorch's rule.
+
+    ::
 
         d = grad + weight_decay * param
         buf = d (first step), else momentum * buf + (1 - dampening) * d
         d = d + momentum * buf if nesterov else buf
         param -= lr * d
 
-    momentum_buffer: None (no momentum), else updated in place.
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        float32 or float64, writable; updated in place (a strided one through a
+        contiguous copy written back).
+    grad : array_like
+        Real numbers of param's shape, converted to param's dtype.
+    momentum_buffer : numpy.ndarray or None
+        None (no momentum), else updated in place.
+    lr : float
+        Learning rate.
+    weight_decay : float, optional
+        L2 penalty.
+    momentum : float, optional
+        Momentum factor.
+    dampening : float, optional
+        Dampening of the momentum.
+    nesterov : bool, optional
+        Nesterov momentum.
+    first : bool, optional
+        The first step with momentum: the buffer's contents are ignored.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
     """
     sgd_updates([param], [grad], [momentum_buffer], lr, weight_decay, momentum, dampening,
                 nesterov, [first])
@@ -1439,8 +1893,46 @@ def _check_steps(op, steps):
 
 def adam_updates(params, grads, exp_avgs, exp_avg_sqs, steps, lr, beta1, beta2, eps,
                  weight_decay=0.0):
-    """adam_update on each parameter in turn (lists of params, grads, exp_avgs,
-    exp_avg_sqs and step numbers), in one compiled call."""
+    """:func:`adam_update` on each parameter in turn, in one compiled call.
+
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    params : sequence of numpy.ndarray
+        float32 or float64, writable; each updated in place.
+    grads : sequence of array_like
+        One per parameter, of its shape (converted to its dtype).
+    exp_avgs : sequence of numpy.ndarray
+        The running averages of the gradient, updated in place.
+    exp_avg_sqs : sequence of numpy.ndarray
+        The running averages of its square, updated in place.
+    steps : sequence of int
+        Each parameter's step number, from 1.
+    lr : float
+        Learning rate.
+    beta1 : float
+        Decay of exp_avg.
+    beta2 : float
+        Decay of exp_avg_sq.
+    eps : float
+        Added to the denominator.
+    weight_decay : float, optional
+        L2 penalty added to the gradient.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
+    """
     steps = _check_steps("adam_update", steps)
     hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
              get_num_threads())
@@ -1459,6 +1951,45 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
         exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * d * d
         param -= lr / (1 - beta1**step)
                  * exp_avg / (sqrt(exp_avg_sq) / sqrt(1 - beta2**step) + eps)
+
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        float32 or float64, writable; updated in place (a strided one through a
+        contiguous copy written back).
+    grad : array_like
+        Real numbers of param's shape, converted to param's dtype.
+    exp_avg : numpy.ndarray
+        The running average of the gradient, updated in place.
+    exp_avg_sq : numpy.ndarray
+        The running average of its square, updated in place.
+    step : int
+        The step number, from 1.
+    lr : float
+        Learning rate.
+    beta1 : float
+        Decay of exp_avg.
+    beta2 : float
+        Decay of exp_avg_sq.
+    eps : float
+        Added to the denominator.
+    weight_decay : float, optional
+        L2 penalty added to the gradient.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
     """
     adam_updates([param], [grad], [exp_avg], [exp_avg_sq], [step], lr, beta1, beta2, eps,
                  weight_decay)
@@ -1466,8 +1997,9 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
 
 def adamw_updates(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1,
                   beta2, eps, weight_decay=0.0):
-    """AdamW's step number ``steps[i]`` (from 1) on each parameter, in place, in one
-    compiled call, with PyTorch's operations::
+    """AdamW's step number ``steps[i]`` (from 1) on each parameter, in place, in one compiled call.
+
+    With PyTorch's operations::
 
         param *= 1 - lr * weight_decay
         exp_avg = lerp(exp_avg, grad, 1 - beta1)
@@ -1476,8 +2008,46 @@ def adamw_updates(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, 
         param -= lr / (1 - beta1**step) * exp_avg
                  / (sqrt(exp_avg_sq or max_exp_avg_sq) / sqrt(1 - beta2**step) + eps)
 
-    max_exp_avg_sqs[i]: an array (amsgrad) or None.  Every operand is checked before
-    any parameter changes.
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    params : sequence of numpy.ndarray
+        float32 or float64, writable; each updated in place.
+    grads : sequence of array_like
+        One per parameter, of its shape (converted to its dtype).
+    exp_avgs : sequence of numpy.ndarray
+        The running averages of the gradient, updated in place.
+    exp_avg_sqs : sequence of numpy.ndarray
+        The running averages of its square, updated in place.
+    max_exp_avg_sqs : sequence of numpy.ndarray or None
+        Per parameter: an array (amsgrad: the running maximum of exp_avg_sq, updated in
+        place) or None.
+    steps : sequence of int
+        Each parameter's step number, from 1.
+    lr : float
+        Learning rate.
+    beta1 : float
+        Decay of exp_avg.
+    beta2 : float
+        Decay of exp_avg_sq.
+    eps : float
+        Added to the denominator.
+    weight_decay : float, optional
+        Decoupled weight decay.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
     """
     steps = _check_steps("adamw_update", steps)
     hyper = (float(lr), float(weight_decay), float(beta1), float(beta2), float(eps),
@@ -1489,8 +2059,9 @@ def adamw_updates(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, 
 
 def rmsprop_updates(params, grads, square_avgs, grad_avgs, momentum_buffers, lr, alpha, eps,
                     weight_decay=0.0, momentum=0.0):
-    """RMSprop's step on each parameter, in place, in one compiled call, with PyTorch's
-    operations::
+    """RMSprop's step on each parameter, in place, in one compiled call.
+
+    With PyTorch's operations::
 
         d = grad + weight_decay * param
         square_avg = alpha * square_avg + (1 - alpha) * d * d
@@ -1501,7 +2072,43 @@ def rmsprop_updates(params, grads, square_avgs, grad_avgs, momentum_buffers, lr,
             param -= lr * buf
         otherwise: param -= lr * d / avg
 
-    Every operand is checked before any parameter changes.
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    params : sequence of numpy.ndarray
+        float32 or float64, writable; each updated in place.
+    grads : sequence of array_like
+        One per parameter, of its shape (converted to its dtype).
+    square_avgs : sequence of numpy.ndarray
+        The running averages of the squared gradient, updated in place.
+    grad_avgs : sequence of numpy.ndarray or None
+        Per parameter: the running average of the gradient (centered), or None.
+    momentum_buffers : sequence of numpy.ndarray or None
+        Per parameter: the momentum buffer, or None (no momentum).
+    lr : float
+        Learning rate.
+    alpha : float
+        Smoothing constant.
+    eps : float
+        Added to the denominator.
+    weight_decay : float, optional
+        L2 penalty added to the gradient.
+    momentum : float, optional
+        Momentum factor.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
     """
     params = list(params)
     hyper = (float(lr), float(weight_decay), float(alpha), float(eps), float(momentum),
@@ -1512,8 +2119,9 @@ def rmsprop_updates(params, grads, square_avgs, grad_avgs, momentum_buffers, lr,
 
 
 def adadelta_updates(params, grads, square_avgs, acc_deltas, lr, rho, eps, weight_decay=0.0):
-    """Adadelta's step on each parameter, in place, in one compiled call, with PyTorch's
-    operations::
+    """Adadelta's step on each parameter, in place, in one compiled call.
+
+    With PyTorch's operations::
 
         d = grad + weight_decay * param
         square_avg = rho * square_avg + (1 - rho) * d * d
@@ -1521,7 +2129,39 @@ def adadelta_updates(params, grads, square_avgs, acc_deltas, lr, rho, eps, weigh
         acc_delta = rho * acc_delta + (1 - rho) * delta * delta
         param -= lr * delta
 
-    Every operand is checked before any parameter changes.
+    State arrays: writable, aligned, C-contiguous, of their parameter's shape and
+    dtype, updated in place.  The hyperparameters are converted with ``float`` and not
+    range-checked here (:mod:`fastbn.optim` checks them).
+
+    Parameters
+    ----------
+    params : sequence of numpy.ndarray
+        float32 or float64, writable; each updated in place.
+    grads : sequence of array_like
+        One per parameter, of its shape (converted to its dtype).
+    square_avgs : sequence of numpy.ndarray
+        The running averages of the squared gradient, updated in place.
+    acc_deltas : sequence of numpy.ndarray
+        The running averages of the squared updates, updated in place.
+    lr : float
+        Learning rate (scales delta).
+    rho : float
+        Decay of the running averages.
+    eps : float
+        Added inside the square roots.
+    weight_decay : float, optional
+        L2 penalty added to the gradient.
+
+    Raises
+    ------
+    TypeError
+        For a parameter that is not a float32/float64 ndarray, or a gradient that is
+        not real numbers.
+    ValueError
+        For a read-only parameter, a gradient of another shape, state arrays that are
+        not writable, aligned, C-contiguous arrays of the parameter's shape and dtype,
+        lists of different lengths, or a step that is not a positive int (Adam, AdamW).
+        Every operand is checked before any parameter changes.
     """
     params = list(params)
     hyper = (float(lr), float(weight_decay), float(rho), float(eps), get_num_threads())

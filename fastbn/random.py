@@ -23,7 +23,26 @@ def _check_seed(seed):
 
 
 def manual_seed(seed):
-    """Reseed the global generator; returns it, as PyTorch does."""
+    """Reseed fastbn's global generator (``torch.manual_seed``).
+
+    The generator draws parameter initializations, shuffling and dropout; reseeding
+    changes its state, never the object.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative.
+
+    Returns
+    -------
+    numpy.random.Generator
+        The global generator, as PyTorch returns its generator.
+
+    Raises
+    ------
+    ValueError
+        For a seed that is not a non-negative int.
+    """
     global _seed
     _seed = _check_seed(seed)
     default_generator.bit_generator.state = np.random.PCG64(_seed).state

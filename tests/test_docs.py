@@ -1,5 +1,6 @@
-"""The documentation holds: every Python block of the README runs as pasted, and the API
-reference (docs/api/*.rst, rendered by Sphinx) lists every public name.
+"""The documentation holds: every Python block of the README runs as pasted, the API
+reference (docs/api/*.rst, rendered by Sphinx) lists every public name, and the public
+callables' numpydoc docstrings document each of their parameters.
 
 The reference has one page per public module, ``docs/api/<module>.rst``, whose
 ``autosummary`` lists give the module's public objects, one line each.  The public
@@ -165,3 +166,103 @@ def test_every_module_is_documented_or_internal():
                                 f"re-export them from {package}, give {name} a page "
                                 f"(docs/api/{name}.rst), or add it to INTERNAL in {__file__}")
     assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------- docstrings
+# The modules whose every public callable documents each of its parameters.
+DOCUMENTED = ["fastbn", "fastbn.nn", "fastbn.nn.functional", "fastbn.optim", "fastbn.data",
+              "fastbn.kernels", "fastbn.distributed"]
+
+
+def _public_callables():
+    """{id: (qualified public name, object)}, each object once (under its first name)."""
+    found = {}
+    for modname in DOCUMENTED:
+        module = importlib.import_module(modname)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not _is_private(name) and callable(obj) and not isinstance(obj, types.ModuleType):
+                found.setdefault(id(obj), (f"{modname}.{name}", obj))
+    return found.values()
+
+
+def _docstring_problems(qualname, obj, NumpyDocString):
+    """What the numpydoc docstring of obj lacks: a one-line summary, or a Parameters entry
+    for one of its signature's parameters (a class's: its constructor's).  Only obj's own
+    docstring counts, not one inherited from a base class."""
+    import inspect
+    import warnings
+
+    text = inspect.cleandoc(obj.__doc__ or "")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpydoc warns about unknown sections
+            doc = NumpyDocString(text)
+    except Exception as exc:
+        return [f"{qualname}: numpydoc cannot parse its docstring: {exc}"]
+    problems = []
+    if not doc["Summary"]:
+        problems.append(f"{qualname}: no summary line")
+    elif len(doc["Summary"]) > 1:
+        problems.append(f"{qualname}: the summary spans {len(doc['Summary'])} lines, "
+                        "not one (a blank line after the first ends it)")
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return problems + [f"{qualname}: inspect.signature cannot read its parameters"]
+    documented = {part.strip().lstrip("*")
+                  for entry in doc["Parameters"] for part in entry.name.split(",")}
+    missing = [name for name in signature.parameters if name not in documented]
+    if missing:
+        problems.append(f"{qualname}: Parameters section lacks {', '.join(missing)}")
+    return problems
+
+
+def test_every_public_callable_documents_its_parameters():
+    """numpydoc docstrings for the API reference: each public callable of DOCUMENTED has a
+    one-line summary and a Parameters entry for every parameter (``*args``/``**kwargs``
+    documented as such; ``a, b : ...`` covers both)."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+    problems = [p for qualname, obj in _public_callables()
+                for p in _docstring_problems(qualname, obj, docscrape.NumpyDocString)]
+    assert not problems, (f"{len(problems)} docstring problems (numpydoc style, see "
+                          "CONTRIBUTING.md):\n" + "\n".join(problems))
+
+
+def test_docstring_check_finds_an_undocumented_parameter():
+    """The check above can fail: a function with an undocumented parameter, a multi-line
+    summary and none at all are each reported."""
+    docscrape = pytest.importorskip("numpydoc.docscrape")
+
+    def documented(a, *args, b=1, **kwargs):
+        """One line.
+
+        Parameters
+        ----------
+        a, b : int
+            Numbers.
+        *args, **kwargs
+            Passed on.
+        """
+
+    def undocumented(a, c):
+        """One line.
+
+        Parameters
+        ----------
+        a : int
+        """
+
+    def long_summary():
+        """Two
+        lines."""
+
+    def no_doc(x):
+        pass
+
+    check = lambda f: _docstring_problems(f.__name__, f, docscrape.NumpyDocString)  # noqa: E731
+    assert check(documented) == []
+    assert check(undocumented) == ["undocumented: Parameters section lacks c"]
+    assert check(long_summary) == ["long_summary: the summary spans 2 lines, not one (a "
+                                   "blank line after the first ends it)"]
+    assert check(no_doc) == ["no_doc: no summary line", "no_doc: Parameters section lacks x"]

@@ -144,12 +144,134 @@ class _BatchNorm(_NormBase):
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch Normalization over (N, C) or (N, C, L) input."""
+    """Batch Normalization over (N, C) or (N, C, L) input (``torch.nn.BatchNorm1d``).
+
+    Training mode normalizes with the batch's mean and biased variance and, with
+    ``track_running_stats``, updates ``running = (1 - momentum) * running +
+    momentum * batch`` (unbiased variance).  Eval mode normalizes with the running
+    statistics when the layer has them.  PyTorch's semantics throughout.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (axis 1 of the input), positive.
+    eps : float, optional
+        Added to the variance for numerical stability, > 0.
+    momentum : float or None, optional
+        Weight of each batch's statistics in the running ones, in [0, 1]; None keeps
+        a cumulative average (``1 / num_batches_tracked``).
+    affine : bool, optional
+        Learn a per-channel weight (init 1) and bias (init 0).
+    track_running_stats : bool, optional
+        Keep running statistics (updated in training, used in eval); without them the
+        batch's statistics normalize in eval too.
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' and buffers' dtype, which the
+        input must match.
+    bias : bool, optional
+        Keyword only, as in PyTorch: False keeps the weight and drops the bias.
+
+    Attributes
+    ----------
+    weight : Parameter or None
+        Shape (C,), when ``affine``.
+    bias : Parameter or None
+        Shape (C,), when ``affine`` and ``bias``.
+    running_mean : numpy.ndarray or None
+        Buffer of shape (C,), init 0, when ``track_running_stats``.
+    running_var : numpy.ndarray or None
+        Buffer of shape (C,), init 1 (unbiased batch variances enter it).
+    num_batches_tracked : numpy.ndarray or None
+        0-d int64 buffer counting the training steps.
+
+    Raises
+    ------
+    ValueError
+        For a num_features that is not a positive int, eps <= 0, momentum out of
+        [0, 1], or a device that is not the CPU; in ``forward``, for input of the wrong
+        number of dims or channels, or with one value per channel when batch statistics
+        are needed.
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C)`` or ``(N, C, L)``, float32 or float64.
+    - Output: the input's shape and dtype.
+
+    state_dict keys: ``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` (those that are not None), as PyTorch's.
+    """
     _input_ndims = (2, 3)
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch Normalization over (N, C, H, W) input."""
+    """Batch Normalization over (N, C, H, W) input (``torch.nn.BatchNorm2d``).
+
+    Training mode normalizes with the batch's mean and biased variance and, with
+    ``track_running_stats``, updates ``running = (1 - momentum) * running +
+    momentum * batch`` (unbiased variance).  Eval mode normalizes with the running
+    statistics when the layer has them.  PyTorch's semantics throughout.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (axis 1 of the input), positive.
+    eps : float, optional
+        Added to the variance for numerical stability, > 0.
+    momentum : float or None, optional
+        Weight of each batch's statistics in the running ones, in [0, 1]; None keeps
+        a cumulative average (``1 / num_batches_tracked``).
+    affine : bool, optional
+        Learn a per-channel weight (init 1) and bias (init 0).
+    track_running_stats : bool, optional
+        Keep running statistics (updated in training, used in eval); without them the
+        batch's statistics normalize in eval too.
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' and buffers' dtype, which the
+        input must match.
+    bias : bool, optional
+        Keyword only, as in PyTorch: False keeps the weight and drops the bias.
+
+    Attributes
+    ----------
+    weight : Parameter or None
+        Shape (C,), when ``affine``.
+    bias : Parameter or None
+        Shape (C,), when ``affine`` and ``bias``.
+    running_mean : numpy.ndarray or None
+        Buffer of shape (C,), init 0, when ``track_running_stats``.
+    running_var : numpy.ndarray or None
+        Buffer of shape (C,), init 1 (unbiased batch variances enter it).
+    num_batches_tracked : numpy.ndarray or None
+        0-d int64 buffer counting the training steps.
+
+    Raises
+    ------
+    ValueError
+        For a num_features that is not a positive int, eps <= 0, momentum out of
+        [0, 1], or a device that is not the CPU; in ``forward``, for input of the wrong
+        number of dims or channels, or with one value per channel when batch statistics
+        are needed.
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C, H, W)``, float32 or float64.
+    - Output: the input's shape and dtype.
+
+    state_dict keys: ``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` (those that are not None), as PyTorch's.
+    """
     _input_ndims = (4,)
 
 
@@ -184,12 +306,130 @@ class BatchNorm3d(_BatchNorm):
 
 
 class BatchNormReLU1d(BatchNorm1d):
-    """``relu(BatchNorm1d(x))`` in one fused kernel (one pass over memory fewer each way)."""
+    """``relu(BatchNorm1d(x))`` in one fused kernel (one pass over memory fewer each way).
+
+    No PyTorch counterpart: the same arguments, parameters, buffers and state_dict
+    keys as :class:`BatchNorm1d`, so one loads the other's state_dict.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (axis 1 of the input), positive.
+    eps : float, optional
+        Added to the variance for numerical stability, > 0.
+    momentum : float or None, optional
+        Weight of each batch's statistics in the running ones, in [0, 1]; None keeps
+        a cumulative average (``1 / num_batches_tracked``).
+    affine : bool, optional
+        Learn a per-channel weight (init 1) and bias (init 0).
+    track_running_stats : bool, optional
+        Keep running statistics (updated in training, used in eval); without them the
+        batch's statistics normalize in eval too.
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' and buffers' dtype, which the
+        input must match.
+    bias : bool, optional
+        Keyword only, as in PyTorch: False keeps the weight and drops the bias.
+
+    Attributes
+    ----------
+    weight : Parameter or None
+        Shape (C,), when ``affine``.
+    bias : Parameter or None
+        Shape (C,), when ``affine`` and ``bias``.
+    running_mean : numpy.ndarray or None
+        Buffer of shape (C,), init 0, when ``track_running_stats``.
+    running_var : numpy.ndarray or None
+        Buffer of shape (C,), init 1 (unbiased batch variances enter it).
+    num_batches_tracked : numpy.ndarray or None
+        0-d int64 buffer counting the training steps.
+
+    Raises
+    ------
+    ValueError
+        For a num_features that is not a positive int, eps <= 0, momentum out of
+        [0, 1], or a device that is not the CPU; in ``forward``, for input of the wrong
+        number of dims or channels, or with one value per channel when batch statistics
+        are needed.
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C)`` or ``(N, C, L)``, float32 or float64.
+    - Output: the input's shape and dtype.
+
+    state_dict keys: ``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` (those that are not None), as PyTorch's.
+    """
     _relu = True
 
 
 class BatchNormReLU2d(BatchNorm2d):
-    """``relu(BatchNorm2d(x))`` in one fused kernel (one pass over memory fewer each way)."""
+    """``relu(BatchNorm2d(x))`` in one fused kernel (one pass over memory fewer each way).
+
+    No PyTorch counterpart: the same arguments, parameters, buffers and state_dict
+    keys as :class:`BatchNorm2d`, so one loads the other's state_dict.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (axis 1 of the input), positive.
+    eps : float, optional
+        Added to the variance for numerical stability, > 0.
+    momentum : float or None, optional
+        Weight of each batch's statistics in the running ones, in [0, 1]; None keeps
+        a cumulative average (``1 / num_batches_tracked``).
+    affine : bool, optional
+        Learn a per-channel weight (init 1) and bias (init 0).
+    track_running_stats : bool, optional
+        Keep running statistics (updated in training, used in eval); without them the
+        batch's statistics normalize in eval too.
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' and buffers' dtype, which the
+        input must match.
+    bias : bool, optional
+        Keyword only, as in PyTorch: False keeps the weight and drops the bias.
+
+    Attributes
+    ----------
+    weight : Parameter or None
+        Shape (C,), when ``affine``.
+    bias : Parameter or None
+        Shape (C,), when ``affine`` and ``bias``.
+    running_mean : numpy.ndarray or None
+        Buffer of shape (C,), init 0, when ``track_running_stats``.
+    running_var : numpy.ndarray or None
+        Buffer of shape (C,), init 1 (unbiased batch variances enter it).
+    num_batches_tracked : numpy.ndarray or None
+        0-d int64 buffer counting the training steps.
+
+    Raises
+    ------
+    ValueError
+        For a num_features that is not a positive int, eps <= 0, momentum out of
+        [0, 1], or a device that is not the CPU; in ``forward``, for input of the wrong
+        number of dims or channels, or with one value per channel when batch statistics
+        are needed.
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C, H, W)``, float32 or float64.
+    - Output: the input's shape and dtype.
+
+    state_dict keys: ``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` (those that are not None), as PyTorch's.
+    """
     _relu = True
 
 

@@ -21,7 +21,24 @@ _IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", 
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module registers as a parameter; requires grad by default."""
+    """A Tensor that a Module registers as a parameter (``torch.nn.Parameter``).
+
+    Assigning one to a Module attribute registers it (``Module.parameters()``,
+    ``state_dict()``).
+
+    Parameters
+    ----------
+    data : array_like or Tensor
+        Any shape, float32 or float64; a NumPy array keeps its dtype and is not copied,
+        Python numbers and lists become float32.
+    requires_grad : bool, optional
+        Whether the tape records operations on it (True, unlike a plain Tensor).
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64.
+    """
 
     def __init__(self, data, requires_grad=True):
         super().__init__(data, requires_grad=requires_grad)
@@ -60,8 +77,10 @@ def _check_buffer(name, value):
 
 
 class Module:
-    """Base class of layers and models: subclasses set attributes in ``__init__`` (after
-    ``super().__init__()``) and define ``forward``."""
+    """Base class of layers and models (``torch.nn.Module``).
+
+    Subclasses set attributes in ``__init__`` (after ``super().__init__()``) and define
+    ``forward``."""
 
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
@@ -383,7 +402,31 @@ class RemovableHandle:
 
 
 class Sequential(Module):
-    """Modules applied in order; ``Sequential(a, b)`` or ``Sequential(OrderedDict(...))``."""
+    """Modules applied in order, each to the previous one's output (``torch.nn.Sequential``).
+
+    ``Sequential(a, b)`` registers the children as ``'0'``, ``'1'``, ...;
+    ``Sequential(OrderedDict([('conv', a), ('bn', b)]))`` under the given names (the
+    state_dict keys follow, e.g. ``'0.weight'`` or ``'conv.weight'``).
+
+    Parameters
+    ----------
+    *modules : Module or collections.OrderedDict
+        The modules in order, or one OrderedDict of names to modules.
+
+    Raises
+    ------
+    TypeError
+        For a child that is not a Module (or None), or a name that is not a string.
+    KeyError
+        For a name that is empty, contains '.' or shadows an attribute.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: what the first module takes.
+    - Output: what the last module returns (the input itself when empty).
+    """
 
     def __init__(self, *modules):
         super().__init__()
@@ -422,9 +465,10 @@ class Sequential(Module):
 
 
 class ModuleList(Module):
-    """Modules held in a list and registered as children ``'0'``, ``'1'``, ...: their
-    parameters are the list's, as in ``torch.nn.ModuleList``.  It has no forward: the
-    module that owns it decides how to call them.
+    """Modules held in a list, registered as children ``'0'``, ``'1'``, ... (``nn.ModuleList``).
+
+    Their parameters are the list's.  It has no forward: the module that owns it
+    decides how to call them.
 
     Parameters
     ----------
@@ -507,8 +551,9 @@ class ModuleList(Module):
 
 
 class ModuleDict(Module):
-    """Modules held in an ordered dict and registered as children under their keys, as
-    ``torch.nn.ModuleDict``.  It has no forward.
+    """Modules in an ordered dict, registered as children under their keys (``nn.ModuleDict``).
+
+    It has no forward.
 
     Parameters
     ----------

@@ -43,10 +43,46 @@ def _reset_weight_and_bias(weight, bias):
 
 
 class Linear(Module):
-    """y = x @ weight.T + bias, weight of shape (out_features, in_features).
+    """A fully connected layer, ``y = x @ weight.T + bias`` (``torch.nn.Linear``).
 
-    ``device`` (the CPU only) and ``dtype`` (float32 or float64; float32 when None) are
-    PyTorch's factory keywords, as on every layer with parameters."""
+    Parameters
+    ----------
+    in_features : int
+        Size of each input sample, positive.
+    out_features : int
+        Size of each output sample, positive.
+    bias : bool, optional
+        Whether to learn an additive bias.
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' dtype, which the input must
+        match.
+
+    Attributes
+    ----------
+    weight : Parameter
+        Shape (out_features, in_features), initialized as PyTorch's:
+        U(-1/sqrt(in_features), 1/sqrt(in_features)).
+    bias : Parameter or None
+        Shape (out_features,), initialized with the same bound.
+
+    Raises
+    ------
+    ValueError
+        For sizes that are not positive ints, or a device that is not the CPU.
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(*, in_features)``, ``*`` any number of dims (at least one dim).
+    - Output: ``(*, out_features)``.
+
+    state_dict keys: ``weight``, ``bias``.
+    """
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
@@ -69,8 +105,66 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation) over NCHW input, weight of shape
-    (out_channels, in_channels // groups, kh, kw)."""
+    """2-D convolution (cross-correlation) over NCHW input (``torch.nn.Conv2d``).
+
+    Runs :func:`fastbn.nn.functional.conv2d` (Winograd F(2x2, 3x3) or im2col with BLAS
+    GEMMs).
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input, positive.
+    out_channels : int
+        Channels of the output, positive.
+    kernel_size : int or tuple of int
+        (kH, kW), positive.
+    stride : int or tuple of int, optional
+        Positive.
+    padding : int or tuple of int, optional
+        Zero padding on both sides, non-negative; PyTorch's ``'same'``/``'valid'``
+        strings are not accepted.
+    dilation : int or tuple of int, optional
+        Spacing of the kernel's taps, positive.
+    groups : int, optional
+        Positive; divides in_channels and out_channels.
+    bias : bool, optional
+        Whether to learn an additive bias.
+    padding_mode : {'zeros'}, optional
+        Only ``'zeros'`` (PyTorch's other modes are not supported).
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' dtype, which the input must
+        match.
+
+    Attributes
+    ----------
+    weight : Parameter
+        Shape (out_channels, in_channels // groups, kH, kW), initialized as PyTorch's:
+        U(-1/sqrt(k), 1/sqrt(k)) with ``k = in_channels // groups * kH * kW``.
+    bias : Parameter or None
+        Shape (out_channels,), initialized with the same bound.
+
+    Raises
+    ------
+    ValueError
+        For sizes that are not positive ints or pairs (non-negative for padding),
+        channels not divisible by groups, another padding_mode, or a device that is not
+        the CPU.
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C_in, H, W)``.
+    - Output: ``(N, C_out, H_out, W_out)`` with
+      ``H_out = (H + 2 * pH - dH * (kH - 1) - 1) // sH + 1`` (p padding, d dilation,
+      k kernel_size, s stride) and likewise ``W_out``.
+
+    state_dict keys: ``weight``, ``bias``.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
@@ -135,11 +229,31 @@ class ReLU(Module):
 
 
 class Sigmoid(Module):
+    """Elementwise logistic sigmoid ``1 / (1 + exp(-x))`` (``torch.nn.Sigmoid``).
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(*)``, any shape, float32 or float64.
+    - Output: the input's shape and dtype.
+    """
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
+    """Elementwise hyperbolic tangent (``torch.nn.Tanh``).
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(*)``, any shape, float32 or float64.
+    - Output: the input's shape and dtype.
+    """
+
     def forward(self, input):
         return F.tanh(input)
 
@@ -199,11 +313,68 @@ class _Pool2d(Module):
 
 
 class MaxPool2d(_Pool2d):
+    """2-D max pooling, padding counting as -inf (``torch.nn.MaxPool2d``).
+
+    PyTorch's ``dilation``, ``return_indices`` and ``ceil_mode`` are not accepted.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive.
+    stride : int or tuple of int, optional
+        Positive; None (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Non-negative, at most half the window.
+
+    Raises
+    ------
+    ValueError
+        For sizes that are not positive ints or pairs of them (non-negative for
+        padding), or padding over half the window.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C, H, W)``, float32 or float64.
+    - Output: ``(N, C, H_out, W_out)``, the input's dtype, with
+      ``H_out = (H + 2 * padding[0] - kernel_size[0]) // stride[0] + 1`` and likewise
+      ``W_out``.
+    """
     def forward(self, input):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
 
 
 class AvgPool2d(_Pool2d):
+    """2-D average pooling (``torch.nn.AvgPool2d``).
+
+    Always PyTorch's default ``count_include_pad=True``: ``ceil_mode``,
+    ``count_include_pad`` and ``divisor_override`` are not accepted.
+
+    Parameters
+    ----------
+    kernel_size : int or tuple of int
+        The window, (kH, kW), positive.
+    stride : int or tuple of int, optional
+        Positive; None (default) is ``kernel_size``.
+    padding : int or tuple of int, optional
+        Non-negative, at most half the window.
+
+    Raises
+    ------
+    ValueError
+        For sizes that are not positive ints or pairs of them (non-negative for
+        padding), or padding over half the window.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C, H, W)``, float32 or float64.
+    - Output: ``(N, C, H_out, W_out)``, the input's dtype, with
+      ``H_out = (H + 2 * padding[0] - kernel_size[0]) // stride[0] + 1`` and likewise
+      ``W_out``.
+    """
     def forward(self, input):
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding)
 
@@ -235,7 +406,22 @@ class AdaptiveAvgPool2d(Module):
 
 
 class Flatten(Module):
-    """Flattens dimensions start_dim..end_dim into one (by default all but the batch)."""
+    """Flattens dims ``start_dim`` .. ``end_dim`` into one (``torch.nn.Flatten``).
+
+    Parameters
+    ----------
+    start_dim : int, optional
+        First dim to flatten (1: all but the batch dim).
+    end_dim : int, optional
+        Last dim to flatten (included).
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(*, S_start, ..., S_end, *)``, any dtype.
+    - Output: ``(*, S_start * ... * S_end, *)``.
+    """
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
@@ -249,9 +435,10 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    """Zeroes elements with probability p in training (scaling the rest by 1/(1-p)); the
-    identity in eval.  Draws from the global generator (``fastbn.manual_seed``), so runs
-    and checkpoints are reproducible.
+    """Zeroes elements with probability p in training, the identity in eval (``torch.nn.Dropout``).
+
+    In training the rest are scaled by 1/(1-p).  Draws from the global generator
+    (``fastbn.manual_seed``), so runs and checkpoints are reproducible.
 
     Parameters
     ----------
@@ -282,7 +469,30 @@ def _check_reduction(reduction):
 
 
 class CrossEntropyLoss(Module):
-    """Softmax cross-entropy of logits (N, C) against integer class targets (N,)."""
+    """Softmax cross-entropy of logits against class indices (``torch.nn.CrossEntropyLoss``).
+
+    Runs :func:`fastbn.nn.functional.cross_entropy`.  Unlike PyTorch: no ``weight``,
+    ``ignore_index``, ``label_smoothing`` or probability targets (:class:`NLLLoss`
+    has weight and ignore_index).
+
+    Parameters
+    ----------
+    reduction : {'mean', 'sum', 'none'}, optional
+        Average or sum over the targets, or one loss per target.
+
+    Raises
+    ------
+    ValueError
+        For another reduction.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C)`` or ``(N, C, d1, ...)`` logits, float32 or float64.
+    - Target: ``(N,)`` or ``(N, d1, ...)`` integer class indices in ``[0, C)``.
+    - Output: a 0-d tensor, or the target's shape with ``reduction='none'``.
+    """
 
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -296,8 +506,9 @@ class CrossEntropyLoss(Module):
 
 
 class NLLLoss(Module):
-    """Negative log likelihood of log-probabilities against class targets
-    (``F.nll_loss``); a class ``weight`` is kept as a buffer, as in PyTorch.
+    """Negative log likelihood of log-probabilities against class indices (``torch.nn.NLLLoss``).
+
+    Runs ``F.nll_loss``; a class ``weight`` is kept as a buffer, as in PyTorch.
 
     Parameters
     ----------

@@ -94,10 +94,72 @@ class _SyncBatchNorm(Function):
 
 
 class SyncBatchNorm(_BatchNorm):
-    """Batch Normalization over ``(N, C, *)`` input with statistics over all ranks' batches.
+    """Batch Normalization with statistics over every rank's batch (``torch.nn.SyncBatchNorm``).
 
-    ``process_group``: an mpi4py communicator (default: the one set by
-    ``fastbn.distributed.init_process_group``).
+    Over MPI.  In training, each rank's per-channel (count, mean, M2) is gathered by one
+    Allgather and merged in the same order on every rank, so the statistics agree bit
+    for bit; the backward makes one Allreduce.  Outside training, with one rank, or
+    before ``init_process_group`` it is plain BatchNorm (PyTorch's fallback).
+    dweight and dbias are this rank's sums, as in PyTorch:
+    :class:`fastbn.distributed.DistributedDataParallel` averages them.
+
+    Parameters
+    ----------
+    num_features : int
+        C, the number of channels (axis 1 of the input), positive.
+    eps : float, optional
+        Added to the variance for numerical stability, > 0.
+    momentum : float or None, optional
+        Weight of each batch's statistics in the running ones, in [0, 1]; None keeps
+        a cumulative average (``1 / num_batches_tracked``).
+    affine : bool, optional
+        Learn a per-channel weight (init 1) and bias (init 0).
+    track_running_stats : bool, optional
+        Keep running statistics (updated in training, used in eval); without them the
+        batch's statistics normalize in eval too.
+    process_group : mpi4py.MPI.Comm, optional
+        The ranks whose batches share statistics; None: the communicator set by
+        :func:`fastbn.distributed.init_process_group`.
+    device : str or device, optional
+        PyTorch's factory keyword: ``'cpu'`` or None (fastbn runs on the CPU only).
+    dtype : dtype, optional
+        float32 (when None) or float64: the parameters' and buffers' dtype, which the
+        input must match.
+    bias : bool, optional
+        Keyword only, as in PyTorch: False keeps the weight and drops the bias.
+
+    Attributes
+    ----------
+    weight : Parameter or None
+        Shape (C,), when ``affine``.
+    bias : Parameter or None
+        Shape (C,), when ``affine`` and ``bias``.
+    running_mean : numpy.ndarray or None
+        Buffer of shape (C,), init 0, when ``track_running_stats``.
+    running_var : numpy.ndarray or None
+        Buffer of shape (C,), init 1 (unbiased batch variances enter it).
+    num_batches_tracked : numpy.ndarray or None
+        0-d int64 buffer counting the training steps.
+
+    Raises
+    ------
+    ValueError
+        For a num_features that is not a positive int, eps <= 0, momentum out of
+        [0, 1], or a device that is not the CPU; in ``forward``, for input of the wrong
+        number of dims or channels, or with one value per channel when batch statistics
+        are needed (over all ranks, raised on every rank alike).
+    TypeError
+        For a dtype other than float32/float64.
+
+    Notes
+    -----
+    Shape:
+
+    - Input: ``(N, C)`` or ``(N, C, *)`` with up to 3 spatial dims, float32 or float64.
+    - Output: the input's shape and dtype.
+
+    state_dict keys: ``weight``, ``bias``, ``running_mean``, ``running_var``,
+    ``num_batches_tracked`` (those that are not None), as PyTorch's.
     """
     _input_ndims = (2, 3, 4, 5)
 
@@ -131,10 +193,26 @@ class SyncBatchNorm(_BatchNorm):
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
-        """module with every BatchNorm1d/2d (and BatchNormReLU1d/2d, the ReLU kept)
-        replaced by a SyncBatchNorm that shares its
-        parameters and buffers (so an optimizer built before still works); returns the
-        new root when module itself is one."""
+        """Replace every BatchNorm in ``module`` by a SyncBatchNorm.
+
+        As ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+
+        BatchNorm1d/2d and BatchNormReLU1d/2d (the ReLU kept) are replaced by a
+        SyncBatchNorm that shares their parameters and buffers, so an optimizer built
+        before still works; the train/eval mode is kept.
+
+        Parameters
+        ----------
+        module : Module
+            The model, changed in place.
+        process_group : mpi4py.MPI.Comm, optional
+            As the constructor's.
+
+        Returns
+        -------
+        Module
+            ``module``, or the new SyncBatchNorm when ``module`` itself is a BatchNorm.
+        """
         if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
             dtype = (module.weight.data.dtype if module.weight is not None else
                      module.running_mean.dtype if module.running_mean is not None else

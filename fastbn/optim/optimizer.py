@@ -63,10 +63,40 @@ def _state_step(value, key):
 
 
 class Optimizer:
-    """Holds param groups (lists of parameters with their hyperparameters) and per-parameter
-    state.  Subclasses set ``defaults``, validate hyperparameters in ``_check_group``,
-    name the state they keep (``_state_names``, ``_required_state``) and update one group
-    in ``_step_group``."""
+    """Base class of the optimizers (``torch.optim.Optimizer``).
+
+    Holds param groups (lists of parameters with their hyperparameters) and
+    per-parameter state.  Subclasses set ``defaults``, validate hyperparameters in
+    ``_check_group``, name the state they keep (``_state_names``, ``_required_state``)
+    and update one group in ``_step_group``.
+
+    Parameters
+    ----------
+    params : iterable of Parameter or iterable of dict
+        The parameters to optimize (anything with ``.data`` and ``.grad`` NumPy arrays,
+        float32 or float64), or param groups: dicts with a ``'params'`` entry and
+        options that override the defaults for those parameters.
+    defaults : dict
+        Every option with its default value (a group may set only these, plus the
+        learning-rate schedulers' entries).
+
+    Attributes
+    ----------
+    defaults : dict
+        As given.
+    param_groups : list of dict
+        Each group's ``'params'`` and options.
+    state : dict
+        Per-parameter state arrays and counters.
+
+    Raises
+    ------
+    TypeError
+        For a single parameter instead of an iterable, an entry without ``.data`` and
+        ``.grad``, an unknown option, or a hyperparameter that is not a real number.
+    ValueError
+        For no parameters, a parameter given twice, or a hyperparameter out of range.
+    """
 
     _state_names = ()      # every array a parameter's state may hold
     _counts_steps = False  # whether the state holds a 'step' count
@@ -224,14 +254,49 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with PyTorch's momentum rule.
+    """Stochastic gradient descent with PyTorch's momentum rule (``torch.optim.SGD``).
 
-    Each step::
+    Each step (:func:`fastbn.kernels.sgd_updates`, one compiled call per group)::
 
         g = grad + weight_decay * p
         buf = g (first step), else momentum * buf + (1 - dampening) * g
         g = g + momentum * buf if nesterov else buf
         p -= lr * g
+
+    PyTorch's ``maximize``, ``foreach`` and ``differentiable`` are not accepted.
+
+    Parameters
+    ----------
+    params : iterable of Parameter or iterable of dict
+        The parameters to optimize (anything with ``.data`` and ``.grad`` NumPy arrays,
+        float32 or float64), or param groups: dicts with a ``'params'`` entry and
+        options that override the defaults for those parameters.
+    lr : float, optional
+        Learning rate, >= 0.
+    momentum : float, optional
+        Momentum factor, >= 0 (0: no momentum buffer is kept).
+    dampening : float, optional
+        Dampening of the momentum, >= 0.
+    weight_decay : float, optional
+        L2 penalty, >= 0.
+    nesterov : bool, optional
+        Nesterov momentum (needs momentum > 0 and dampening 0).
+
+    Attributes
+    ----------
+    param_groups : list of dict
+        Each group's ``'params'`` and options.
+    state : dict
+        Per-parameter state, in PyTorch's layout in ``state_dict()``: ``momentum_buffer``,
+        of the parameter's shape and dtype.
+
+    Raises
+    ------
+    TypeError
+        For a single parameter instead of an iterable, an entry without ``.data`` and
+        ``.grad``, an unknown option, or a hyperparameter that is not a real number.
+    ValueError
+        For no parameters, a parameter given twice, or a hyperparameter out of range.
     """
 
     _state_names = ("momentum_buffer",)
@@ -274,12 +339,50 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with PyTorch's bias correction and L2 weight decay.
+    """Adam (Kingma & Ba) with L2 weight decay (``torch.optim.Adam``).
 
-    Each step::
+    PyTorch's bias correction; the weight decay is added to the gradient.
 
+    Each step (:func:`fastbn.kernels.adam_updates`, one compiled call per group)::
+
+        g = grad + weight_decay * p
         m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g * g
         p -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+
+    PyTorch's ``amsgrad`` (see :class:`AdamW`), ``maximize``, ``foreach`` and
+    ``capturable`` are not accepted.
+
+    Parameters
+    ----------
+    params : iterable of Parameter or iterable of dict
+        The parameters to optimize (anything with ``.data`` and ``.grad`` NumPy arrays,
+        float32 or float64), or param groups: dicts with a ``'params'`` entry and
+        options that override the defaults for those parameters.
+    lr : float, optional
+        Learning rate, >= 0.
+    betas : tuple of float, optional
+        (b1, b2), each in [0, 1): the decay rates of the running averages of the
+        gradient and its square.
+    eps : float, optional
+        Added to the denominator, >= 0.
+    weight_decay : float, optional
+        L2 penalty added to the gradient, >= 0.
+
+    Attributes
+    ----------
+    param_groups : list of dict
+        Each group's ``'params'`` and options.
+    state : dict
+        Per-parameter state, in PyTorch's layout in ``state_dict()``: ``step`` (an int),
+        ``exp_avg`` and ``exp_avg_sq`` (of the parameter's shape and dtype).
+
+    Raises
+    ------
+    TypeError
+        For a single parameter instead of an iterable, an entry without ``.data`` and
+        ``.grad``, an unknown option, or a hyperparameter that is not a real number.
+    ValueError
+        For no parameters, a parameter given twice, or a hyperparameter out of range.
     """
 
     _state_names = ("exp_avg", "exp_avg_sq")
