@@ -1857,8 +1857,9 @@ class BatchRenorm(Function):
 
 def batch_renorm(input, running_mean, running_var, weight=None, bias=None, r_max=1.0,
                  d_max=0.0, momentum=0.1, eps=1e-5):
-    """Batch Renormalization in training (Ioffe, 2017), with the semantics of
-    Chainer's ``BatchRenormalization``.
+    """Batch Renormalization in training (Ioffe, 2017).
+
+    It follows the semantics of Chainer's ``BatchRenormalization``.
 
     With the batch's mean and ``sigma_B = sqrt(var_B + eps)`` and the running
     statistics before this step's update, ``sigma = sqrt(running_var + eps)``::

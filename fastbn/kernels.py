@@ -332,7 +332,9 @@ def _check_saved(a, name, x, shape):
 
 
 def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
-    """Group Normalization forward (PyTorch's ``F.group_norm``): the C channels
+    """Group Normalization forward, as PyTorch's ``F.group_norm``.
+
+    Group Normalization forward (PyTorch's ``F.group_norm``): the C channels
     of x ``(N, C, *spatial)`` form ``num_groups`` groups of consecutive channels;
     each (sample, group) is normalized with its own mean and biased variance,
     then ``y = xhat * weight[c] + bias[c]`` per channel.
@@ -380,7 +382,9 @@ def group_norm_forward(x, num_groups, weight=None, bias=None, eps=1e-5):
 
 def group_norm_backward(dy, x, num_groups, weight, mean, invstd, need_input=True,
                         need_weight=True, need_bias=True):
-    """Gradients of group_norm_forward: ``(dx, dweight, dbias)``, None where not
+    """Gradients of :func:`group_norm_forward`.
+
+    Gradients of group_norm_forward: ``(dx, dweight, dbias)``, None where not
     needed (``need_*``) and dweight, dbias None without a weight.
     ``dx = invstd * (g - mean(g) - xhat * mean(g * xhat))`` over each group,
     ``g = dy * weight``; dweight = sum(dy * xhat), dbias = sum(dy) per channel.
@@ -442,7 +446,9 @@ def _normalized_shape(normalized_shape, x):
 
 
 def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Layer Normalization forward (PyTorch's ``F.layer_norm``): each sample's
+    """Layer Normalization forward, as PyTorch's ``F.layer_norm``.
+
+    Layer Normalization forward (PyTorch's ``F.layer_norm``): each sample's
     last ``len(normalized_shape)`` dimensions, which must be normalized_shape,
     are normalized with their own mean and biased variance, then
     ``y = xhat * weight + bias`` elementwise (weight and bias of
@@ -489,7 +495,9 @@ def layer_norm_forward(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def layer_norm_backward(dy, x, normalized_shape, weight, mean, invstd, need_input=True,
                         need_weight=True, need_bias=True):
-    """Gradients of layer_norm_forward: ``(dx, dweight, dbias)`` (dweight and
+    """Gradients of :func:`layer_norm_forward`.
+
+    Gradients of layer_norm_forward: ``(dx, dweight, dbias)`` (dweight and
     dbias of normalized_shape), None where not needed (``need_*``) and dweight,
     dbias None without a weight.
 
@@ -538,7 +546,9 @@ def layer_norm_backward(dy, x, normalized_shape, weight, mean, invstd, need_inpu
 
 def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_var=None,
                           use_input_stats=True, momentum=0.1, eps=1e-5):
-    """Instance Normalization forward (PyTorch's ``F.instance_norm``) over x
+    """Instance Normalization forward, as PyTorch's ``F.instance_norm``.
+
+    Instance Normalization forward (PyTorch's ``F.instance_norm``) over x
     ``(N, C, *spatial)``.
 
     ``use_input_stats=True``: each (sample, channel) is normalized with its own
@@ -614,7 +624,9 @@ def instance_norm_forward(x, weight=None, bias=None, running_mean=None, running_
 
 def instance_norm_backward(dy, x, weight, mean, invstd, use_input_stats=True, need_input=True,
                            need_weight=True, need_bias=True):
-    """Gradients of instance_norm_forward, given what it returned (mean, invstd):
+    """Gradients of :func:`instance_norm_forward`.
+
+    Gradients of instance_norm_forward, given what it returned (mean, invstd):
     ``(dx, dweight, dbias)``, None where not needed.  With
     ``use_input_stats=False`` the statistics are constants (Batch
     Normalization's inference backward).
@@ -665,7 +677,9 @@ def instance_norm_backward(dy, x, weight, mean, invstd, use_input_stats=True, ne
 
 def batch_renorm_forward(x, weight, bias, running_mean, running_var, r_max=1.0, d_max=0.0,
                          momentum=0.1, eps=1e-5):
-    """Batch Renormalization's training forward (Ioffe, 2017), as Chainer's
+    """Batch Renormalization's training forward (Ioffe, 2017).
+
+    Batch Renormalization's training forward (Ioffe, 2017), as Chainer's
     ``BatchRenormalization``: with the batch's mean and std
     ``sigma_B = sqrt(var_B + eps)`` and the running ones (before this step's
     update) ``sigma = sqrt(running_var + eps)``,
@@ -744,7 +758,9 @@ def batch_renorm_forward(x, weight, bias, running_mean, running_var, r_max=1.0, 
 
 def batch_renorm_backward(dy, x, weight, mean, invstd, r, d, need_input=True,
                           need_weight=True, need_bias=True):
-    """Gradients of batch_renorm_forward with r and d constants:
+    """Gradients of :func:`batch_renorm_forward`, r and d held constant.
+
+    Gradients of batch_renorm_forward with r and d constants:
     ``(dx, dweight, dbias)``.  dx is Batch Normalization's with the weight
     ``weight * r``; ``dweight = r * sum(dy * xhat) + d * sum(dy)``,
     ``dbias = sum(dy)``.
@@ -813,7 +829,9 @@ def _chunks(N, size):
 
 def ghost_batch_norm_forward(x, weight, bias, running_mean, running_var, virtual_batch_size,
                              momentum=0.1, eps=1e-5):
-    """Ghost Batch Normalization's training forward (Hoffer et al., 2017): each
+    """Ghost Batch Normalization's training forward (Hoffer et al., 2017).
+
+    Ghost Batch Normalization's training forward (Hoffer et al., 2017): each
     run of ``virtual_batch_size`` samples (the last one: what is left) is
     normalized with its own statistics, as batch_norm_forward would normalize
     it alone.  running_mean / running_var, when given, are updated once:
@@ -895,7 +913,9 @@ def ghost_batch_norm_forward(x, weight, bias, running_mean, running_var, virtual
 
 def ghost_batch_norm_backward(dy, x, weight, mean, invstd, virtual_batch_size, need_input=True,
                               need_weight=True, need_bias=True):
-    """Gradients of ghost_batch_norm_forward: each ghost batch's Batch
+    """Gradients of :func:`ghost_batch_norm_forward`.
+
+    Gradients of ghost_batch_norm_forward: each ghost batch's Batch
     Normalization gradient (its statistics depend on its samples);
     dweight and dbias summed over the ghost batches in order.
 
