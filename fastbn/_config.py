@@ -1,5 +1,6 @@
 """Build facts, thread control and show_config()."""
 import contextlib
+import operator
 import os
 import platform
 import sys
@@ -54,8 +55,14 @@ MAX_THREADS = max(1024, 4 * _openmp_helpers.num_procs())
 
 
 def _check_threads(n):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    """n as a Python int in 1..MAX_THREADS; NumPy integers pass, as in PyTorch."""
+    try:
+        checked = None if isinstance(n, bool) else operator.index(n)
+    except TypeError:
+        checked = None
+    if checked is None or checked < 1:
         raise ValueError(f"number of threads must be a positive int, got {n!r}")
+    n = checked
     if n > MAX_THREADS:
         raise ValueError(f"number of threads must be at most {MAX_THREADS}, got {n}")
     return n
@@ -100,9 +107,9 @@ def threads(n):
     Raises
     ------
     ValueError
-        On entering the block, for an n that is not a Python int in range.
+        On entering the block, for an n that is not an integer in range.
     """
-    _check_threads(n)
+    n = _check_threads(n)
     previous = _local.threads
     _local.threads = n
     try:

@@ -68,6 +68,22 @@ def test_bad_thread_counts(bad):
             pass
 
 
+def test_numpy_integer_thread_counts_are_taken_as_ints():
+    """torch.set_num_threads(np.int64(2)) works; so does fastbn's, as a Python int."""
+    import numpy as np
+    default = fastbn.get_num_threads()
+    try:
+        fastbn.set_num_threads(np.int64(2))
+        assert fastbn.get_num_threads() == 2 and type(fastbn.get_num_threads()) is int
+        with fastbn.threads(np.int32(3)):
+            assert fastbn.get_num_threads() == 3
+    finally:
+        fastbn.set_num_threads(None)
+    assert fastbn.get_num_threads() == default
+    with pytest.raises(ValueError, match="positive int"):
+        fastbn.set_num_threads(np.float64(2.0))
+
+
 @settings(max_examples=200, deadline=None)
 @given(n=st.one_of(st.integers(-2**70, 2**70), st.integers(MAX_THREADS - 2, MAX_THREADS + 2),
                    st.sampled_from([100000, 2**31, 2**31 - 1, 2**32, 2**63])))

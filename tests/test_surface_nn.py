@@ -359,3 +359,45 @@ def test_state_dict_of_tensors_loads():
     model.load_state_dict(collections.OrderedDict(
         (k, Tensor(v)) for k, v in other.state_dict().items()))
     np.testing.assert_array_equal(model.weight.data, other.weight.data)
+
+
+# -- pooling modules' PyTorch keywords -------------------------------------------------------------
+def _avg_pool_reference(x, k, s, p, count_include_pad):
+    """Plain float64 average pooling over a zero-padded copy, dividing by the window or
+    by the number of the input's values in it."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ones = np.pad(np.ones((h, w)), p)
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    out = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            win = xp[:, :, i * s:i * s + k, j * s:j * s + k]
+            div = k * k if count_include_pad else ones[i * s:i * s + k, j * s:j * s + k].sum()
+            out[:, :, i, j] = win.sum(axis=(2, 3)) / div
+    return out
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool2d_module_count_include_pad(rng, count_include_pad):
+    x = rng.standard_normal((2, 3, 7, 6))
+    pool = nn.AvgPool2d(3, 2, 1, count_include_pad=count_include_pad)
+    np.testing.assert_allclose(pool(Tensor(x)).data,
+                               _avg_pool_reference(x, 3, 2, 1, count_include_pad), rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    ref = torch.nn.AvgPool2d(3, 2, 1, count_include_pad=count_include_pad)(torch.from_numpy(x))
+    np.testing.assert_allclose(pool(Tensor(x)).data, ref.numpy(), rtol=1e-12)
+
+
+def test_pool_modules_take_pytorchs_keywords_at_their_defaults(rng):
+    x = Tensor(rng.standard_normal((1, 2, 6, 6)))
+    np.testing.assert_array_equal(
+        nn.MaxPool2d(2, 2, 0, 1, False, False)(x).data, nn.MaxPool2d(2)(x).data)
+    np.testing.assert_array_equal(
+        nn.AvgPool2d(2, 2, 0, False, True, None)(x).data, nn.AvgPool2d(2)(x).data)
+    for make in (lambda: nn.MaxPool2d(2, dilation=2), lambda: nn.MaxPool2d(2, ceil_mode=True),
+                 lambda: nn.MaxPool2d(2, return_indices=True),
+                 lambda: nn.AvgPool2d(2, ceil_mode=True),
+                 lambda: nn.AvgPool2d(2, divisor_override=3)):
+        with pytest.raises(ValueError, match="not supported"):
+            make()

@@ -298,9 +298,16 @@ class LogSoftmax(Module):
         return f"dim={self.dim}"
 
 
+def _check_unsupported(name, value, default):
+    """PyTorch's pooling keywords fastbn takes only at their defaults."""
+    if value != default:
+        raise ValueError(f"{name}={value!r} is not supported; only {name}={default!r}")
+
+
 class _Pool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
+        _check_unsupported("ceil_mode", ceil_mode, False)
         self.kernel_size = _pair("kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else _pair("stride", stride, 1)
         self.padding = _pair("padding", padding, 0)
@@ -315,7 +322,8 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """2-D max pooling, padding counting as -inf (``torch.nn.MaxPool2d``).
 
-    PyTorch's ``dilation``, ``return_indices`` and ``ceil_mode`` are not accepted.
+    PyTorch's ``dilation``, ``return_indices`` and ``ceil_mode`` are accepted at their
+    defaults only.
 
     Parameters
     ----------
@@ -325,12 +333,17 @@ class MaxPool2d(_Pool2d):
         Positive; None (default) is ``kernel_size``.
     padding : int or tuple of int, optional
         Non-negative, at most half the window.
+    dilation : int, optional
+        1 only (PyTorch's default).
+    return_indices, ceil_mode : bool, optional
+        False only (PyTorch's defaults).
 
     Raises
     ------
     ValueError
         For sizes that are not positive ints or pairs of them (non-negative for
-        padding), or padding over half the window.
+        padding), padding over half the window, or ``dilation``, ``return_indices``
+        or ``ceil_mode`` other than their defaults.
 
     Notes
     -----
@@ -341,6 +354,12 @@ class MaxPool2d(_Pool2d):
       ``H_out = (H + 2 * padding[0] - kernel_size[0]) // stride[0] + 1`` and likewise
       ``W_out``.
     """
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        _check_unsupported("dilation", dilation, 1)
+        _check_unsupported("return_indices", return_indices, False)
+
     def forward(self, input):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
 
@@ -348,8 +367,7 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """2-D average pooling (``torch.nn.AvgPool2d``).
 
-    Always PyTorch's default ``count_include_pad=True``: ``ceil_mode``,
-    ``count_include_pad`` and ``divisor_override`` are not accepted.
+    PyTorch's ``ceil_mode`` and ``divisor_override`` are accepted at their defaults only.
 
     Parameters
     ----------
@@ -359,12 +377,20 @@ class AvgPool2d(_Pool2d):
         Positive; None (default) is ``kernel_size``.
     padding : int or tuple of int, optional
         Non-negative, at most half the window.
+    ceil_mode : bool, optional
+        False only (PyTorch's default).
+    count_include_pad : bool, optional
+        True (default): padding counts in each window's divisor; False: only the
+        input's values do.
+    divisor_override : None, optional
+        None only (PyTorch's default).
 
     Raises
     ------
     ValueError
         For sizes that are not positive ints or pairs of them (non-negative for
-        padding), or padding over half the window.
+        padding), padding over half the window, or ``ceil_mode``/``divisor_override``
+        other than their defaults.
 
     Notes
     -----
@@ -375,8 +401,15 @@ class AvgPool2d(_Pool2d):
       ``H_out = (H + 2 * padding[0] - kernel_size[0]) // stride[0] + 1`` and likewise
       ``W_out``.
     """
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode)
+        _check_unsupported("divisor_override", divisor_override, None)
+        self.count_include_pad = bool(count_include_pad)
+
     def forward(self, input):
-        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding,
+                            self.count_include_pad)
 
 
 class AdaptiveAvgPool2d(Module):
