@@ -85,8 +85,8 @@ def set_num_threads(n):
     Raises
     ------
     ValueError
-        For an n that is not a Python int in range (a bool or a NumPy integer counts
-        as not an int).
+        For an n that is not an integer in range (a bool counts as not an integer;
+        a NumPy integer is taken as a Python int).
     """
     global _global_threads
     _global_threads = None if n is None else _check_threads(n)
