@@ -476,7 +476,9 @@ class Contention:
         self.busy.__enter__()
 
     def teardown(self, case):
-        self.busy.__exit__(None, None, None)
+        busy = getattr(self, "busy", None)  # asv tears down a skipped setup too
+        if busy is not None:
+            busy.__exit__(None, None, None)
 
     def _ratios(self):
         import fastbn
