@@ -4,7 +4,6 @@ Thread counts are a parameter, set explicitly with fastbn.set_num_threads in
 setup.  When OMP_NUM_THREADS is set (asv.conf.json's env_nobuild matrix), only
 the matching thread count runs, so no combination is measured twice.
 """
-import os
 
 import fastbn
 
@@ -14,15 +13,6 @@ SHAPES = bc.SHAPES
 THREADS = [1, 2]
 # Repeats inside a track_ measurement (alternated, median).
 TRACK_REPEAT = 25
-
-
-def _use_threads(n):
-    """Run fastbn on n threads, or skip (NotImplementedError) when the asv
-    environment's OMP_NUM_THREADS selects another count."""
-    env = os.environ.get("OMP_NUM_THREADS")
-    if env is not None and env.strip() != str(n):
-        raise NotImplementedError(f"threads={n} runs in the OMP_NUM_THREADS={n} environment")
-    fastbn.set_num_threads(n)
 
 
 class _ThreadedBase:
@@ -37,7 +27,7 @@ class BatchNorm(_ThreadedBase):
     param_names = ["shape", "dtype", "threads"]
 
     def setup(self, shape, dtype, threads):
-        _use_threads(threads)
+        bc.use_threads(threads)
         self.ops = bc.fastbn_ops(bc.Inputs(shape, dtype))
         for fn in self.ops.values():  # warm-up: first-touch pages, OpenMP team
             fn()
@@ -59,7 +49,7 @@ class BatchNormMemory(_ThreadedBase):
     param_names = ["shape", "threads"]
 
     def setup(self, shape, threads):
-        _use_threads(threads)
+        bc.use_threads(threads)
         self.ops = bc.fastbn_ops(bc.Inputs(shape, "float32"))
 
     def peakmem_train_forward_backward(self, shape, threads):
@@ -75,7 +65,7 @@ class BatchNormBandwidth(_ThreadedBase):
     unit = "fraction of copy"
 
     def setup(self, shape, op, threads):
-        _use_threads(threads)
+        bc.use_threads(threads)
         self.inputs = bc.Inputs(shape, "float32")
         self.fn = bc.fastbn_ops(self.inputs)[op]
         self.copy = bc.StreamingCopy(self.inputs.x, threads)
@@ -101,7 +91,7 @@ class BatchNormVsTorch(_ThreadedBase):
     def setup(self, shape, op, threads):
         if not bc.torch_available():
             raise NotImplementedError("torch is not importable")
-        _use_threads(threads)
+        bc.use_threads(threads)
         inputs = bc.Inputs(shape, "float32")
         self.fns = {"fastbn": bc.fastbn_ops(inputs)[op], "torch": bc.torch_ops(inputs)[op]}
 

@@ -173,15 +173,6 @@ def main():
 
 # ---------------------------------------------------------------- asv
 
-def _use_threads(n):
-    """fastbn on n threads, or skip when asv's OMP_NUM_THREADS selects another count."""
-    import fastbn
-    env = os.environ.get("OMP_NUM_THREADS")
-    if env is not None and env.strip() != str(n):
-        raise NotImplementedError(f"threads={n} runs in the OMP_NUM_THREADS={n} environment")
-    fastbn.set_num_threads(n)
-
-
 class _Threaded:
     params = [list(CASES), [1, 2]]
     param_names = ["case", "threads"]
@@ -196,7 +187,7 @@ class Norms(_Threaded):
     tape."""
 
     def setup(self, case, threads):
-        _use_threads(threads)
+        bc.use_threads(threads)
         self.ops = fastbn_ops(case)
         for fn in self.ops.values():
             fn()
@@ -219,7 +210,7 @@ class NormsVsTorch(_Threaded):
     def setup(self, case, threads):
         if not bc.torch_available():
             raise NotImplementedError("torch is not importable")
-        _use_threads(threads)
+        bc.use_threads(threads)
         self.fns = {"fastbn": fastbn_ops(case)["forward+backward"],
                     "torch": torch_ops(case)["forward+backward"]}
 

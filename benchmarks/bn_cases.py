@@ -8,6 +8,7 @@ copy of the same size (the bandwidth roof) and an alternating timer.
 import argparse
 import contextlib
 import gc
+import os
 import resource
 import sys
 import time
@@ -199,6 +200,15 @@ class StreamingCopy:
     def close(self):
         if self._pool is not None:
             self._pool.shutdown()
+
+
+def use_threads(n):
+    """asv setup: fastbn on n threads, or skip (NotImplementedError) when the asv
+    environment's OMP_NUM_THREADS selects another count, so none is measured twice."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env is not None and env.strip() != str(n):
+        raise NotImplementedError(f"threads={n} runs in the OMP_NUM_THREADS={n} environment")
+    fastbn.set_num_threads(n)
 
 
 @contextlib.contextmanager
