@@ -2,24 +2,19 @@
    `omp simd` and the runtime dispatch of _dispatch.h), per image.
 
    An F(m x m, 3x3) tile is a x a inputs (a = m + 2) for m x m outputs.  Each
-   transform is separable, a 1-D transform along the columns of a tile and one
-   along its rows, and here each 1-D pass runs over every tile of a plane at
-   once, on arrays where the tiles' values lie contiguous: so every loop is a
-   long unit-stride loop that the compiler vectorizes (16 floats per AVX-512
-   instruction), whatever the plane's width.
+   transform is separable, a 1-D transform along the rows of a tile and one
+   along its columns, and every loop is written to be a unit-stride loop the
+   compiler vectorizes (16 floats per AVX-512 instruction), whatever the
+   plane's width:
+   - input (B^T d B) and output (A^T M A): over lanes of FASTBN_WINO_LANES
+     channels, the planes transposed so a position's channels lie contiguous;
+   - gradient (A g A^T): over the tiles of a plane, after de-interleaving the
+     m x m phases of the gradient's plane.
 
-   Input (B^T d B): the padded plane is split into m x a "phase" planes,
-   P[r][j][s][q] = padded[s m + r][q m + j] (r < m, j < a, s <= TH, q < TW),
-   so that value (i, j) of tile (ty, tx) is P[i mod m][j][ty + i div m][tx]:
-   a fixed offset from the tile's own index ty TW + tx.  The row pass reads P
-   at those offsets; the column pass before it runs over whole phase planes.
-   Output (A^T M A) and gradient (A g A^T) passes run over the tiles of a
-   plane likewise, then interleave (or de-interleave) the m x m phases of the
-   output plane.
-
-   Layouts (tile index contiguous, as the GEMMs of _winograd.pyx want them):
-   V[k][c][col + tile] and M[k][o][col + tile], k = a i + j < a^2, with
-   `cols` tiles per row (a chunk of images); one image's tiles start at col.
+   Layouts (as the GEMMs of _winograd.pyx want them), k = a i + j < a^2, with
+   `cols` tiles per row (a chunk of images); one image's tiles start at col:
+   V[k][col + tile][c] (Cp channels) and M[k][col + tile][o] (Op outputs),
+   D[k][o][col + tile].
    Each function is written once for float and double and for m = 2 and 4
    (FASTBN_WINOGRAD_LOOPS); a call's `m` picks the pair. */
 #ifndef FASTBN_WINOGRAD_H
@@ -117,12 +112,16 @@ static FASTBN_DISPATCH void fastbn_winograd##M##_input_##FT(                    
                 memset(row + (t->pw + w_end) * L, 0, (PR - t->pw - w_end) * L * sizeof(FT)); \
             }                                                                       \
         }                                                                           \
-        for (ptrdiff_t r = 0; r < rows; r++)  /* the plane, transposed into lanes: */ \
-            for (ptrdiff_t l = 0; l < nc; l++) {  /* a row of X at a time, in L1 */ \
-                const FT* src = x + ((c0 + l) * t->H + r) * t->W;                   \
-                FT* dst = X + ((r + t->ph) * PR + t->pw) * L + l;                   \
-                for (ptrdiff_t w = 0; w < w_end; w++)                               \
-                    dst[w * L] = src[w];                                            \
+        /* the planes, transposed into lanes: a position's L channels at a time, \
+           stored as one vector (the loads gather; scalar stores were slower) */    \
+        for (ptrdiff_t r = 0; r < rows; r++)                                        \
+            for (ptrdiff_t w = 0; w < w_end; w++) {                                 \
+                const FT* src = x + (c0 * t->H + r) * t->W + w;                     \
+                FT* FASTBN_RESTRICT dst = X + ((r + t->ph) * PR + t->pw + w) * L;   \
+                const ptrdiff_t hw = t->H * t->W;                                   \
+                FASTBN_SIMD                                                         \
+                for (ptrdiff_t l = 0; l < nc; l++)                                  \
+                    dst[l] = src[l * hw];                                           \
             }                                                                       \
         for (ptrdiff_t ty = 0; ty < t->TH; ty++) {                                  \
             for (int i = 0; i < A; i++) {  /* along the rows */                     \
