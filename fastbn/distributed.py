@@ -375,7 +375,7 @@ def average_gradients(params, process_group=None, bucket_cap_mb=25):
     The helper form of :meth:`DistributedDataParallel.allreduce_gradients`: a few large
     Allreduces of buckets of about ``bucket_cap_mb``, not one per parameter.  A
     collective call; a parameter without a gradient on this rank contributes zeros.
-    Nothing happens with one rank.
+    With one rank the arguments are checked and the gradients left as they are.
 
     Parameters
     ----------
@@ -391,12 +391,12 @@ def average_gradients(params, process_group=None, bucket_cap_mb=25):
     RuntimeError
         Without a communicator.
     ValueError
-        With more than one rank (nothing is checked with one): for a bucket_cap_mb that
-        is not positive, or a parameter given twice.
+        For a bucket_cap_mb that is not positive, or a parameter given twice.
     """
     comm = _comm(process_group)
+    buckets = _GradientBuckets(params, _cap_bytes(bucket_cap_mb))
     if comm.Get_size() > 1:
-        _GradientBuckets(params, _cap_bytes(bucket_cap_mb)).allreduce(comm)
+        buckets.allreduce(comm)
 
 
 class DistributedDataParallel(Module):

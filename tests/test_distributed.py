@@ -339,3 +339,19 @@ def test_distributed_needs_a_communicator():
     with pytest.raises(RuntimeError, match="init_process_group"):
         distributed.DistributedDataParallel(nn.Linear(2, 2))
     assert distributed.get_rank() == 0 and distributed.get_world_size() == 1
+
+
+def test_average_gradients_checks_its_arguments_with_one_rank():
+    class OneRank:  # the communicator's only call on one rank
+        def Get_size(self):
+            return 1
+
+    layer = nn.Linear(3, 2)
+    layer.weight.grad = np.random.default_rng(5).standard_normal((2, 3)).astype(np.float32)
+    grad = layer.weight.grad.copy()
+    with pytest.raises(ValueError, match="bucket_cap_mb"):
+        distributed.average_gradients(layer.parameters(), OneRank(), bucket_cap_mb=0)
+    with pytest.raises(ValueError, match="twice"):
+        distributed.average_gradients([layer.weight, layer.weight], OneRank())
+    distributed.average_gradients(layer.parameters(), OneRank())
+    np.testing.assert_array_equal(layer.weight.grad, grad)

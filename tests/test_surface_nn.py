@@ -401,3 +401,38 @@ def test_pool_modules_take_pytorchs_keywords_at_their_defaults(rng):
                  lambda: nn.AvgPool2d(2, divisor_override=3)):
         with pytest.raises(ValueError, match="not supported"):
             make()
+
+
+# -- hyperparameters as PyTorch keeps, prints and checks them -------------------------------------
+POOLS = ["MaxPool2d(2)", "MaxPool2d((2, 3), stride=1, padding=(1, 0))", "AvgPool2d(3, 2, 1)",
+         "AvgPool2d(kernel_size=(3, 2), stride=None)", "Conv2d(3, 4, (3, 5), stride=2, padding=1)"]
+
+
+@pytest.mark.parametrize("ctor", POOLS)
+def test_layer_hyperparameters_and_repr_as_torchs(ctor):
+    torch = pytest.importorskip("torch")
+    ours, theirs = eval("nn." + ctor), eval("torch.nn." + ctor)
+    assert repr(ours) == repr(theirs)
+    for name in ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                 "count_include_pad", "divisor_override", "return_indices"):
+        if hasattr(theirs, name):
+            assert getattr(ours, name) == getattr(theirs, name), name
+
+
+# sizes of the wrong type raise TypeError, as torch does (at its first call at the latest);
+# sizes of the right type out of range raise ValueError
+BAD_SIZES = [("Linear(2.5, 3)", TypeError), ("Linear(0, 3)", ValueError),
+             ("GroupNorm(2.0, 4)", TypeError), ("GroupNorm(0, 4)", ValueError),
+             ("LayerNorm(4.0)", TypeError), ("LayerNorm((4, 0))", ValueError),
+             ("Conv2d(3, 4, 3, stride=1.5)", TypeError), ("Conv2d(3, 4, 2.0)", TypeError),
+             ("Conv2d(3, 4, 3, stride=0)", ValueError), ("Conv2d(3, 4, 3, padding=-1)", ValueError),
+             ("Conv2d(3, 4, 3, padding=(1, 2, 3))", TypeError),
+             ("MaxPool2d(2.5)", TypeError), ("AvgPool2d(2, stride='a')", TypeError),
+             ("MaxPool2d(2, padding=0.5)", TypeError), ("MaxPool2d(0)", ValueError),
+             ("AvgPool2d(2, padding=2)", ValueError)]
+
+
+@pytest.mark.parametrize("ctor, error", BAD_SIZES)
+def test_bad_layer_sizes_raise_pytorchs_error_class(ctor, error):
+    with pytest.raises(error):
+        eval("nn." + ctor)

@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor
+from .. import kernels as K
 from . import functional as F
 from . import init
 from .module import Module, Parameter, factory_dtype
@@ -19,17 +20,12 @@ __all__ = ["Linear", "Conv2d", "ReLU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    """As PyTorch: a TypeError for a value that is not an int, a ValueError below 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
-
-
-def _pair(name, value, minimum):
-    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                             or v < minimum for v in pair):
-        raise ValueError(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return tuple(int(v) for v in pair)
 
 
 def _reset_weight_and_bias(weight, bias):
@@ -70,9 +66,9 @@ class Linear(Module):
     Raises
     ------
     ValueError
-        For sizes that are not positive ints, or a device that is not the CPU.
+        For sizes below 1, or a device that is not the CPU.
     TypeError
-        For a dtype other than float32/float64.
+        For sizes that are not ints, or a dtype other than float32/float64.
 
     Notes
     -----
@@ -148,11 +144,11 @@ class Conv2d(Module):
     Raises
     ------
     ValueError
-        For sizes that are not positive ints or pairs (non-negative for padding),
-        channels not divisible by groups, another padding_mode, or a device that is not
-        the CPU.
+        For sizes below 1 (padding below 0), channels not divisible by groups, another
+        padding_mode, or a device that is not the CPU.
     TypeError
-        For a dtype other than float32/float64.
+        For sizes that are not ints or pairs of ints, or a dtype other than
+        float32/float64.
 
     Notes
     -----
@@ -175,10 +171,10 @@ class Conv2d(Module):
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
-        self.dilation = _pair("dilation", dilation, 1)
+        self.kernel_size = K._pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = K._pair(stride, "stride", "Conv2d", 1)
+        self.padding = K._pair(padding, "padding", "Conv2d", 0)
+        self.dilation = K._pair(dilation, "dilation", "Conv2d", 1)
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode {padding_mode!r} is not supported (only 'zeros')")
         self.padding_mode = padding_mode
@@ -305,15 +301,17 @@ def _check_unsupported(name, value, default):
 
 
 class _Pool2d(Module):
+    """kernel_size, stride and padding kept as given, as PyTorch's modules keep them
+    (stride None: kernel_size); checked here, at construction."""
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         _check_unsupported("ceil_mode", ceil_mode, False)
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"padding {self.padding} must be at most half of kernel_size "
-                             f"{self.kernel_size}")
+        K._pool_args(kernel_size, stride, padding, type(self).__name__)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None or stride == () else stride
+        self.padding = padding
+        self.ceil_mode = False
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -341,9 +339,10 @@ class MaxPool2d(_Pool2d):
     Raises
     ------
     ValueError
-        For sizes that are not positive ints or pairs of them (non-negative for
-        padding), padding over half the window, or ``dilation``, ``return_indices``
-        or ``ceil_mode`` other than their defaults.
+        For sizes below 1 (padding below 0), padding over half the window, or
+        ``dilation``, ``return_indices`` or ``ceil_mode`` other than their defaults.
+    TypeError
+        For sizes that are not ints or pairs of ints.
 
     Notes
     -----
@@ -359,9 +358,13 @@ class MaxPool2d(_Pool2d):
         super().__init__(kernel_size, stride, padding, ceil_mode)
         _check_unsupported("dilation", dilation, 1)
         _check_unsupported("return_indices", return_indices, False)
+        self.dilation, self.return_indices = 1, False
 
     def forward(self, input):
         return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"{super().extra_repr()}, dilation={self.dilation}, ceil_mode={self.ceil_mode}"
 
 
 class AvgPool2d(_Pool2d):
@@ -388,9 +391,10 @@ class AvgPool2d(_Pool2d):
     Raises
     ------
     ValueError
-        For sizes that are not positive ints or pairs of them (non-negative for
-        padding), padding over half the window, or ``ceil_mode``/``divisor_override``
-        other than their defaults.
+        For sizes below 1 (padding below 0), padding over half the window, or
+        ``ceil_mode``/``divisor_override`` other than their defaults.
+    TypeError
+        For sizes that are not ints or pairs of ints.
 
     Notes
     -----
@@ -406,6 +410,7 @@ class AvgPool2d(_Pool2d):
         super().__init__(kernel_size, stride, padding, ceil_mode)
         _check_unsupported("divisor_override", divisor_override, None)
         self.count_include_pad = bool(count_include_pad)
+        self.divisor_override = None
 
     def forward(self, input):
         return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding,

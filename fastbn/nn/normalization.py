@@ -16,6 +16,7 @@ import numpy as np
 from ..autograd import Tensor
 from . import functional as F
 from .module import Module, Parameter, _check_dtype, factory_dtype
+from .modules import _positive_int
 
 __all__ = ["GroupNorm", "LayerNorm", "L2Norm"]
 
@@ -24,12 +25,6 @@ def _check_eps(eps):
     if isinstance(eps, bool) or not (isinstance(eps, numbers.Real) and eps > 0):
         raise ValueError(f"eps must be a positive number, got {eps!r}")
     return float(eps)
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 class GroupNorm(Module):
@@ -69,11 +64,12 @@ class GroupNorm(Module):
     Raises
     ------
     ValueError
-        On construction, for num_groups not dividing num_channels or a non-positive
-        eps; in forward, for input that is not ``(N, num_channels, *)`` or groups of a
-        single value.
+        On construction, for sizes below 1, num_groups not dividing num_channels or a
+        non-positive eps; in forward, for input that is not ``(N, num_channels, *)`` or
+        groups of a single value.
     TypeError
-        In forward, for input of another dtype than the parameters.
+        On construction, for sizes that are not ints; in forward, for input of another
+        dtype than the parameters.
 
     Examples
     --------
@@ -155,10 +151,11 @@ class LayerNorm(Module):
     Raises
     ------
     ValueError
-        On construction, for a shape that is not positive ints or a non-positive eps;
-        in forward, for input whose trailing shape is not normalized_shape.
+        On construction, for a size below 1 or a non-positive eps; in forward, for
+        input whose trailing shape is not normalized_shape.
     TypeError
-        In forward, for input of another dtype than the parameters.
+        On construction, for sizes that are not ints; in forward, for input of another
+        dtype than the parameters.
 
     Examples
     --------
