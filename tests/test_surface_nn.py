@@ -404,14 +404,17 @@ def test_pool_modules_take_pytorchs_keywords_at_their_defaults(rng):
 
 
 # -- hyperparameters as PyTorch keeps, prints and checks them -------------------------------------
-POOLS = ["MaxPool2d(2)", "MaxPool2d((2, 3), stride=1, padding=(1, 0))", "AvgPool2d(3, 2, 1)",
-         "AvgPool2d(kernel_size=(3, 2), stride=None)", "Conv2d(3, 4, (3, 5), stride=2, padding=1)"]
+LAYERS = {"MaxPool2d(2)": lambda nn: nn.MaxPool2d(2),
+          "MaxPool2d((2, 3), 1, (1, 0))": lambda nn: nn.MaxPool2d((2, 3), stride=1, padding=(1, 0)),
+          "AvgPool2d(3, 2, 1)": lambda nn: nn.AvgPool2d(3, 2, 1),
+          "AvgPool2d((3, 2))": lambda nn: nn.AvgPool2d(kernel_size=(3, 2), stride=None),
+          "Conv2d": lambda nn: nn.Conv2d(3, 4, (3, 5), stride=2, padding=1)}
 
 
-@pytest.mark.parametrize("ctor", POOLS)
-def test_layer_hyperparameters_and_repr_as_torchs(ctor):
+@pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
+def test_layer_hyperparameters_and_repr_as_torchs(make):
     torch = pytest.importorskip("torch")
-    ours, theirs = eval("nn." + ctor), eval("torch.nn." + ctor)
+    ours, theirs = make(nn), make(torch.nn)
     assert repr(ours) == repr(theirs)
     for name in ("kernel_size", "stride", "padding", "dilation", "ceil_mode",
                  "count_include_pad", "divisor_override", "return_indices"):
