@@ -10,6 +10,12 @@ A B A B; the figures are medians over every repetition of every round.  Neither 
 OPENBLAS_NUM_THREADS=1, so that no idle BLAS thread pool competes for the cores.
 
     python benchmarks/bench_norms.py [--repeat 30] [--rounds 3] [--threads 1 2]
+    python benchmarks/bench_norms.py --floors [--repeat 30]
+
+``--floors``: fastbn's kernels alone (fastbn.kernels, no tape) at one thread beside
+the memory floor: a copy of the input (np.copyto: one read, one write); forward plus
+backward moves at least two and a half copies (read x, write y; read dy and x, write
+dx).
 
 Also asv benchmarks: the time of each case, and fastbn's time over torch's measured
 alternately in one process.
@@ -135,15 +141,40 @@ def _worker(lib, threads, repeat):
     print(json.dumps(res))
 
 
+def floors(repeat):
+    """Print the kernels' times at one thread beside a copy of the input (medians, ms)."""
+    import fastbn
+    from fastbn import kernels as K
+
+    print("| case | forward | backward | copy | 2.5 copies |\n|---|---:|---:|---:|---:|")
+    with fastbn.threads(1):
+        for case, (kind, _, arg) in CASES.items():
+            x, dy, w, b = _inputs(case)
+            forward, backward = ((K.group_norm_forward, K.group_norm_backward)
+                                 if kind == "group" else
+                                 (K.layer_norm_forward, K.layer_norm_backward))
+            _, mean, invstd = forward(x, arg, w, b, EPS)
+            out = np.empty_like(x)
+            ms = [statistics.median(_time(fn, repeat)) * 1e3 for fn in (
+                lambda: forward(x, arg, w, b, EPS),
+                lambda: backward(dy, x, arg, w, mean, invstd),
+                lambda: np.copyto(out, x))]
+            print(f"| {case} | {ms[0]:.3f} | {ms[1]:.3f} | {ms[2]:.3f} | {2.5 * ms[2]:.3f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--floors", action="store_true",
+                    help="fastbn's kernels alone at one thread beside a copy of the input")
     ap.add_argument("--worker", nargs=2, metavar=("LIB", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return _worker(args.worker[0], int(args.worker[1]), args.repeat)
+    if args.floors:
+        return floors(args.repeat)
 
     libs = alternate.libraries()
     os.environ["OPENBLAS_NUM_THREADS"] = "1"  # the workers': see the module docstring

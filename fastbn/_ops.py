@@ -1980,7 +1980,7 @@ class Conv2d(Function):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation) (``torch.nn.functional.conv2d``).
 
-    Winograd F(2x2, 3x3) or im2col with BLAS GEMMs;
+    Winograd F(4x4, 3x3) or im2col with BLAS GEMMs;
     :func:`fastbn.kernels.conv2d_forward` says which runs when.
 
     Parameters

@@ -1263,9 +1263,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     """2-D convolution (cross-correlation) as ``torch.nn.functional.conv2d``.
 
     algorithm: ``'im2col'`` (per image: im2col writes cols[n], the GEMM reads it back
-    from cache and writes y[n]), ``'winograd'`` (F(2x2, 3x3), 2.25x fewer multiply-adds;
-    3x3 kernels with stride 1, dilation 1, groups 1, padding <= 2), or ``'auto'``:
-    Winograd where it applies and both sides have at least 8 channels, else im2col.
+    from cache and writes y[n]), ``'winograd4'`` (F(4x4, 3x3), 4x fewer multiply-adds)
+    or ``'winograd'`` (F(2x2, 3x3), 2.25x fewer; both for 3x3 kernels with stride 1,
+    dilation 1, groups 1, padding <= 2), or ``'auto'``: F(4x4, 3x3) where it applies and
+    both sides have at least 8 channels, else im2col.
 
     Parameters
     ----------
@@ -1284,7 +1285,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         Positive.
     groups : int, optional
         Positive; divides C_in and C_out.
-    algorithm : {'auto', 'im2col', 'winograd'}, optional
+    algorithm : {'auto', 'im2col', 'winograd4', 'winograd'}, optional
         As above.
 
     Returns
@@ -1304,7 +1305,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
         hyperparameters that are not ints or pairs of ints.
     ValueError
         For arrays that are not 4-D, shapes that do not match, hyperparameters out of
-        range, an empty output, an unknown algorithm, ``'winograd'`` where it does not
+        range, an empty output, an unknown algorithm, a Winograd one where it does not
         apply, or sizes past the 32-bit BLAS.
     """
     op = "conv2d"
@@ -1370,7 +1371,7 @@ def conv2d_backward(dy, x, weight, cols, stride=1, padding=0, dilation=1, groups
         Compute dweight.
     need_bias : bool, optional
         Compute dbias.
-    algorithm : {'auto', 'im2col', 'winograd'}, optional
+    algorithm : {'auto', 'im2col', 'winograd4', 'winograd'}, optional
         As in conv2d_forward (the same choice as the forward's).
 
     Returns
