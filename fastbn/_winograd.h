@@ -3,9 +3,10 @@
 
    An F(m x m, 3x3) tile is a x a inputs (a = m + 2) for m x m outputs.  Each
    transform is separable, a 1-D transform along the rows of a tile and one
-   along its columns, and every loop is written to be a unit-stride loop the
-   compiler vectorizes (16 floats per AVX-512 instruction), whatever the
-   plane's width:
+   along its columns, and each 1-D pass is a unit-stride loop the compiler
+   vectorizes (16 floats per AVX-512 instruction), whatever the plane's width
+   (only the transposes into and out of that order read or write with a
+   stride):
    - input (B^T d B) and output (A^T M A): over lanes of FASTBN_WINO_LANES
      channels, the planes transposed so a position's channels lie contiguous;
    - gradient (A g A^T): over the tiles of a plane, after de-interleaving the
