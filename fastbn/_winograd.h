@@ -95,6 +95,7 @@ static FASTBN_DISPATCH void fastbn_winograd##M##_input_##FT(                    
     enum { A = M + 2, L = FASTBN_WINO_LANES };                                      \
     const ptrdiff_t TW = t->TW, PR = t->TW * M + 2, Cp = t->Cp;                     \
     const ptrdiff_t vs = t->cols * Cp;  /* between V's rows k */                    \
+    const ptrdiff_t hw = t->H * t->W;   /* between x's planes */                    \
     FT* X = scratch;                    /* (TH M + 2) x PR x L */                   \
     FT* Hb = X + (t->TH * M + 2) * PR * L;  /* A x A x TW x L */                    \
     for (ptrdiff_t c0 = 0; c0 < C; c0 += L) {                                       \
@@ -119,7 +120,6 @@ static FASTBN_DISPATCH void fastbn_winograd##M##_input_##FT(                    
             for (ptrdiff_t w = 0; w < w_end; w++) {                                 \
                 const FT* src = x + (c0 * t->H + r) * t->W + w;                     \
                 FT* FASTBN_RESTRICT dst = X + ((r + t->ph) * PR + t->pw + w) * L;   \
-                const ptrdiff_t hw = t->H * t->W;                                   \
                 FASTBN_SIMD                                                         \
                 for (ptrdiff_t l = 0; l < nc; l++)                                  \
                     dst[l] = src[l * hw];                                           \
