@@ -50,6 +50,7 @@ cdef enum:
     SAMPLES_MIN = 16      # samples per unit on the position path: the per-position
     # gradient partials cost about 2 / SAMPLES_MIN of the unit's own work
     SERIAL_BELOW = 32768  # values: smaller calls run on one thread (as _core.pyx's)
+    STREAM_MIN = 16 << 20  # bytes of output at least: written around the cache (_norm.h)
 
 
 cdef extern from "_norm.h" nogil:
@@ -76,19 +77,22 @@ cdef extern from "_norm.h" nogil:
     void fastbn_nc_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                             const double*, const double*, const double*, int)
     void fastbn_rows_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
-                              const float*, const float*, const float*, Py_ssize_t)
+                              const float*, const float*, const float*, Py_ssize_t, float*)
     void fastbn_rows_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, const double*,
-                              const double*, const double*, const double*, Py_ssize_t)
+                              const double*, const double*, const double*, Py_ssize_t,
+                              double*)
     void fastbn_rows_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
                                  const float*, const float*, Py_ssize_t, double*, double*)
     void fastbn_rows_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
                                  const double*, const double*, Py_ssize_t, double*, double*)
     void fastbn_rows_dx_f(const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
                           const float*, const float*, const float*, Py_ssize_t, const float*,
-                          const float*)
+                          const float*, float*)
     void fastbn_rows_dx_d(const double*, const double*, double*, Py_ssize_t, Py_ssize_t,
                           const double*, const double*, const double*, Py_ssize_t,
-                          const double*, const double*)
+                          const double*, const double*, double*)
+    bint FASTBN_CAN_STREAM
+    void fastbn_stream_fence()
     void fastbn_rows_param_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
                                   const float*, const float*, Py_ssize_t, double*, double*)
     void fastbn_rows_param_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
@@ -110,6 +114,7 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     bint dbl              # double data, else float (the void pointers' type)
     Py_ssize_t N, G, Cg, L, M, C, R
     bint seg              # segment path, else position path
+    bint stream           # position path: the output streamed, past the cache (_norm.h)
     Py_ssize_t per_unit   # rows per work unit (position path: whole samples)
     Py_ssize_t block      # rows a pass runs over before the next (dividing per_unit)
     double eps
@@ -134,6 +139,7 @@ cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssi
     c.N, c.G, c.Cg, c.L = N, G, Cg, L
     c.M, c.C, c.R = Cg * L, G * Cg, N * G
     c.seg = L >= SEG_MIN
+    c.stream = FASTBN_CAN_STREAM and not c.seg and x.nbytes >= STREAM_MIN
     if c.seg:
         c.block = max(PASS // max(c.M, 1), 1)
         c.per_unit = c.block * max(BLOCK // max(c.M * c.block, 1), 1)
@@ -154,8 +160,9 @@ cdef inline Py_ssize_t _units(const Rows* c) noexcept nogil:
 
 cdef inline Py_ssize_t _scratch_len(const Rows* c) noexcept nogil:
     """Values of the data's type a slot needs: per row two (the forward's shifts; the
-    backward's kx and k0), then per (row, channel) four coefficients (segment path)."""
-    return c.per_unit * (4 * c.Cg + 2 if c.seg else 2)
+    backward's kx and k0), then per (row, channel) four coefficients (segment path) or
+    a row to stream the output through (position path, when streaming)."""
+    return c.per_unit * (4 * c.Cg + 2 if c.seg else 2) + (c.M if c.stream else 0)
 
 
 cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
@@ -189,7 +196,8 @@ cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
         if c.var != NULL:
             c.var[r0 + r] = var
     if not c.seg:
-        _rows_affine(x + o, y + o, rows, M, mean + r0, invstd + r0, w, b, c.G)
+        _rows_affine(x + o, y + o, rows, M, mean + r0, invstd + r0, w, b, c.G,
+                     first + 2 * P if c.stream else NULL)
         return
     center = first + 2 * P
     scale, shift = center + P * Cg, center + 2 * P * Cg
@@ -216,16 +224,18 @@ cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noex
         else:
             _forward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
         r += c.block
+    if c.stream:
+        fastbn_stream_fence()
 
 
 cdef inline void _rows_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t n,
                               const floating* mean, const floating* invstd,
-                              const floating* w, const floating* b,
-                              Py_ssize_t G) noexcept nogil:
+                              const floating* w, const floating* b, Py_ssize_t G,
+                              floating* buf) noexcept nogil:
     if floating is float:
-        fastbn_rows_affine_f(x, y, rows, n, mean, invstd, w, b, G)
+        fastbn_rows_affine_f(x, y, rows, n, mean, invstd, w, b, G, buf)
     else:
-        fastbn_rows_affine_d(x, y, rows, n, mean, invstd, w, b, G)
+        fastbn_rows_affine_d(x, y, rows, n, mean, invstd, w, b, G, buf)
 
 
 cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
@@ -276,7 +286,8 @@ cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ss
             k0[r] = <floating>(s * a[r] * inv_m)
     if not c.seg:
         if dx != NULL:
-            _rows_dx(x + o, dy + o, dx + o, rows, M, mean + r0, invstd + r0, w, c.G, kx, k0)
+            _rows_dx(x + o, dy + o, dx + o, rows, M, mean + r0, invstd + r0, w, c.G, kx, k0,
+                     kx + 2 * P if c.stream else NULL)
         if q1 != NULL:
             _rows_param_sums(x + o, dy + o, rows, M, mean + r0, invstd + r0, c.G, q1, q2)
         return
@@ -309,11 +320,11 @@ cdef inline void _rows_grad_sums(const floating* x, const floating* dy, Py_ssize
 cdef inline void _rows_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t rows,
                           Py_ssize_t n, const floating* mean, const floating* invstd,
                           const floating* w, Py_ssize_t G, const floating* kx,
-                          const floating* k0) noexcept nogil:
+                          const floating* k0, floating* buf) noexcept nogil:
     if floating is float:
-        fastbn_rows_dx_f(x, dy, dx, rows, n, mean, invstd, w, G, kx, k0)
+        fastbn_rows_dx_f(x, dy, dx, rows, n, mean, invstd, w, G, kx, k0, buf)
     else:
-        fastbn_rows_dx_d(x, dy, dx, rows, n, mean, invstd, w, G, kx, k0)
+        fastbn_rows_dx_d(x, dy, dx, rows, n, mean, invstd, w, G, kx, k0, buf)
 
 
 cdef inline void _rows_param_sums(const floating* x, const floating* dy, Py_ssize_t rows,
@@ -344,6 +355,8 @@ cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noe
             else:
                 _backward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot, q1, q2)
             r += c.block
+    if c.stream:
+        fastbn_stream_fence()
 
 
 cdef void _param_grads(const floating* invstd, const Rows* c, Py_ssize_t units,

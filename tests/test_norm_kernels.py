@@ -141,6 +141,29 @@ def test_layer_norm_matches_reference(rng, shape, k, dtype):
                  dtype, _terms(dy, w, invstd_ref))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm_streamed_output(rng, dtype):
+    """Outputs of 16 MiB or more are streamed past the cache (fastbn/_norm.h): rows of an
+    odd length start at every alignment; the same bits at 1 and 3 threads."""
+    shape = (3, 1400, 1001) if dtype == np.float32 else (2, 1025, 1031)
+    assert np.dtype(dtype).itemsize * np.prod(shape) >= 16 << 20
+    x, dy, _, _ = _data(rng, shape, dtype, 1)
+    w = rng.uniform(0.5, 1.5, shape[-1]).astype(dtype)
+    b = rng.standard_normal(shape[-1]).astype(dtype)
+    runs = []
+    for n in (1, 3):
+        with fastbn.threads(n):
+            y, mean, invstd = kernels.layer_norm_forward(x, shape[-1], w, b)
+            runs.append((y, *kernels.layer_norm_backward(dy, x, shape[-1], w, mean, invstd)))
+    for a, b_ in zip(*runs):
+        np.testing.assert_array_equal(a, b_)
+    y, dx, dw, db = runs[0]
+    assert_close(y, ref_layer_norm(x, shape[-1:], w, b)[0], dtype, tol=TOL[dtype])
+    dx_ref, dw_ref, db_ref = ref_layer_norm_backward(dy, x, shape[-1:], w)
+    _check_grads((dx, dw, db), (dx_ref, dw_ref, db_ref), dy, x, dtype,
+                 _terms(dy, w, ref_layer_norm(x, shape[-1:], w, b)[3]))
+
+
 def test_layer_norm_of_one_value_is_the_bias(rng):
     """normalized_shape (1,): the variance is 0 and y is the bias (PyTorch's too)."""
     x = rng.standard_normal((5, 1)).astype(np.float32)
