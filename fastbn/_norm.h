@@ -14,17 +14,18 @@
 #endif
 #include "_simd.h"
 
-/* Outputs larger than the cache keeps are written around it, with non-temporal
-   stores: a row is computed into `buf` (in L1), then streamed out.  A plain store
-   to a line not in cache first reads it from memory; over LayerNorm of
-   (64, 197, 384), where x, y, dy and dx are 19 MB each, streaming made the forward
-   and backward 1.2x faster, and over (64, 196, 192), 9.6 MB each, 1.1x slower.
-   SSE2's 16-byte stores are x86-64's baseline; elsewhere there is no streaming. */
+/* A large dx is written around the cache, with non-temporal stores: a row is
+   computed into `buf` (in L1), then streamed out.  A plain store to a line not in
+   cache first reads it from memory.  By the backward x, y and dy are alive too;
+   over LayerNorm of (64, 197, 384), 19 MB each, streaming dx made the backward
+   1.1-1.2x faster.  Streaming y as well sped the forward at one thread but slowed
+   it at two, and over (64, 196, 192), 9.6 MB each, streaming slowed both.  SSE2's
+   16-byte stores are x86-64's baseline; elsewhere there is no streaming. */
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #include <stdint.h>
 #define FASTBN_CAN_STREAM 1
-#define FASTBN_STREAM_LOOP(T, V, STREAM, LOADU)                                     \
+#define FASTBN_STREAM_LOOP(T, STREAM, LOADU)                                        \
     ptrdiff_t i = 0;                                                                \
     for (; i < n && ((uintptr_t)(dst + i) & 15); i++)                               \
         dst[i] = src[i];                                                            \
@@ -34,11 +35,11 @@
         dst[i] = src[i];
 static inline void fastbn_stream_f(float *dst, const float *src, ptrdiff_t n)
 {
-    FASTBN_STREAM_LOOP(float, __m128, _mm_stream_ps, _mm_loadu_ps)
+    FASTBN_STREAM_LOOP(float, _mm_stream_ps, _mm_loadu_ps)
 }
 static inline void fastbn_stream_d(double *dst, const double *src, ptrdiff_t n)
 {
-    FASTBN_STREAM_LOOP(double, __m128d, _mm_stream_pd, _mm_loadu_pd)
+    FASTBN_STREAM_LOOP(double, _mm_stream_pd, _mm_loadu_pd)
 }
 /* streamed stores are weakly ordered: each work unit ends with a fence, before
    its thread reports the unit done */
@@ -76,21 +77,17 @@ static inline void fastbn_stream_fence(void) {}
    its mean and invstd; the rows are whole samples of G groups, and row r's weight,
    bias and gradient partials per position start at (r % G) * n. */
 #define FASTBN_NORM_LOOPS(T, S)                                                     \
-/* y = (x - m) * s * w + b (x - m first: a constant row gives exactly b); buf:     \
-   NULL, or n values through which y is streamed */                                \
+/* y = (x - m) * s * w + b (x - m first: a constant row gives exactly b) */        \
 FASTBN_DISPATCH static void fastbn_rows_affine_##S(const T *FASTBN_RESTRICT x,     \
-        T *y, ptrdiff_t rows, ptrdiff_t n, const T *mean, const T *invstd,            \
-        const T *w, const T *b, ptrdiff_t G, T *buf)                                \
+        T *FASTBN_RESTRICT y, ptrdiff_t rows, ptrdiff_t n, const T *mean,            \
+        const T *invstd, const T *w, const T *b, ptrdiff_t G)                       \
 {                                                                                   \
     for (ptrdiff_t r = 0; r < rows; r++, x += n, y += n) {                          \
         const T m = mean[r], s = invstd[r];                                         \
         const T *FASTBN_RESTRICT wg = w + r % G * n, *FASTBN_RESTRICT bg = b + r % G * n; \
-        T *FASTBN_RESTRICT o = buf ? buf : y;                                       \
         FASTBN_SIMD                                                                 \
         for (ptrdiff_t i = 0; i < n; i++)                                           \
-            o[i] = (x[i] - m) * s * wg[i] + bg[i];                                  \
-        if (buf)                                                                    \
-            fastbn_stream_##S(y, buf, n);                                           \
+            y[i] = (x[i] - m) * s * wg[i] + bg[i];                                  \
     }                                                                               \
 }                                                                                   \
 /* per row: out1 = sum(dy * w), out2 = sum(dy * w * (x - mean)) */                  \
@@ -109,7 +106,8 @@ FASTBN_DISPATCH FASTBN_SUMS static void fastbn_rows_grad_sums_##S(              
         out2[r] = s2;                                                               \
     }                                                                               \
 }                                                                                   \
-/* dx = invstd * w * dy - kx * (x - mean) - k0, kx and k0 per row; buf as above */ \
+/* dx = invstd * w * dy - kx * (x - mean) - k0, kx and k0 per row; buf: NULL, or  \
+   n values through which dx is streamed */                                        \
 FASTBN_DISPATCH static void fastbn_rows_dx_##S(const T *FASTBN_RESTRICT x,         \
         const T *FASTBN_RESTRICT dy, T *dx, ptrdiff_t rows, ptrdiff_t n,             \
         const T *mean, const T *invstd, const T *w, ptrdiff_t G, const T *kx,        \

@@ -50,7 +50,7 @@ cdef enum:
     SAMPLES_MIN = 16      # samples per unit on the position path: the per-position
     # gradient partials cost about 2 / SAMPLES_MIN of the unit's own work
     SERIAL_BELOW = 32768  # values: smaller calls run on one thread (as _core.pyx's)
-    STREAM_MIN = 16 << 20  # bytes of output at least: written around the cache (_norm.h)
+    STREAM_MIN = 16 << 20  # bytes of dx at least: written around the cache (_norm.h)
 
 
 cdef extern from "_norm.h" nogil:
@@ -77,10 +77,9 @@ cdef extern from "_norm.h" nogil:
     void fastbn_nc_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                             const double*, const double*, const double*, int)
     void fastbn_rows_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
-                              const float*, const float*, const float*, Py_ssize_t, float*)
+                              const float*, const float*, const float*, Py_ssize_t)
     void fastbn_rows_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, const double*,
-                              const double*, const double*, const double*, Py_ssize_t,
-                              double*)
+                              const double*, const double*, const double*, Py_ssize_t)
     void fastbn_rows_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
                                  const float*, const float*, Py_ssize_t, double*, double*)
     void fastbn_rows_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
@@ -114,7 +113,7 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     bint dbl              # double data, else float (the void pointers' type)
     Py_ssize_t N, G, Cg, L, M, C, R
     bint seg              # segment path, else position path
-    bint stream           # position path: the output streamed, past the cache (_norm.h)
+    bint stream           # position path: dx streamed, past the cache (_norm.h)
     Py_ssize_t per_unit   # rows per work unit (position path: whole samples)
     Py_ssize_t block      # rows a pass runs over before the next (dividing per_unit)
     double eps
@@ -139,7 +138,7 @@ cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssi
     c.N, c.G, c.Cg, c.L = N, G, Cg, L
     c.M, c.C, c.R = Cg * L, G * Cg, N * G
     c.seg = L >= SEG_MIN
-    c.stream = FASTBN_CAN_STREAM and not c.seg and x.nbytes >= STREAM_MIN
+    c.stream = False
     if c.seg:
         c.block = max(PASS // max(c.M, 1), 1)
         c.per_unit = c.block * max(BLOCK // max(c.M * c.block, 1), 1)
@@ -161,7 +160,7 @@ cdef inline Py_ssize_t _units(const Rows* c) noexcept nogil:
 cdef inline Py_ssize_t _scratch_len(const Rows* c) noexcept nogil:
     """Values of the data's type a slot needs: per row two (the forward's shifts; the
     backward's kx and k0), then per (row, channel) four coefficients (segment path) or
-    a row to stream the output through (position path, when streaming)."""
+    a row to stream dx through (position path, when streaming)."""
     return c.per_unit * (4 * c.Cg + 2 if c.seg else 2) + (c.M if c.stream else 0)
 
 
@@ -196,8 +195,7 @@ cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
         if c.var != NULL:
             c.var[r0 + r] = var
     if not c.seg:
-        _rows_affine(x + o, y + o, rows, M, mean + r0, invstd + r0, w, b, c.G,
-                     first + 2 * P if c.stream else NULL)
+        _rows_affine(x + o, y + o, rows, M, mean + r0, invstd + r0, w, b, c.G)
         return
     center = first + 2 * P
     scale, shift = center + P * Cg, center + 2 * P * Cg
@@ -224,18 +222,16 @@ cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noex
         else:
             _forward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
         r += c.block
-    if c.stream:
-        fastbn_stream_fence()
 
 
 cdef inline void _rows_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t n,
                               const floating* mean, const floating* invstd,
-                              const floating* w, const floating* b, Py_ssize_t G,
-                              floating* buf) noexcept nogil:
+                              const floating* w, const floating* b,
+                              Py_ssize_t G) noexcept nogil:
     if floating is float:
-        fastbn_rows_affine_f(x, y, rows, n, mean, invstd, w, b, G, buf)
+        fastbn_rows_affine_f(x, y, rows, n, mean, invstd, w, b, G)
     else:
-        fastbn_rows_affine_d(x, y, rows, n, mean, invstd, w, b, G, buf)
+        fastbn_rows_affine_d(x, y, rows, n, mean, invstd, w, b, G)
 
 
 cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
@@ -440,6 +436,7 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
     weight; dweight = sum(dy * xhat), dbias = sum(dy) per channel.  Passes: one
     streaming read of x and dy, one write of dx."""
     cdef Rows c = _rows(x, N, G, Cg, L, 0.0)
+    c.stream = FASTBN_CAN_STREAM and not c.seg and dx is not None and x.nbytes >= STREAM_MIN
     cdef int nt = _threads(c.R * c.M, nthreads)
     cdef Py_ssize_t units = _units(&c)
     cdef bint params = dweight is not None or dbias is not None

@@ -143,8 +143,8 @@ def test_layer_norm_matches_reference(rng, shape, k, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layer_norm_streamed_output(rng, dtype):
-    """Outputs of 16 MiB or more are streamed past the cache (fastbn/_norm.h): rows of an
-    odd length start at every alignment; the same bits at 1 and 3 threads."""
+    """A dx of 16 MiB or more is streamed past the cache (fastbn/_norm.h): rows of an odd
+    length start at every alignment; the same bits at 1 and 3 threads."""
     shape = (3, 1400, 1001) if dtype == np.float32 else (2, 1025, 1031)
     assert np.dtype(dtype).itemsize * np.prod(shape) >= 16 << 20
     x, dy, _, _ = _data(rng, shape, dtype, 1)
