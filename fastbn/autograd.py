@@ -145,7 +145,7 @@ class Tensor:
         fastbn does not support.
     """
     __slots__ = ("data", "grad", "requires_grad", "_op", "_inputs", "_saved", "_seq", "_g",
-                 "__weakref__")
+                 "_g_own", "__weakref__")
     __array_priority__ = 1000   # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -346,7 +346,7 @@ def _accumulate(t, g, fresh=False):
     """Add gradient g into tensor t: leaves keep it in .grad (the first write
     stores a copy, or g itself when it is fresh: made by the op's backward and
     held by nobody else; later writes add in place), nodes in ._g until their
-    turn."""
+    turn (added in place into whichever of the two is the tape's own)."""
     d = t.data
     if g.dtype is not d.dtype or g.shape != d.shape:   # builtin dtypes are singletons
         g = _fit(g, d)
@@ -366,8 +366,15 @@ def _accumulate(t, g, fresh=False):
             _leaf_lock.release()
     elif t._g is None:
         t._g = g
+        t._g_own = fresh and type(g) is np.ndarray
+    elif t._g_own:          # the tape's own array: add in place, not into a new one
+        np.add(t._g, g, out=t._g)
+    elif fresh and type(g) is np.ndarray:
+        t._g = np.add(g, t._g, out=g)
+        t._g_own = True
     else:
         t._g = t._g + g
+        t._g_own = type(t._g) is np.ndarray
 
 
 def _fit(g, like):

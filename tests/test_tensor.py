@@ -246,6 +246,30 @@ def test_shared_intermediate_sums_its_gradients(rng):
     np.testing.assert_allclose(a.grad, (2 * a.data ** 2 + 1) * 2 * a.data, rtol=1e-12)
 
 
+@pytest.mark.parametrize("fresh_first", [True, False])
+def test_residual_join_adds_without_touching_a_shared_gradient(rng, fresh_first):
+    """A node reached by a layer's fresh gradient and by one an Add hands to two inputs
+    (the same array): the sum goes into the fresh one, whichever arrives first, and the
+    other input of the Add still gets the gradient unchanged."""
+    import fastbn.nn.functional as F
+    x, x2 = leaf(rng, 5, 4), leaf(rng, 5, 4)
+    c, d = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+    u = F.relu(x)
+    m = x2 * 1.0
+    # the tape runs the newest nodes first: u's gradients come from the ReLU below (a
+    # fresh array) and from the Add (the array m gets too), in the order asked for
+    if fresh_first:
+        added = u + m
+        out = (added * d).sum() + (F.relu(F.relu(u)) * c).sum()
+    else:
+        relu = F.relu(F.relu(u))
+        out = (relu * c).sum() + ((u + m) * d).sum()
+    out.backward()
+    pos = (x.data > 0).astype(float)
+    np.testing.assert_allclose(x.grad, (d + c * pos) * pos, rtol=1e-12)
+    np.testing.assert_allclose(x2.grad, d, rtol=1e-12)
+
+
 def test_second_backward_raises_without_retain_graph(rng):
     a = leaf(rng, 3)
     y = (a * a).sum()
