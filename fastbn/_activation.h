@@ -13,6 +13,15 @@ static FASTBN_DISPATCH void fastbn_relu_##T(                                    
         y[i] = FASTBN_RELU(x[i]);                                                    \
 }                                                                                    \
                                                                                      \
+/* y = relu(a + b) on n values: a residual join and its ReLU in one pass */         \
+static FASTBN_DISPATCH void fastbn_add_relu_##T(                                    \
+        const T* FASTBN_RESTRICT a, const T* FASTBN_RESTRICT b, T* FASTBN_RESTRICT y, \
+        ptrdiff_t n) {                                                               \
+    FASTBN_SIMD                                                                      \
+    for (ptrdiff_t i = 0; i < n; i++)                                                \
+        y[i] = FASTBN_RELU(a[i] + b[i]);                                             \
+}                                                                                    \
+                                                                                     \
 /* dx = 0 where the output y <= 0, else dy (a NaN y passes dy), as PyTorch's        \
    threshold_backward: a select, so that an inf or NaN dy where y <= 0 gives 0,      \
    where dy * (y > 0) gave NaN */                                                   \

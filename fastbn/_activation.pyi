@@ -1,5 +1,6 @@
-"""Type stub of fastbn._activation (compiled): ReLU and its gradient.  Internal
-API: call fastbn.kernels.relu_forward / relu_backward, which check the arrays
+"""Type stub of fastbn._activation (compiled): ReLU, ReLU of a sum, and the ReLU's
+gradient.  Internal API: call fastbn.kernels.relu_forward / add_relu_forward /
+relu_backward, which check the arrays
 (C-contiguous, one float dtype, one size; outputs fresh)."""
 from typing import TypeVar
 
@@ -9,5 +10,7 @@ import numpy.typing as npt
 _F = TypeVar("_F", np.float32, np.float64)
 
 def relu(x: npt.NDArray[_F], y: npt.NDArray[_F], nthreads: int) -> None: ...
+def add_relu(a: npt.NDArray[_F], b: npt.NDArray[_F], y: npt.NDArray[_F],
+             nthreads: int) -> None: ...
 def relu_grad(dy: npt.NDArray[_F], y: npt.NDArray[_F], dx: npt.NDArray[_F],
               nthreads: int) -> None: ...

@@ -25,7 +25,7 @@ __all__ = [
     "eq", "ne", "lt", "le", "gt", "ge",
     "reshape", "transpose", "getitem", "flatten", "unsqueeze", "squeeze", "cat", "stack",
     "clone", "to_dtype",
-    "relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
+    "relu", "add_relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
     "linear", "batch_norm", "batch_norm_relu", "group_norm", "layer_norm", "instance_norm",
     "batch_renorm", "ghost_batch_norm", "conv2d", "max_pool2d", "avg_pool2d",
     "adaptive_avg_pool2d", "cross_entropy", "nll_loss", "mse_loss", "dropout", "manual_seed",
@@ -1241,6 +1241,18 @@ class ReLU(Function):
         return (kernels.relu_backward(g, out),)
 
 
+class AddReLU(Function):
+    @staticmethod
+    def forward(a, b):
+        out = kernels.add_relu_forward(a, b)
+        return out, out
+
+    @staticmethod
+    def backward(out, g, inputs):
+        g = kernels.relu_backward(g, out)
+        return g, g
+
+
 class LeakyReLU(Function):
     @staticmethod
     def forward(x, negative_slope):
@@ -1321,6 +1333,37 @@ def relu(input, inplace=False):
     Tensor
     """
     return ReLU.apply(_float_tensor(input, "relu"))
+
+
+def add_relu(input, other):
+    """``relu(input + other)``: a residual join and the ReLU after it.
+
+    One pass where the two are float tensors of one shape and dtype (PyTorch has no
+    such function).
+
+    Parameters
+    ----------
+    input, other : Tensor, array_like or number
+        Operands of :func:`add`; any others than a float pair of one shape and dtype
+        take :func:`add` then :func:`relu`.
+
+    Returns
+    -------
+    Tensor
+        What ``relu(add(input, other))`` gives, NaN kept; on the tape.
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not broadcast.
+    TypeError
+        For a result that is not float32 or float64.
+    """
+    if (isinstance(input, Tensor) and isinstance(other, Tensor)
+            and input.data.dtype in _FLOATS and input.data.dtype is other.data.dtype
+            and input.data.shape == other.data.shape):
+        return AddReLU.apply(input, other)
+    return relu(add(input, other))
 
 
 def leaky_relu(input, negative_slope=0.01):

@@ -21,7 +21,7 @@ __all__ = ["batch_norm_forward", "batch_norm_backward",
            "layer_norm_backward", "instance_norm_forward", "instance_norm_backward",
            "batch_renorm_forward", "batch_renorm_backward", "ghost_batch_norm_forward",
            "ghost_batch_norm_backward",
-           "relu_forward", "relu_backward",
+           "relu_forward", "add_relu_forward", "relu_backward",
            "matmul",
            "conv2d_forward", "conv2d_backward",
            "max_pool2d_forward", "max_pool2d_backward",
@@ -998,6 +998,38 @@ def relu_forward(x):
     x = _check_float(x, "input")
     y = np.empty_like(x)
     _activation.relu(x, y, get_num_threads())
+    return y
+
+
+def add_relu_forward(a, b):
+    """``max(a + b, 0)`` in one pass, NaN kept: a residual join and its ReLU.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        One shape (no broadcasting) and one dtype, float32 or float64 (copied to
+        C-contiguous if they are not).
+
+    Returns
+    -------
+    numpy.ndarray
+        a's shape and dtype, C-contiguous; its gradient is :func:`relu_backward`'s.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float32/float64, or b of another dtype than a.
+    ValueError
+        For b of another shape.
+    """
+    a = _check_float(a, "input")
+    b = _check_float(b, "other")
+    if b.dtype != a.dtype:
+        raise TypeError(f"add_relu: other has dtype {b.dtype} but input has {a.dtype}")
+    if b.shape != a.shape:
+        raise ValueError(f"add_relu: other has shape {b.shape} but input has {a.shape}")
+    y = np.empty_like(a)
+    _activation.add_relu(a, b, y, get_num_threads())
     return y
 
 

@@ -1,13 +1,14 @@
-"""fastbn.kernels.relu_forward / relu_backward (and F.relu on the tape) against
-np.where written plainly: ReLU is exact, so every bit must match, at any
-thread count and from several Python threads at once."""
+"""fastbn.kernels.relu_forward / add_relu_forward / relu_backward (and F.relu,
+F.add_relu on the tape) against np.where written plainly: ReLU is exact, and the ReLU
+of a sum one IEEE addition, so every bit must match, at any thread count and from
+several Python threads at once."""
 import numpy as np
 import pytest
 
 import fastbn
 import fastbn.nn.functional as F
 from fastbn import Tensor
-from fastbn.kernels import relu_backward, relu_forward
+from fastbn.kernels import add_relu_forward, relu_backward, relu_forward
 
 from concurrency import run_threads
 
@@ -135,3 +136,82 @@ def test_matches_torch(rng):
     y = relu_forward(x)
     np.testing.assert_array_equal(y, ty.detach().numpy())
     np.testing.assert_array_equal(relu_backward(g, y), tx.grad.numpy())
+
+
+# ---------------------------------------------------------------- the ReLU of a sum
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_add_relu_matches_reference(rng, shape, dtype):
+    a, b = with_specials(rng, shape, dtype), with_specials(rng, shape, dtype)
+    y = add_relu_forward(a, b)
+    assert y.shape == a.shape and y.dtype == dtype
+    with np.errstate(invalid="ignore"):         # inf + -inf
+        np.testing.assert_array_equal(y, ref_forward(a + b))
+
+
+@pytest.mark.skipif(not fastbn.show_config(as_dict=True)["openmp"], reason="serial build")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_relu_parallel_path_and_python_threads(rng, dtype, schedule):
+    cases = [tuple(with_specials(rng, (3, 5, 97, 101), dtype) for _ in range(2))
+             for _ in range(4)]
+    want = [ref_forward(a + b) for a, b in cases]
+    for n in (1, 2, 3):
+        with fastbn.threads(n):
+            for (a, b), w in zip(cases, want):
+                np.testing.assert_array_equal(add_relu_forward(a, b), w)
+    out = [None] * len(cases)
+
+    def work(i):
+        for _ in range(3):
+            out[i] = add_relu_forward(*cases[i])
+
+    run_threads(work, range(len(cases)))
+    for got, w in zip(out, want):
+        np.testing.assert_array_equal(got, w)
+
+
+def test_add_relu_bad_input():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(TypeError, match="other has dtype int64"):
+        add_relu_forward(a, np.ones((2, 3), np.int64))
+    with pytest.raises(TypeError, match="other has dtype float64 but input has float32"):
+        add_relu_forward(a, np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"other has shape \(3, 2\) but input has \(2, 3\)"):
+        add_relu_forward(a, np.ones((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tape_add_relu_equals_relu_of_add(rng, dtype):
+    """The fused op gives relu(a + b)'s bits and gradients: both inputs get the ReLU's
+    gradient; other operands (broadcasting, numbers) take add then relu."""
+    a = Tensor(with_specials(rng, (8, 4, 6, 6), dtype), requires_grad=True)
+    b = Tensor(rng.standard_normal(a.shape).astype(dtype), requires_grad=True)
+    g = with_specials(rng, a.shape, dtype)
+    y = F.add_relu(a, b)
+    want = ref_forward(a.data + b.data)
+    np.testing.assert_array_equal(y.data, want)
+    y.backward(g)
+    np.testing.assert_array_equal(a.grad, ref_backward(g, want))
+    np.testing.assert_array_equal(b.grad, ref_backward(g, want))
+    c = Tensor(rng.standard_normal((4, 1, 1)).astype(dtype), requires_grad=True)
+    y = F.add_relu(b, c)                        # broadcast: the composition
+    np.testing.assert_array_equal(y.data, ref_forward(b.data + c.data))
+    y.backward(g)
+    np.testing.assert_allclose(c.grad, ref_backward(g, y.data).sum(axis=(0, 2, 3),
+                                                                   keepdims=True)[0])
+    np.testing.assert_array_equal(F.add_relu(b, 0.5).data, ref_forward(b.data + dtype(0.5)))
+
+
+def test_add_relu_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    a, b = (with_specials(rng, (16, 8, 10, 10), np.float32) for _ in range(2))
+    g = with_specials(rng, a.shape, np.float32)
+    ta, tb = (torch.from_numpy(v.copy()).requires_grad_() for v in (a, b))
+    torch.relu(ta + tb).backward(torch.from_numpy(g))
+    x, y = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
+    out = F.add_relu(x, y)
+    out.backward(g)
+    np.testing.assert_array_equal(out.data, torch.relu(ta + tb).detach().numpy())
+    np.testing.assert_array_equal(x.grad, ta.grad.numpy())
+    np.testing.assert_array_equal(y.grad, tb.grad.numpy())

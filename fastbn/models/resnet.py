@@ -81,7 +81,7 @@ class BasicBlock(nn.Module):
         out = self.conv2(out)
         if self.bn2 is not None:
             out = self.bn2(out)
-        return F.relu(out + self.shortcut(x))
+        return F.add_relu(out, self.shortcut(x))
 
 
 class _SubsamplePad(nn.Module):
