@@ -49,6 +49,7 @@ FASTBN_CATEGORIES = {
     ("AdaptiveAvgPool2d", "forward"): "pooling", ("AdaptiveAvgPool2d", "backward"): "pooling",
     ("Cat", "forward"): "cat", ("Cat", "backward"): "cat",
     ("Add", "forward"): "add", ("Add", "backward"): "add",
+    ("AddReLU", "forward"): "add + ReLU", ("AddReLU", "backward"): "add + ReLU",
     ("GetItem", "forward"): "shortcut slice", ("GetItem", "backward"): "shortcut slice",
 }
 # torch aten op -> category (self CPU time; everything else is "other ops")
@@ -74,7 +75,8 @@ TORCH_CATEGORIES = {
 }
 ORDER = ["conv forward", "conv input grad", "conv weight grad",
          "conv backward (input + weight)", "BN forward", "BN backward", "ReLU", "pooling",
-         "cat", "add", "shortcut slice", "optimizer", "other ops", "tape + Python"]
+         "cat", "add", "add + ReLU", "shortcut slice", "optimizer", "other ops",
+         "tape + Python"]
 
 
 def _instrument_fastbn(times, shapes):
