@@ -51,6 +51,7 @@ FASTBN_CATEGORIES = {
     ("Add", "forward"): "add", ("Add", "backward"): "add",
     ("AddReLU", "forward"): "add + ReLU", ("AddReLU", "backward"): "add + ReLU",
     ("GetItem", "forward"): "shortcut slice", ("GetItem", "backward"): "shortcut slice",
+    ("Pad", "forward"): "shortcut slice", ("Pad", "backward"): "shortcut slice",
 }
 # torch aten op -> category (self CPU time; everything else is "other ops")
 TORCH_CATEGORIES = {

@@ -24,7 +24,7 @@ __all__ = [
     "sum", "mean", "extremum", "argmax", "argmin",
     "eq", "ne", "lt", "le", "gt", "ge",
     "reshape", "transpose", "getitem", "flatten", "unsqueeze", "squeeze", "cat", "stack",
-    "clone", "to_dtype",
+    "pad", "clone", "to_dtype",
     "relu", "add_relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
     "linear", "batch_norm", "batch_norm_relu", "group_norm", "layer_norm", "instance_norm",
     "batch_renorm", "ghost_batch_norm", "conv2d", "max_pool2d", "avg_pool2d",
@@ -1089,6 +1089,36 @@ class Stack(Function):
                      for i, t in enumerate(inputs))
 
 
+class Pad(Function):
+    fresh_grads = True     # new arrays (see fastbn.autograd.Function)
+
+    @staticmethod
+    def forward(x, *, pads, value):
+        out = np.full(tuple(n + a + b for n, (a, b) in zip(x.shape, pads)), value, x.dtype)
+        src, dst = _pad_slices(x.shape, pads)
+        out[dst] = x[src]
+        return out, (x.shape, pads)
+
+    @staticmethod
+    def backward(saved, g, inputs):
+        shape, pads = saved
+        src, dst = _pad_slices(shape, pads)
+        gx = np.zeros(shape, g.dtype)
+        gx[src] = g[dst]
+        return (gx,)
+
+
+def _pad_slices(shape, pads):
+    """(input slices, output slices) of what a pad keeps: (before, after) per dim, a
+    negative side cropping."""
+    src, dst = [], []
+    for n, (a, b) in zip(shape, pads):
+        lo, hi = max(-a, 0), n - max(-b, 0)
+        src.append(slice(lo, max(hi, lo)))
+        dst.append(slice(max(a, 0), max(a, 0) + max(hi - lo, 0)))
+    return tuple(src), tuple(dst)
+
+
 def _tensor_list(tensors, op):
     if isinstance(tensors, (Tensor, np.ndarray)) or not isinstance(tensors, (list, tuple)):
         raise TypeError(f"{op}: expected a list or tuple of tensors, got "
@@ -1133,6 +1163,63 @@ def cat(tensors, dim=0):
             raise ValueError(f"cat: tensor {i} has shape {t.shape}, which does not match "
                              f"tensor 0's {ts[0].shape} except in dim {d}")
     return Cat.apply(*ts, dim=d)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pad (or, with negative sizes, crop) the last dims (``torch.nn.functional.pad``).
+
+    Parameters
+    ----------
+    input : Tensor or array_like
+    pad : sequence of int
+        ``(left, right)`` sizes per dim from the last one backwards: ``(1, 1)`` pads the
+        last dim by one on each side, ``(0, 0, 2, 2)`` the second-to-last by two.  An
+        even length of at most twice the dims.
+    mode : {"constant"}, optional
+        PyTorch's other modes ("reflect", "replicate", "circular") raise
+        NotImplementedError.
+    value : number, optional
+        The fill (default 0).
+
+    Returns
+    -------
+    Tensor
+        On the tape; the gradient is the output's, cropped back to the input.
+
+    Raises
+    ------
+    ValueError
+        For a pad of odd length, longer than twice the dims, or that leaves a dim
+        with a negative size, or an unknown mode.
+    NotImplementedError
+        For a mode other than "constant".
+    TypeError
+        For pad sizes that are not ints.
+    """
+    t = input if isinstance(input, Tensor) else _const(input)
+    if mode != "constant":
+        if mode in ("reflect", "replicate", "circular"):
+            raise NotImplementedError(f"pad: mode {mode!r} is not implemented in fastbn; "
+                                      "'constant' is")
+        raise ValueError(f"pad: unknown padding mode {mode!r}")
+    sizes = tuple(pad)
+    if not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in sizes):
+        raise TypeError(f"pad: sizes must be ints, got {pad!r}")
+    nd = t.data.ndim
+    if len(sizes) % 2:
+        raise ValueError("pad: padding length must be divisible by 2")
+    if len(sizes) > 2 * nd:
+        raise ValueError(f"pad: padding length should be less than or equal to two times "
+                         f"the input dimension but got padding length {len(sizes)} and "
+                         f"input of dimension {nd}")
+    pads = [(0, 0)] * nd
+    for i in range(len(sizes) // 2):
+        pads[nd - 1 - i] = (int(sizes[2 * i]), int(sizes[2 * i + 1]))
+    for d, (n, (a, b)) in enumerate(zip(t.shape, pads)):
+        if n + a + b < 0:
+            raise ValueError(f"pad: the input size {n}, plus negative padding {a} and {b}, "
+                             f"gives a negative output size in dim {d}")
+    return Pad.apply(t, pads=tuple(pads), value=0 if value is None else value)
 
 
 def stack(tensors, dim=0):

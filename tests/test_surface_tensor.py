@@ -424,6 +424,69 @@ def test_cat_stack_against_torch(rng):
                                       torch.stack([torch.tensor(s) for s in same], dim).numpy())
 
 
+def _ref_pad(x, pad, value=0.0):
+    """F.pad's constant mode written plainly: np.pad for the positive sides, then
+    slicing for the negative ones, dims from the last backwards."""
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    out = np.pad(x, [(max(a, 0), max(b, 0)) for a, b in widths], constant_values=value)
+    return out[tuple(slice(max(-a, 0), out.shape[d] - max(-b, 0))
+                     for d, (a, b) in enumerate(widths))]
+
+
+@pytest.mark.parametrize("shape,pad", [((2, 3, 4, 5), (1, 2)), ((2, 3, 4, 5), (0, 0, 0, 0, 2, 2)),
+                                       ((3, 4), (-1, 2, 3, -2)), ((5,), (2, -3)),
+                                       ((2, 3, 4), (1, 1, 1, 1, 1, 1)), ((2, 3), ())])
+def test_pad_forward_backward(rng, shape, pad):
+    import fastbn.nn.functional as F
+    x = leaf(rng, *shape)
+    out = F.pad(x, pad, value=1.5)
+    np.testing.assert_array_equal(out.data, _ref_pad(x.data, pad, 1.5))
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    # the gradient: the output's, where the input landed (the padding pushed back off)
+    np.testing.assert_array_equal(x.grad, _ref_pad(g, tuple(-p for p in pad)))
+    assert gradcheck(lambda t: F.pad(t, pad) ** 2, [leaf(rng, *shape)])
+
+
+def test_pad_shortcut_and_errors(rng):
+    import fastbn.nn.functional as F
+    x = Tensor(rng.standard_normal((2, 4, 6, 6)).astype(np.float32), requires_grad=True)
+    y = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 2, 2))   # ResNet-20's option A shortcut
+    assert y.shape == (2, 8, 3, 3) and y.dtype == np.float32
+    np.testing.assert_array_equal(y.data[:, 2:6], x.data[:, :, ::2, ::2])
+    assert not y.data[:, :2].any() and not y.data[:, 6:].any()
+    with pytest.raises(ValueError, match="divisible by 2"):
+        F.pad(x, (1, 2, 3))
+    with pytest.raises(ValueError, match="padding length 10 and input of dimension 4"):
+        F.pad(x, (1,) * 10)
+    with pytest.raises(ValueError, match="negative output size in dim 3"):
+        F.pad(x, (-4, -3))
+    with pytest.raises(NotImplementedError, match="'reflect' is not implemented"):
+        F.pad(x, (1, 1), mode="reflect")
+    with pytest.raises(ValueError, match="unknown padding mode 'mirror'"):
+        F.pad(x, (1, 1), mode="mirror")
+    with pytest.raises(TypeError, match="sizes must be ints"):
+        F.pad(x, (1.5, 1))
+
+
+def test_pad_against_torch(rng):
+    torch = torch_or_skip()
+    import fastbn.nn.functional as F
+    for shape, pad in [((2, 3, 4, 5), (1, 2, -1, 3)), ((2, 6, 3, 3), (0, 0, 0, 0, 3, 3)),
+                       ((4, 5), (2, 0))]:
+        x = rng.standard_normal(shape)
+        ours, theirs = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        out = F.pad(ours, pad, value=-2.0)
+        tout = torch.nn.functional.pad(theirs, pad, value=-2.0)
+        np.testing.assert_array_equal(out.data, tout.detach().numpy())
+        g = rng.standard_normal(out.shape)
+        out.backward(g)
+        tout.backward(torch.tensor(g))
+        np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())
+
+
 def test_clone_sqrt_abs_and_softmax_methods(rng):
     x = leaf(rng, 3, 4)
     y = x.clone()

@@ -16,8 +16,6 @@ is the definitions' ``avg_pool2d``.  A BatchNorm followed by a ReLU with nothing
 them is one fused ``BatchNormReLU2d`` (same parameters, buffers and state_dict keys as
 ``BatchNorm2d``).
 """
-import numpy as np
-
 from .. import nn
 from ..nn import functional as F
 from ._common import check_bool, check_positive_int, norm_relu
@@ -98,11 +96,7 @@ class _SubsamplePad(nn.Module):
     def forward(self, x):
         s = self.stride
         x = x[:, :, ::s, ::s]
-        if not self.pad:
-            return x
-        n, _, h, w = x.shape
-        zeros = np.zeros((n, self.pad, h, w), dtype=x.data.dtype)
-        return F.cat([zeros, x, zeros], 1)
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
 
     def extra_repr(self):
         return f"stride={self.stride}, pad={self.pad}"

@@ -8,7 +8,7 @@ from .._ops import (absolute, adaptive_avg_pool2d, add, add_relu, argmax, argmin
                     cross_entropy, div, dropout, eq, exp, flatten, ge, getitem,
                     ghost_batch_norm, group_norm, gt, instance_norm, layer_norm, le,
                     leaky_relu, linear, log, log_softmax, lt, manual_seed, matmul, max_pool2d,
-                    maximum, mean, minimum, mse_loss, mul, ne, neg, nll_loss, pow, relu,
+                    maximum, mean, minimum, mse_loss, mul, ne, neg, nll_loss, pad, pow, relu,
                     reshape, sigmoid, softmax, sqrt, squeeze, stack, sub, sum, tanh,
                     transpose, unsqueeze)
 
@@ -18,7 +18,7 @@ __all__ = [
     "sum", "mean", "argmax", "argmin",
     "eq", "ne", "lt", "le", "gt", "ge",
     "reshape", "transpose", "getitem", "flatten", "unsqueeze", "squeeze", "cat", "stack",
-    "clone",
+    "pad", "clone",
     "relu", "add_relu", "sigmoid", "tanh", "leaky_relu", "softmax", "log_softmax",
     "linear", "batch_norm", "batch_norm_relu", "group_norm", "layer_norm", "instance_norm",
     "batch_renorm", "ghost_batch_norm", "conv2d", "max_pool2d", "avg_pool2d",
