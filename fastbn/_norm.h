@@ -33,6 +33,16 @@
         STREAM(dst + i, LOADU(src + i));                                            \
     for (; i < n; i++)                                                              \
         dst[i] = src[i];
+/* streamed stores are weakly ordered: each work unit ends with a fence, before
+   its thread reports the unit done */
+static inline void fastbn_stream_fence(void) { _mm_sfence(); }
+#else  /* never streams (FASTBN_CAN_STREAM 0): a plain copy, for the loops to compile */
+#define FASTBN_CAN_STREAM 0
+#define FASTBN_STREAM_LOOP(T, STREAM, LOADU)                                        \
+    for (ptrdiff_t i = 0; i < n; i++)                                               \
+        dst[i] = src[i];
+static inline void fastbn_stream_fence(void) {}
+#endif
 static inline void fastbn_stream_f(float *dst, const float *src, ptrdiff_t n)
 {
     FASTBN_STREAM_LOOP(float, _mm_stream_ps, _mm_loadu_ps)
@@ -41,21 +51,6 @@ static inline void fastbn_stream_d(double *dst, const double *src, ptrdiff_t n)
 {
     FASTBN_STREAM_LOOP(double, _mm_stream_pd, _mm_loadu_pd)
 }
-/* streamed stores are weakly ordered: each work unit ends with a fence, before
-   its thread reports the unit done */
-static inline void fastbn_stream_fence(void) { _mm_sfence(); }
-#else
-#define FASTBN_CAN_STREAM 0
-static inline void fastbn_stream_f(float *dst, const float *src, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) dst[i] = src[i];
-}
-static inline void fastbn_stream_d(double *dst, const double *src, ptrdiff_t n)
-{
-    for (ptrdiff_t i = 0; i < n; i++) dst[i] = src[i];
-}
-static inline void fastbn_stream_fence(void) {}
-#endif
 
 /* The position path's terms of the weight and bias gradients of K rows n apart,
    per position i: the K rows' dy and s * dy * (x - m) summed in T in registers,

@@ -1097,12 +1097,11 @@ class Pad(Function):
         out = np.full(tuple(n + a + b for n, (a, b) in zip(x.shape, pads)), value, x.dtype)
         src, dst = _pad_slices(x.shape, pads)
         out[dst] = x[src]
-        return out, (x.shape, pads)
+        return out, (x.shape, src, dst)
 
     @staticmethod
     def backward(saved, g, inputs):
-        shape, pads = saved
-        src, dst = _pad_slices(shape, pads)
+        shape, src, dst = saved
         gx = np.zeros(shape, g.dtype)
         gx[src] = g[dst]
         return (gx,)
