@@ -72,18 +72,25 @@ static inline void fastbn_stream_d(double *dst, const double *src, ptrdiff_t n)
    its mean and invstd; the rows are whole samples of G groups, and row r's weight,
    bias and gradient partials per position start at (r % G) * n. */
 #define FASTBN_NORM_LOOPS(T, S)                                                     \
-/* y = (x - m) * s * w + b (x - m first: a constant row gives exactly b) */        \
-FASTBN_DISPATCH static void fastbn_rows_affine_##S(const T *FASTBN_RESTRICT x,     \
-        T *FASTBN_RESTRICT y, ptrdiff_t rows, ptrdiff_t n, const T *mean,            \
-        const T *invstd, const T *w, const T *b, ptrdiff_t G)                       \
+/* One row's y = (x - m) * s * weight + bias (x - m first: a constant row gives    \
+   exactly bias) and, in the same loop, the moments of the next row xn about its   \
+   shift.  The next row's reads from memory then overlap this row's writes, as in  \
+   one pass: LayerNorm of (64, 197, 384) forward 2.9 -> 1.9 ms at 1 thread, 1.7 -> \
+   1.1 ms at 2, against the statistics and the normalization of 4 rows as passes   \
+   of their own.  A plain `omp simd` reduction: FASTBN_SUMS would reassociate y's  \
+   expression too. */                                                               \
+FASTBN_DISPATCH static void fastbn_row_affine_moments_##S(const T *FASTBN_RESTRICT x, \
+        T *FASTBN_RESTRICT y, ptrdiff_t n, T m, T s, const T *FASTBN_RESTRICT weight, \
+        const T *FASTBN_RESTRICT bias, const T *FASTBN_RESTRICT xn, T shift,         \
+        double *out1, double *out2)                                                 \
 {                                                                                   \
-    for (ptrdiff_t r = 0; r < rows; r++, x += n, y += n) {                          \
-        const T m = mean[r], s = invstd[r];                                         \
-        const T *FASTBN_RESTRICT wg = w + r % G * n, *FASTBN_RESTRICT bg = b + r % G * n; \
-        FASTBN_SIMD                                                                 \
-        for (ptrdiff_t i = 0; i < n; i++)                                           \
-            y[i] = (x[i] - m) * s * wg[i] + bg[i];                                  \
-    }                                                                               \
+    double s1 = 0, s2 = 0;                                                          \
+    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                                   \
+                        T d = xn[i] - shift;                                        \
+                        y[i] = (x[i] - m) * s * weight[i] + bias[i],                \
+                        d, d * d, s1, s2)                                           \
+    *out1 = s1;                                                                     \
+    *out2 = s2;                                                                     \
 }                                                                                   \
 /* per row: out1 = sum(dy * w), out2 = sum(dy * w * (x - mean)) */                  \
 FASTBN_DISPATCH FASTBN_SUMS static void fastbn_rows_grad_sums_##S(                  \

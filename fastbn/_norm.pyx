@@ -45,7 +45,8 @@ cdef enum:
     # unit's rows go through the statistics and the normalization (dx) a few rows at a
     # time, so that the streams of x, dy and the output all stay in flight (the
     # hardware prefetchers' ramp at each pass's start): LayerNorm of (64, 197, 384),
-    # forward and backward 1.3-1.4x faster in 4-row passes than in 21-row ones
+    # backward 1.3-1.4x faster in 4-row passes than in 21-row ones.  (The position
+    # path's forward goes a row at a time, _forward_rows.)
     SEG_MIN = 32          # channels at least this long take the segment path
     SAMPLES_MIN = 16      # samples per unit on the position path: the per-position
     SAMPLES_MAX = 64      # gradient partials cost about 2 / samples of the unit's own
@@ -79,10 +80,12 @@ cdef extern from "_norm.h" nogil:
                             const float*, const float*, const float*, int)
     void fastbn_nc_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                             const double*, const double*, const double*, int)
-    void fastbn_rows_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, const float*,
-                              const float*, const float*, const float*, Py_ssize_t)
-    void fastbn_rows_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, const double*,
-                              const double*, const double*, const double*, Py_ssize_t)
+    void fastbn_row_affine_moments_f(const float*, float*, Py_ssize_t, float, float,
+                                     const float*, const float*, const float*, float, double*,
+                                     double*)
+    void fastbn_row_affine_moments_d(const double*, double*, Py_ssize_t, double, double,
+                                     const double*, const double*, const double*, double,
+                                     double*, double*)
     void fastbn_rows_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
                                  const float*, const float*, Py_ssize_t, double*, double*)
     void fastbn_rows_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
@@ -163,47 +166,84 @@ cdef inline Py_ssize_t _units(const Rows* c) noexcept nogil:
 
 
 cdef inline Py_ssize_t _scratch_len(const Rows* c) noexcept nogil:
-    """Values of the data's type a slot needs: per row two (the forward's shifts; the
-    backward's kx and k0), then per (row, channel) four coefficients (segment path) or
-    a row to stream dx through (position path, when streaming)."""
-    return c.per_unit * (4 * c.Cg + 2 if c.seg else 2) + (c.M if c.stream else 0)
+    """Values of the data's type a slot needs: segment path, per row two (the
+    forward's shifts; the backward's kx and k0), then per (row, channel) four
+    coefficients; position path, per row two (the backward's kx and k0), then a row
+    (the forward's first output, unused; dx streamed through it)."""
+    return c.per_unit * (4 * c.Cg + 2) if c.seg else 2 * c.per_unit + c.M
 
 
-cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
-                         int slot) noexcept nogil:
-    """Rows r0 to r0 + rows - 1 (at most per_unit): their statistics (one read), then
-    y (the rows again, from cache, and one write)."""
+cdef inline void _set_stats(const Rows* c, Py_ssize_t r, double shift, double t1, double t2,
+                            floating* mean, floating* invstd) noexcept nogil:
+    """Row r's mean and invstd (and biased variance, when wanted) from its sums t1, t2
+    of x - shift and of its square."""
+    cdef double inv_m = 1.0 / <double>c.M
+    cdef double var = max(t2 - t1 * t1 * inv_m, 0.0) * inv_m
+    mean[r] = <floating>(shift + t1 * inv_m)
+    invstd[r] = <floating>(1.0 / sqrt(var + c.eps))
+    if c.var != NULL:
+        c.var[r] = var
+
+
+cdef inline void _affine_moments(const floating* x, floating* y, Py_ssize_t n, floating m,
+                                 floating s, const floating* w, const floating* b,
+                                 const floating* xn, double* t1, double* t2) noexcept nogil:
+    if floating is float:
+        fastbn_row_affine_moments_f(x, y, n, m, s, w, b, xn, xn[0], t1, t2)
+    else:
+        fastbn_row_affine_moments_d(x, y, n, m, s, w, b, xn, xn[0], t1, t2)
+
+
+cdef void _forward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t r1,
+                        int slot) noexcept nogil:
+    """Position path, rows r0 to r1 - 1: each row normalized in the loop that sums the
+    next row's moments (_norm.h), so that every row's statistics come from that one
+    loop.  The first row's are summed beside a throwaway output (scratch), the last
+    row's loop sums itself again, unused."""
     cdef floating* y = <floating*>c.out
     cdef floating* mean = <floating*>c.mean
     cdef floating* invstd = <floating*>c.invstd
     cdef const floating* w = <const floating*>c.weight
     cdef const floating* b = <const floating*>c.bias
-    cdef Py_ssize_t r, j, k, P = c.per_unit, M = c.M, Cg = c.Cg, o = r0 * M
+    cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c) + 2 * c.per_unit
+    cdef Py_ssize_t r, M = c.M, g
+    cdef const floating* xn
+    cdef double t1, t2
+    _affine_moments(x + r0 * M, spare, M, 0, 0, w, b, x + r0 * M, &t1, &t2)
+    _set_stats(c, r0, x[r0 * M], t1, t2, mean, invstd)
+    for r in range(r0, r1):
+        xn = x + (r + 1 if r + 1 < r1 else r) * M
+        g = (r % c.G) * M
+        _affine_moments(x + r * M, y + r * M, M, mean[r], invstd[r], w + g, b + g, xn,
+                        &t1, &t2)
+        if r + 1 < r1:
+            _set_stats(c, r + 1, xn[0], t1, t2, mean, invstd)
+
+
+cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
+                         int slot) noexcept nogil:
+    """Segment path, rows r0 to r0 + rows - 1 (at most per_unit): their statistics
+    (one read), then y (the rows again, from cache, and one write)."""
+    cdef floating* y = <floating*>c.out
+    cdef floating* mean = <floating*>c.mean
+    cdef floating* invstd = <floating*>c.invstd
+    cdef const floating* w = <const floating*>c.weight
+    cdef const floating* b = <const floating*>c.bias
+    cdef Py_ssize_t r, j, k, P = c.per_unit, Cg = c.Cg, o = r0 * c.M
     cdef floating* first = <floating*>c.scratch + slot * _scratch_len(c)
-    cdef floating* center = NULL  # segment path: per (row, channel), after the shifts
-    cdef floating* scale = NULL
-    cdef floating* shift = NULL
+    cdef floating* center = first + 2 * P  # per (row, channel), after the shifts
+    cdef floating* scale = center + P * Cg
+    cdef floating* shift = center + 2 * P * Cg
     cdef double* t1 = c.dscratch + slot * 2 * P
     cdef double* t2 = t1 + P
-    cdef double mu, var, inv_m = 1.0 / <double>M
     for r in range(rows):  # each row's shift: its first value
-        first[r] = x[o + r * M]
+        first[r] = x[o + r * c.M]
     if floating is float:
-        fastbn_seg_moments_f(x + o, rows, M, 0, rows, first, t1, t2)
+        fastbn_seg_moments_f(x + o, rows, c.M, 0, rows, first, t1, t2)
     else:
-        fastbn_seg_moments_d(x + o, rows, M, 0, rows, first, t1, t2)
+        fastbn_seg_moments_d(x + o, rows, c.M, 0, rows, first, t1, t2)
     for r in range(rows):
-        mu = first[r] + t1[r] * inv_m
-        var = max(t2[r] - t1[r] * t1[r] * inv_m, 0.0) * inv_m
-        mean[r0 + r] = <floating>mu
-        invstd[r0 + r] = <floating>(1.0 / sqrt(var + c.eps))
-        if c.var != NULL:
-            c.var[r0 + r] = var
-    if not c.seg:
-        _rows_affine(x + o, y + o, rows, M, mean + r0, invstd + r0, w, b, c.G)
-        return
-    center = first + 2 * P
-    scale, shift = center + P * Cg, center + 2 * P * Cg
+        _set_stats(c, r0 + r, first[r], t1[r], t2[r], mean, invstd)
     for r in range(rows):  # per (row, channel): center, scale, shift
         k = ((r0 + r) % c.G) * Cg
         for j in range(Cg):
@@ -218,25 +258,23 @@ cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
 
 
 cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Units u0 to u1 - 1, block by block."""
+    """Units u0 to u1 - 1: unit by unit (position path), or block by block."""
     cdef Rows c = (<Rows*>arg)[0]  # a local copy: see _parallel.pxd
-    cdef Py_ssize_t r = u0 * c.per_unit, r1 = min(u1 * c.per_unit, c.R)
+    cdef Py_ssize_t u, r = u0 * c.per_unit, r1 = min(u1 * c.per_unit, c.R)
+    if not c.seg:
+        for u in range(u0, u1):
+            r, r1 = u * c.per_unit, min((u + 1) * c.per_unit, c.R)
+            if c.dbl:
+                _forward_rows(<const double*>c.x, &c, r, r1, slot)
+            else:
+                _forward_rows(<const float*>c.x, &c, r, r1, slot)
+        return
     while r < r1:
         if c.dbl:
             _forward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot)
         else:
             _forward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
         r += c.block
-
-
-cdef inline void _rows_affine(const floating* x, floating* y, Py_ssize_t rows, Py_ssize_t n,
-                              const floating* mean, const floating* invstd,
-                              const floating* w, const floating* b,
-                              Py_ssize_t G) noexcept nogil:
-    if floating is float:
-        fastbn_rows_affine_f(x, y, rows, n, mean, invstd, w, b, G)
-    else:
-        fastbn_rows_affine_d(x, y, rows, n, mean, invstd, w, b, G)
 
 
 cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
