@@ -317,7 +317,7 @@ cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ss
                 a[r] += wj * c.s1[(r0 + r) * Cg + j]
                 z[r] += wj * c.s2[(r0 + r) * Cg + j]
     elif dx != NULL:
-            _rows_grad_sums(x + o, dy + o, rows, M, mean + r0, w, c.G, a, z)
+        _rows_grad_sums(x + o, dy + o, rows, M, mean + r0, w, c.G, a, z)
     if dx != NULL:  # dx = s * w * dy - s / M * a - s^3 / M * z * (x - m)
         for r in range(rows):
             s = invstd[r0 + r]

@@ -52,15 +52,13 @@ def _check_input(x, name):
     return x
 
 
-def _check_grad_of(dy, like, like_name):
-    """dy (a checked array) as a gradient for `like`: its shape and dtype."""
-    if dy.shape != like.shape:
-        raise ValueError(f"grad_output has shape {dy.shape} but the {like_name} has shape "
-                         f"{like.shape}")
-    if dy.dtype != like.dtype:
-        raise TypeError(f"grad_output has dtype {dy.dtype} but the {like_name} has "
-                        f"{like.dtype}")
-    return dy
+def _check_matches(a, name, like, like_name):
+    """a (a checked array) beside `like`: the same shape and dtype."""
+    if a.shape != like.shape:
+        raise ValueError(f"{name} has shape {a.shape} but {like_name} has {like.shape}")
+    if a.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but {like_name} has {like.dtype}")
+    return a
 
 
 def _check_channel_param(p, name, x, writable=False):
@@ -248,7 +246,7 @@ def batch_norm_backward(dy, x, weight, save_mean, save_invstd, training=True, bi
         wrong shape, or a missing save_mean or save_invstd.
     """
     x = _check_input(x, "input")
-    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    dy = _check_matches(_check_input(dy, "grad_output"), "grad_output", x, "the input")
     weight = _check_channel_param(weight, "weight", x)
     bias = _check_channel_param(bias, "bias", x)
     save_mean = _check_channel_param(save_mean, "save_mean", x)
@@ -419,7 +417,7 @@ def group_norm_backward(dy, x, num_groups, weight, mean, invstd, need_input=True
         For input that is not float32 or float64.
     """
     x = _check_input(x, "input")
-    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    dy = _check_matches(_check_input(dy, "grad_output"), "grad_output", x, "the input")
     N, C = x.shape[:2]
     G = _check_num_groups(num_groups, C)
     weight = _check_param(weight, "weight", x, (C,))
@@ -531,7 +529,7 @@ def layer_norm_backward(dy, x, normalized_shape, weight, mean, invstd, need_inpu
         For input that is not float32 or float64.
     """
     x = _check_float(x, "input")
-    dy = _check_grad_of(_check_float(dy, "grad_output"), x, "input")
+    dy = _check_matches(_check_float(dy, "grad_output"), "grad_output", x, "the input")
     shape = _normalized_shape(normalized_shape, x)
     weight = _check_param(weight, "weight", x, shape)
     lead = x.shape[:x.ndim - len(shape)]
@@ -665,7 +663,7 @@ def instance_norm_backward(dy, x, weight, mean, invstd, use_input_stats=True, ne
                                    need_input=need_input, need_weight=need_weight,
                                    need_bias=need_bias)
     x = _check_input(x, "input")
-    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    dy = _check_matches(_check_input(dy, "grad_output"), "grad_output", x, "the input")
     N, C = x.shape[:2]
     weight = _check_channel_param(weight, "weight", x)
     mean = _check_saved(mean, "mean", x, (N, C))
@@ -949,7 +947,7 @@ def ghost_batch_norm_backward(dy, x, weight, mean, invstd, virtual_batch_size, n
         For input that is not float32 or float64.
     """
     x = _check_input(x, "input")
-    dy = _check_grad_of(_check_input(dy, "grad_output"), x, "input")
+    dy = _check_matches(_check_input(dy, "grad_output"), "grad_output", x, "the input")
     N, C = x.shape[:2]
     chunks = _chunks(N, _check_virtual_batch(virtual_batch_size)) or [(0, 0)]
     k = len(chunks)
@@ -1023,11 +1021,7 @@ def add_relu_forward(a, b):
         For b of another shape.
     """
     a = _check_float(a, "input")
-    b = _check_float(b, "other")
-    if b.dtype != a.dtype:
-        raise TypeError(f"add_relu: other has dtype {b.dtype} but input has {a.dtype}")
-    if b.shape != a.shape:
-        raise ValueError(f"add_relu: other has shape {b.shape} but input has {a.shape}")
+    b = _check_matches(_check_float(b, "other"), "other", a, "input")
     y = np.empty_like(a)
     _activation.add_relu(a, b, y, get_num_threads())
     return y
@@ -1059,7 +1053,7 @@ def relu_backward(dy, y):
         For dy of another shape.
     """
     y = _check_float(y, "output")
-    dy = _check_grad_of(_check_float(dy, "grad_output"), y, "output")
+    dy = _check_matches(_check_float(dy, "grad_output"), "grad_output", y, "the output")
     dx = np.empty_like(y)
     _activation.relu_grad(dy, y, dx, get_num_threads())
     return dx
