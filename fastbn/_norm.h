@@ -92,39 +92,24 @@ FASTBN_DISPATCH static void fastbn_row_affine_moments_##S(const T *FASTBN_RESTRI
     *out1 = s1;                                                                     \
     *out2 = s2;                                                                     \
 }                                                                                   \
-/* per row: out1 = sum(dy * w), out2 = sum(dy * w * (x - mean)) */                  \
-FASTBN_DISPATCH FASTBN_SUMS static void fastbn_rows_grad_sums_##S(                  \
-        const T *FASTBN_RESTRICT x, const T *FASTBN_RESTRICT dy, ptrdiff_t rows,     \
-        ptrdiff_t n, const T *mean, const T *w, ptrdiff_t G, double *out1,           \
+/* One row's dx = s * w * dy - kx * (x - m) - k0 and, in the same loop, the       \
+   gradient sums of the next row xn, dyn (its weight wn, mean mn): out1 =          \
+   sum(dyn * wn), out2 = sum(dyn * wn * (xn - mn)).  Pipelined as the forward:     \
+   LayerNorm of (64, 196, 192) and (64, 197, 384) backward 10-15% faster than      \
+   the sums and dx of a few rows as passes of their own. */                        \
+FASTBN_DISPATCH static void fastbn_row_dx_grad_sums_##S(const T *FASTBN_RESTRICT x, \
+        const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t n, T m, T s,   \
+        const T *FASTBN_RESTRICT w, T kx, T k0, const T *FASTBN_RESTRICT xn,         \
+        const T *FASTBN_RESTRICT dyn, const T *FASTBN_RESTRICT wn, T mn, double *out1, \
         double *out2)                                                               \
 {                                                                                   \
-    for (ptrdiff_t r = 0; r < rows; r++, x += n, dy += n) {                         \
-        const T m = mean[r];                                                        \
-        const T *FASTBN_RESTRICT wg = w + r % G * n;                                \
-        double s1 = 0, s2 = 0;                                                      \
-        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_SUM, T, T g = dy[i] * wg[i], g, g * (x[i] - m), \
-                            s1, s2)                                                 \
-        out1[r] = s1;                                                               \
-        out2[r] = s2;                                                               \
-    }                                                                               \
-}                                                                                   \
-/* dx = invstd * w * dy - kx * (x - mean) - k0, kx and k0 per row; buf: NULL, or  \
-   n values through which dx is streamed */                                        \
-FASTBN_DISPATCH static void fastbn_rows_dx_##S(const T *FASTBN_RESTRICT x,         \
-        const T *FASTBN_RESTRICT dy, T *dx, ptrdiff_t rows, ptrdiff_t n,             \
-        const T *mean, const T *invstd, const T *w, ptrdiff_t G, const T *kx,        \
-        const T *k0, T *buf)                                                        \
-{                                                                                   \
-    for (ptrdiff_t r = 0; r < rows; r++, x += n, dy += n, dx += n) {                \
-        const T m = mean[r], s = invstd[r], a = kx[r], c = k0[r];                   \
-        const T *FASTBN_RESTRICT wg = w + r % G * n;                                \
-        T *FASTBN_RESTRICT o = buf ? buf : dx;                                      \
-        FASTBN_SIMD                                                                 \
-        for (ptrdiff_t i = 0; i < n; i++)                                           \
-            o[i] = s * wg[i] * dy[i] - a * (x[i] - m) - c;                          \
-        if (buf)                                                                    \
-            fastbn_stream_##S(dx, buf, n);                                          \
-    }                                                                               \
+    double s1 = 0, s2 = 0;                                                          \
+    FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                                   \
+                        T g = dyn[i] * wn[i];                                       \
+                        dx[i] = s * w[i] * dy[i] - kx * (x[i] - m) - k0,            \
+                        g, g * (xn[i] - mn), s1, s2)                                \
+    *out1 = s1;                                                                     \
+    *out2 = s2;                                                                     \
 }                                                                                   \
 /* the rows' terms of the per-position weight and bias gradients, q1 += dy and     \
    q2 += invstd * dy * (x - mean) (the work unit's double partials), four rows at   \

@@ -86,17 +86,15 @@ cdef extern from "_norm.h" nogil:
     void fastbn_row_affine_moments_d(const double*, double*, Py_ssize_t, double, double,
                                      const double*, const double*, const double*, double,
                                      double*, double*)
-    void fastbn_rows_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
-                                 const float*, const float*, Py_ssize_t, double*, double*)
-    void fastbn_rows_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
-                                 const double*, const double*, Py_ssize_t, double*, double*)
-    void fastbn_rows_dx_f(const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
-                          const float*, const float*, const float*, Py_ssize_t, const float*,
-                          const float*, float*)
-    void fastbn_rows_dx_d(const double*, const double*, double*, Py_ssize_t, Py_ssize_t,
-                          const double*, const double*, const double*, Py_ssize_t,
-                          const double*, const double*, double*)
+    void fastbn_row_dx_grad_sums_f(const float*, const float*, float*, Py_ssize_t, float,
+                                   float, const float*, float, float, const float*,
+                                   const float*, const float*, float, double*, double*)
+    void fastbn_row_dx_grad_sums_d(const double*, const double*, double*, Py_ssize_t, double,
+                                   double, const double*, double, double, const double*,
+                                   const double*, const double*, double, double*, double*)
     bint FASTBN_CAN_STREAM
+    void fastbn_stream_f(float*, const float*, Py_ssize_t)
+    void fastbn_stream_d(double*, const double*, Py_ssize_t)
     void fastbn_stream_fence()
     void fastbn_rows_param_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
                                   const float*, const float*, Py_ssize_t, double*, double*)
@@ -134,7 +132,7 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     double* s1            # backward: per (n, c) sums (segment path) or per-unit,
     double* s2            # per-position partials (position path; NULL: not wanted)
     void* scratch         # per slot: _scratch_len values of the data's type
-    double* dscratch      # per slot: 2 * per_unit doubles
+    double* dscratch      # segment path, per slot: 2 * per_unit doubles
 
 
 cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t L,
@@ -168,9 +166,9 @@ cdef inline Py_ssize_t _units(const Rows* c) noexcept nogil:
 cdef inline Py_ssize_t _scratch_len(const Rows* c) noexcept nogil:
     """Values of the data's type a slot needs: segment path, per row two (the
     forward's shifts; the backward's kx and k0), then per (row, channel) four
-    coefficients; position path, per row two (the backward's kx and k0), then a row
-    (the forward's first output, unused; dx streamed through it)."""
-    return c.per_unit * (4 * c.Cg + 2) if c.seg else 2 * c.per_unit + c.M
+    coefficients; position path, a row (the first output of a unit, unused; dx
+    streamed through it)."""
+    return c.per_unit * (4 * c.Cg + 2) if c.seg else c.M
 
 
 cdef inline void _set_stats(const Rows* c, Py_ssize_t r, double shift, double t1, double t2,
@@ -205,7 +203,7 @@ cdef void _forward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssiz
     cdef floating* invstd = <floating*>c.invstd
     cdef const floating* w = <const floating*>c.weight
     cdef const floating* b = <const floating*>c.bias
-    cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c) + 2 * c.per_unit
+    cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c)
     cdef Py_ssize_t r, M = c.M, g
     cdef const floating* xn
     cdef double t1, t2
@@ -278,11 +276,10 @@ cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noex
 
 
 cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
-                          int slot, double* q1, double* q2) noexcept nogil:
-    """Rows r0 to r0 + rows - 1 (at most per_unit): gradient sums (one read of x and
-    dy), then dx (the rows again, from cache, and one write); the weight and bias
-    gradients' terms (segment path: into s1, s2 by the sums; position path: into the
-    unit's partials q1, q2, by a last pass over the rows, in cache)."""
+                          int slot) noexcept nogil:
+    """Segment path, rows r0 to r0 + rows - 1 (at most per_unit): gradient sums (one
+    read of x and dy; the weight and bias gradients' terms into s1, s2), then dx (the
+    rows again, from cache, and one write)."""
     cdef const floating* dy = <const floating*>c.dy
     cdef floating* dx = <floating*>c.out
     cdef const floating* mean = <const floating*>c.mean
@@ -291,47 +288,34 @@ cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ss
     cdef Py_ssize_t r, j, k, P = c.per_unit, M = c.M, Cg = c.Cg, o = r0 * M
     cdef floating* kx = <floating*>c.scratch + slot * _scratch_len(c)
     cdef floating* k0 = kx + P
-    cdef floating* center = NULL  # segment path: per (row, channel): center, k_dy, k_x, k_0
-    cdef floating* k_dy = NULL
+    cdef floating* center = k0 + P  # per (row, channel): center, k_dy, k_x, k_0
+    cdef floating* k_dy = center + P * Cg
     cdef double* a = c.dscratch + slot * 2 * P
     cdef double* z = a + P
     cdef double wj, s, inv_m = 1.0 / <double>M
-    if c.seg:
-        center = k0 + P
-        k_dy = center + P * Cg
-        for r in range(rows):
-            for j in range(Cg):
-                center[r * Cg + j] = mean[r0 + r]
-        if floating is float:
-            fastbn_seg_plain_grad_sums_f(x + o, dy + o, rows * Cg, c.L, 0, rows * Cg, center,
-                                         c.s1 + r0 * Cg, c.s2 + r0 * Cg)
-        else:
-            fastbn_seg_plain_grad_sums_d(x + o, dy + o, rows * Cg, c.L, 0, rows * Cg, center,
-                                         c.s1 + r0 * Cg, c.s2 + r0 * Cg)
-        for r in range(rows):  # a = sum(dy * w), z = sum(dy * w * (x - m)) of each row
-            k = ((r0 + r) % c.G) * Cg
-            a[r] = 0.0
-            z[r] = 0.0
-            for j in range(Cg):
-                wj = w[k + j] if w != NULL else 1.0
-                a[r] += wj * c.s1[(r0 + r) * Cg + j]
-                z[r] += wj * c.s2[(r0 + r) * Cg + j]
-    elif dx != NULL:
-        _rows_grad_sums(x + o, dy + o, rows, M, mean + r0, w, c.G, a, z)
-    if dx != NULL:  # dx = s * w * dy - s / M * a - s^3 / M * z * (x - m)
-        for r in range(rows):
-            s = invstd[r0 + r]
-            kx[r] = <floating>(s * s * s * z[r] * inv_m)
-            k0[r] = <floating>(s * a[r] * inv_m)
-    if not c.seg:
-        if dx != NULL:
-            _rows_dx(x + o, dy + o, dx + o, rows, M, mean + r0, invstd + r0, w, c.G, kx, k0,
-                     kx + 2 * P if c.stream else NULL)
-        if q1 != NULL:
-            _rows_param_sums(x + o, dy + o, rows, M, mean + r0, invstd + r0, c.G, q1, q2)
-        return
+    for r in range(rows):
+        for j in range(Cg):
+            center[r * Cg + j] = mean[r0 + r]
+    if floating is float:
+        fastbn_seg_plain_grad_sums_f(x + o, dy + o, rows * Cg, c.L, 0, rows * Cg, center,
+                                     c.s1 + r0 * Cg, c.s2 + r0 * Cg)
+    else:
+        fastbn_seg_plain_grad_sums_d(x + o, dy + o, rows * Cg, c.L, 0, rows * Cg, center,
+                                     c.s1 + r0 * Cg, c.s2 + r0 * Cg)
     if dx == NULL:
         return
+    for r in range(rows):  # a = sum(dy * w), z = sum(dy * w * (x - m)) of each row
+        k = ((r0 + r) % c.G) * Cg
+        a[r] = 0.0
+        z[r] = 0.0
+        for j in range(Cg):
+            wj = w[k + j] if w != NULL else 1.0
+            a[r] += wj * c.s1[(r0 + r) * Cg + j]
+            z[r] += wj * c.s2[(r0 + r) * Cg + j]
+    for r in range(rows):  # dx = s * w * dy - s / M * a - s^3 / M * z * (x - m)
+        s = invstd[r0 + r]
+        kx[r] = <floating>(s * s * s * z[r] * inv_m)
+        k0[r] = <floating>(s * a[r] * inv_m)
     for r in range(rows):
         k = ((r0 + r) % c.G) * Cg
         for j in range(Cg):
@@ -347,23 +331,53 @@ cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ss
                         k_dy + P * Cg, k_dy + 2 * P * Cg, NULL, NULL)
 
 
-cdef inline void _rows_grad_sums(const floating* x, const floating* dy, Py_ssize_t rows,
-                                 Py_ssize_t n, const floating* mean, const floating* w,
-                                 Py_ssize_t G, double* a, double* z) noexcept nogil:
+cdef inline void _dx_grad_sums(const floating* x, const floating* dy, floating* dx,
+                               Py_ssize_t n, floating m, floating s, const floating* w,
+                               floating kx, floating k0, const floating* xn,
+                               const floating* dyn, const floating* wn, floating mn,
+                               double* a, double* z) noexcept nogil:
     if floating is float:
-        fastbn_rows_grad_sums_f(x, dy, rows, n, mean, w, G, a, z)
+        fastbn_row_dx_grad_sums_f(x, dy, dx, n, m, s, w, kx, k0, xn, dyn, wn, mn, a, z)
     else:
-        fastbn_rows_grad_sums_d(x, dy, rows, n, mean, w, G, a, z)
+        fastbn_row_dx_grad_sums_d(x, dy, dx, n, m, s, w, kx, k0, xn, dyn, wn, mn, a, z)
 
 
-cdef inline void _rows_dx(const floating* x, const floating* dy, floating* dx, Py_ssize_t rows,
-                          Py_ssize_t n, const floating* mean, const floating* invstd,
-                          const floating* w, Py_ssize_t G, const floating* kx,
-                          const floating* k0, floating* buf) noexcept nogil:
-    if floating is float:
-        fastbn_rows_dx_f(x, dy, dx, rows, n, mean, invstd, w, G, kx, k0, buf)
-    else:
-        fastbn_rows_dx_d(x, dy, dx, rows, n, mean, invstd, w, G, kx, k0, buf)
+cdef void _backward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t r1,
+                         int slot, double* q1, double* q2) noexcept nogil:
+    """Position path, rows r0 to r1 - 1 (a unit): each row's dx in the loop that sums
+    the next row's gradient sums (_norm.h), so that every row's sums come from that
+    one loop, as in _forward_rows: the first row's beside a throwaway dx (scratch),
+    the last row's loop sums itself again, unused.  After every `block` rows, their
+    terms of the weight and bias gradients (still in cache) go into the unit's
+    partials q1, q2 (NULL: not wanted)."""
+    cdef const floating* dy = <const floating*>c.dy
+    cdef floating* dx = <floating*>c.out
+    cdef const floating* mean = <const floating*>c.mean
+    cdef const floating* invstd = <const floating*>c.invstd
+    cdef const floating* w = <const floating*>c.weight
+    cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c)
+    cdef Py_ssize_t r, rn, rb = r0, M = c.M
+    cdef double a = 0, z = 0, s, inv_m = 1.0 / <double>M
+    if dx != NULL:
+        _dx_grad_sums(x + r0 * M, dy + r0 * M, spare, M, 0, 0, w, 0, 0, x + r0 * M,
+                      dy + r0 * M, w + (r0 % c.G) * M, mean[r0], &a, &z)
+    for r in range(r0, r1):
+        if dx != NULL:  # dx = s * w * dy - s / M * a - s^3 / M * z * (x - m)
+            s = invstd[r]
+            rn = r + 1 if r + 1 < r1 else r
+            _dx_grad_sums(x + r * M, dy + r * M, spare if c.stream else dx + r * M, M,
+                          mean[r], invstd[r], w + (r % c.G) * M,
+                          <floating>(s * s * s * z * inv_m), <floating>(s * a * inv_m),
+                          x + rn * M, dy + rn * M, w + (rn % c.G) * M, mean[rn], &a, &z)
+            if c.stream:
+                if floating is float:
+                    fastbn_stream_f(dx + r * M, spare, M)
+                else:
+                    fastbn_stream_d(dx + r * M, spare, M)
+        if q1 != NULL and (r + 1 - rb == c.block or r + 1 == r1):
+            _rows_param_sums(x + rb * M, dy + rb * M, r + 1 - rb, M, mean + rb, invstd + rb,
+                             c.G, q1, q2)
+            rb = r + 1
 
 
 cdef inline void _rows_param_sums(const floating* x, const floating* dy, Py_ssize_t rows,
@@ -376,23 +390,29 @@ cdef inline void _rows_param_sums(const floating* x, const floating* dy, Py_ssiz
 
 
 cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Units u0 to u1 - 1, block by block; on the position path each unit first zeroes
-    its per-position partials."""
+    """Units u0 to u1 - 1: unit by unit (position path, each first zeroing its
+    per-position partials), or block by block."""
     cdef Rows c = (<Rows*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u, r, r1, CL = c.C * c.L
     cdef double* q1 = NULL
     cdef double* q2 = NULL
     for u in range(u0, u1):
-        if not c.seg and c.s1 != NULL:
-            q1, q2 = c.s1 + u * CL, c.s2 + u * CL
-            memset(q1, 0, CL * sizeof(double))
-            memset(q2, 0, CL * sizeof(double))
         r, r1 = u * c.per_unit, min((u + 1) * c.per_unit, c.R)
+        if not c.seg:
+            if c.s1 != NULL:
+                q1, q2 = c.s1 + u * CL, c.s2 + u * CL
+                memset(q1, 0, CL * sizeof(double))
+                memset(q2, 0, CL * sizeof(double))
+            if c.dbl:
+                _backward_rows(<const double*>c.x, &c, r, r1, slot, q1, q2)
+            else:
+                _backward_rows(<const float*>c.x, &c, r, r1, slot, q1, q2)
+            continue
         while r < r1:
             if c.dbl:
-                _backward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot, q1, q2)
+                _backward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot)
             else:
-                _backward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot, q1, q2)
+                _backward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
             r += c.block
     if c.stream:
         fastbn_stream_fence()
@@ -459,7 +479,7 @@ def forward(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t
     cdef Rows c = _rows(x, N, G, Cg, L, eps)
     cdef int nt = _threads(c.R * c.M, nthreads)
     cdef cnp.ndarray scratch = np.empty(_scratch_len(&c) * nt, x.dtype)
-    cdef cnp.ndarray dscratch = np.empty(2 * c.per_unit * nt)
+    cdef cnp.ndarray dscratch = np.empty(2 * c.per_unit * nt if c.seg else 0)
     if not c.seg:  # per-position weight and bias
         weight = _per_position(weight, c.C, L, 1.0, x.dtype)
         bias = _per_position(bias, c.C, L, 0.0, x.dtype)
@@ -484,7 +504,7 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
     cdef Py_ssize_t units = _units(&c)
     cdef bint params = dweight is not None or dbias is not None
     cdef cnp.ndarray scratch = np.empty(_scratch_len(&c) * nt, x.dtype)
-    cdef cnp.ndarray dscratch = np.empty(2 * c.per_unit * nt)
+    cdef cnp.ndarray dscratch = np.empty(2 * c.per_unit * nt if c.seg else 0)
     cdef cnp.ndarray s1 = None, s2 = None
     cdef cnp.ndarray t = np.empty(2 * c.C)
     if c.seg:
