@@ -92,6 +92,26 @@ FASTBN_DISPATCH static void fastbn_row_affine_moments_##S(const T *FASTBN_RESTRI
     *out1 = s1;                                                                     \
     *out2 = s2;                                                                     \
 }                                                                                   \
+/* The segment path's row_affine_moments: the row is Cg channels of L values, y =  \
+   (x - m) * scale[j] + shift[j] over channel j, and the moments of the next row   \
+   xn about shift.  GroupNorm of (32, 64, 28, 28), 8 groups: forward 15-25% faster \
+   than the statistics and the normalization of each row as passes of their own. */ \
+FASTBN_DISPATCH static void fastbn_seg_affine_moments_##S(const T *FASTBN_RESTRICT x, \
+        T *FASTBN_RESTRICT y, ptrdiff_t Cg, ptrdiff_t n, T m, const T *scale,        \
+        const T *shift_c, const T *FASTBN_RESTRICT xn, T shift, double *out1,         \
+        double *out2)                                                               \
+{                                                                                   \
+    double s1 = 0, s2 = 0;                                                          \
+    for (ptrdiff_t j = 0; j < Cg; j++, x += n, y += n, xn += n) {                   \
+        const T sc = scale[j], sh = shift_c[j]; /* not a, b: the sums' names */     \
+        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                               \
+                            T d = xn[i] - shift;                                    \
+                            y[i] = (x[i] - m) * sc + sh,                            \
+                            d, d * d, s1, s2)                                       \
+    }                                                                               \
+    *out1 = s1;                                                                     \
+    *out2 = s2;                                                                     \
+}                                                                                   \
 /* One row's dx = s * w * dy - kx * (x - m) - k0 and, in the same loop, the       \
    gradient sums of the next row xn, dyn (its weight wn, mean mn): out1 =          \
    sum(dyn * wn), out2 = sum(dyn * wn * (xn - mn)).  Pipelined as the forward:     \
@@ -110,6 +130,24 @@ FASTBN_DISPATCH static void fastbn_row_dx_grad_sums_##S(const T *FASTBN_RESTRICT
                         g, g * (xn[i] - mn), s1, s2)                                \
     *out1 = s1;                                                                     \
     *out2 = s2;                                                                     \
+}                                                                                   \
+/* The segment path's row_dx_grad_sums: dx = k_dy[j] * dy - kx * (x - m) - k0 over \
+   channel j, and per channel j of the next row, out1[j] = sum(dyn), out2[j] =      \
+   sum(dyn * (xn - mn)). */                                                        \
+FASTBN_DISPATCH static void fastbn_seg_dx_grad_sums_##S(const T *FASTBN_RESTRICT x, \
+        const T *FASTBN_RESTRICT dy, T *FASTBN_RESTRICT dx, ptrdiff_t Cg, ptrdiff_t n, \
+        T m, const T *k_dy, T kx, T k0, const T *FASTBN_RESTRICT xn,                 \
+        const T *FASTBN_RESTRICT dyn, T mn, double *out1, double *out2)              \
+{                                                                                   \
+    for (ptrdiff_t j = 0; j < Cg; j++, x += n, dy += n, dx += n, xn += n, dyn += n) { \
+        const T kd = k_dy[j];                                                       \
+        double s1 = 0, s2 = 0;                                                      \
+        FASTBN_CHUNKED_SUMS(FASTBN_SIMD_REDUCTION, T,                               \
+                            dx[i] = kd * dy[i] - kx * (x[i] - m) - k0,              \
+                            dyn[i], dyn[i] * (xn[i] - mn), s1, s2)                  \
+        out1[j] = s1;                                                               \
+        out2[j] = s2;                                                               \
+    }                                                                               \
 }                                                                                   \
 /* the rows' terms of the per-position weight and bias gradients, q1 += dy and     \
    q2 += invstd * dy * (x - mean) (the work unit's double partials), four rows at   \

@@ -41,13 +41,15 @@ cnp.import_array()
 
 cdef enum:
     BLOCK = 8192          # values per work unit at least (as _core.pyx's)
-    PASS = 1536           # values a pass runs over before the next one starts: a
-    # unit's rows go through the statistics and the normalization (dx) a few rows at a
-    # time, so that the streams of x, dy and the output all stay in flight (the
-    # hardware prefetchers' ramp at each pass's start): LayerNorm of (64, 197, 384),
-    # backward 1.3-1.4x faster in 4-row passes than in 21-row ones.  (The position
-    # path's forward goes a row at a time, _forward_rows.)
+    PASS = 1536           # values a pass runs over before the next one starts: the
+    # segment path's rows go through the statistics and the normalization (dx) a few
+    # rows at a time, so that the streams of x, dy and the output all stay in flight
+    # (the hardware prefetchers' ramp at each pass's start).  The position path goes
+    # a row at a time (_forward_rows, _backward_rows); its weight and bias gradients'
+    # terms are summed over a pass of rows still in cache.
     SEG_MIN = 32          # channels at least this long take the segment path
+    ROWS_MIN = 16         # rows per unit on the segment path, while that leaves UNITS_MIN
+    # units: a unit's first row is read twice (_forward_rows)
     SAMPLES_MIN = 16      # samples per unit on the position path: the per-position
     SAMPLES_MAX = 64      # gradient partials cost about 2 / samples of the unit's own
     UNITS_MIN = 8         # work, and are summed on one thread at the end; so up to
@@ -58,24 +60,10 @@ cdef enum:
 
 
 cdef extern from "_norm.h" nogil:
-    void fastbn_seg_moments_f(const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                              const float*, double*, double*)
-    void fastbn_seg_moments_d(const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                              const double*, double*, double*)
-    void fastbn_seg_plain_grad_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t, Py_ssize_t, const float*, double*, double*)
-    void fastbn_seg_plain_grad_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
-                                      Py_ssize_t, Py_ssize_t, const double*, double*, double*)
     void fastbn_seg_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                              Py_ssize_t, const float*, const float*, const float*, int)
     void fastbn_seg_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                              Py_ssize_t, const double*, const double*, const double*, int)
-    void fastbn_seg_dx_f(const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
-                         Py_ssize_t, Py_ssize_t, const float*, const float*, const float*,
-                         const float*, const float*, const float*)
-    void fastbn_seg_dx_d(const double*, const double*, double*, Py_ssize_t, Py_ssize_t,
-                         Py_ssize_t, Py_ssize_t, const double*, const double*, const double*,
-                         const double*, const double*, const double*)
     void fastbn_nc_affine_f(const float*, float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                             const float*, const float*, const float*, int)
     void fastbn_nc_affine_d(const double*, double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -86,6 +74,18 @@ cdef extern from "_norm.h" nogil:
     void fastbn_row_affine_moments_d(const double*, double*, Py_ssize_t, double, double,
                                      const double*, const double*, const double*, double,
                                      double*, double*)
+    void fastbn_seg_affine_moments_f(const float*, float*, Py_ssize_t, Py_ssize_t, float,
+                                     const float*, const float*, const float*, float,
+                                     double*, double*)
+    void fastbn_seg_affine_moments_d(const double*, double*, Py_ssize_t, Py_ssize_t, double,
+                                     const double*, const double*, const double*, double,
+                                     double*, double*)
+    void fastbn_seg_dx_grad_sums_f(const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
+                                   float, const float*, float, float, const float*,
+                                   const float*, float, double*, double*)
+    void fastbn_seg_dx_grad_sums_d(const double*, const double*, double*, Py_ssize_t,
+                                   Py_ssize_t, double, const double*, double, double,
+                                   const double*, const double*, double, double*, double*)
     void fastbn_row_dx_grad_sums_f(const float*, const float*, float*, Py_ssize_t, float,
                                    float, const float*, float, float, const float*,
                                    const float*, const float*, float, double*, double*)
@@ -119,7 +119,8 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     bint seg              # segment path, else position path
     bint stream           # position path: dx streamed, past the cache (_norm.h)
     Py_ssize_t per_unit   # rows per work unit (position path: whole samples)
-    Py_ssize_t block      # rows a pass runs over before the next (dividing per_unit)
+    Py_ssize_t block      # position path's backward: rows of the weight and bias
+    # gradients' passes (dividing per_unit)
     double eps
     const void* x
     const void* dy
@@ -132,7 +133,6 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     double* s1            # backward: per (n, c) sums (segment path) or per-unit,
     double* s2            # per-position partials (position path; NULL: not wanted)
     void* scratch         # per slot: _scratch_len values of the data's type
-    double* dscratch      # segment path, per slot: 2 * per_unit doubles
 
 
 cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t L,
@@ -145,8 +145,8 @@ cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssi
     c.seg = L >= SEG_MIN
     c.stream = False
     if c.seg:
-        c.block = max(PASS // max(c.M, 1), 1)
-        c.per_unit = c.block * max(BLOCK // max(c.M * c.block, 1), 1)
+        c.block = 1
+        c.per_unit = max(BLOCK // max(c.M, 1), min(ROWS_MIN, c.R // UNITS_MIN), 1)
     else:
         c.block = G * max(PASS // max(c.C * L, 1), 1)
         samples = min(max(N // UNITS_MIN, SAMPLES_MIN), SAMPLES_MAX)
@@ -155,7 +155,7 @@ cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssi
     c.eps = eps
     c.x = cnp.PyArray_DATA(x)
     c.dy = c.out = c.weight = c.bias = c.mean = c.invstd = c.scratch = NULL
-    c.var = c.s1 = c.s2 = c.dscratch = NULL
+    c.var = c.s1 = c.s2 = NULL
     return c
 
 
@@ -164,11 +164,11 @@ cdef inline Py_ssize_t _units(const Rows* c) noexcept nogil:
 
 
 cdef inline Py_ssize_t _scratch_len(const Rows* c) noexcept nogil:
-    """Values of the data's type a slot needs: segment path, per row two (the
-    forward's shifts; the backward's kx and k0), then per (row, channel) four
-    coefficients; position path, a row (the first output of a unit, unused; dx
-    streamed through it)."""
-    return c.per_unit * (4 * c.Cg + 2) if c.seg else c.M
+    """Values of the data's type a slot needs: a row (the first output of a unit,
+    unused; the position path's dx streamed through it), then on the segment path a
+    row's per-channel coefficients (the forward's scale and shift, the backward's
+    k_dy)."""
+    return c.M + (2 * c.Cg if c.seg else 0)
 
 
 cdef inline void _set_stats(const Rows* c, Py_ssize_t r, double shift, double t1, double t2,
@@ -183,199 +183,149 @@ cdef inline void _set_stats(const Rows* c, Py_ssize_t r, double shift, double t1
         c.var[r] = var
 
 
-cdef inline void _affine_moments(const floating* x, floating* y, Py_ssize_t n, floating m,
-                                 floating s, const floating* w, const floating* b,
-                                 const floating* xn, double* t1, double* t2) noexcept nogil:
+cdef inline void _affine_moments(const Rows* c, const floating* x, floating* y,
+                                 Py_ssize_t r, floating m, floating s, const floating* xn,
+                                 floating* coef, double* t1, double* t2) noexcept nogil:
+    """y = (x - m) * s * weight + bias over row r (x, y: the row) and, in the same loop
+    (_norm.h), the moments of the row xn about its first value.  coef: the segment
+    path's 2 * Cg per-channel scales and shifts."""
+    cdef const floating* w = <const floating*>c.weight
+    cdef const floating* b = <const floating*>c.bias
+    cdef Py_ssize_t j, k = (r % c.G) * c.Cg, M = c.M
+    if not c.seg:
+        if floating is float:
+            fastbn_row_affine_moments_f(x, y, M, m, s, w + k * c.L, b + k * c.L, xn, xn[0],
+                                        t1, t2)
+        else:
+            fastbn_row_affine_moments_d(x, y, M, m, s, w + k * c.L, b + k * c.L, xn, xn[0],
+                                        t1, t2)
+        return
+    for j in range(c.Cg):
+        coef[j] = <floating>(<double>s * w[k + j]) if w != NULL else s
+        coef[c.Cg + j] = b[k + j] if b != NULL else 0
     if floating is float:
-        fastbn_row_affine_moments_f(x, y, n, m, s, w, b, xn, xn[0], t1, t2)
+        fastbn_seg_affine_moments_f(x, y, c.Cg, c.L, m, coef, coef + c.Cg, xn, xn[0], t1, t2)
     else:
-        fastbn_row_affine_moments_d(x, y, n, m, s, w, b, xn, xn[0], t1, t2)
+        fastbn_seg_affine_moments_d(x, y, c.Cg, c.L, m, coef, coef + c.Cg, xn, xn[0], t1, t2)
 
 
 cdef void _forward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t r1,
                         int slot) noexcept nogil:
-    """Position path, rows r0 to r1 - 1: each row normalized in the loop that sums the
-    next row's moments (_norm.h), so that every row's statistics come from that one
-    loop.  The first row's are summed beside a throwaway output (scratch), the last
+    """Rows r0 to r1 - 1 (a unit): each row normalized in the loop that sums the next
+    row's moments (_norm.h): the next row's reads from memory overlap this row's
+    writes, as in one pass.  So that every row's statistics come from that one loop,
+    the first row's are summed beside a throwaway output (scratch), and the last
     row's loop sums itself again, unused."""
     cdef floating* y = <floating*>c.out
     cdef floating* mean = <floating*>c.mean
     cdef floating* invstd = <floating*>c.invstd
-    cdef const floating* w = <const floating*>c.weight
-    cdef const floating* b = <const floating*>c.bias
     cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c)
-    cdef Py_ssize_t r, M = c.M, g
+    cdef Py_ssize_t r, M = c.M
     cdef const floating* xn
     cdef double t1, t2
-    _affine_moments(x + r0 * M, spare, M, 0, 0, w, b, x + r0 * M, &t1, &t2)
+    _affine_moments(c, x + r0 * M, spare, r0, 0, 0, x + r0 * M, spare + M, &t1, &t2)
     _set_stats(c, r0, x[r0 * M], t1, t2, mean, invstd)
     for r in range(r0, r1):
         xn = x + (r + 1 if r + 1 < r1 else r) * M
-        g = (r % c.G) * M
-        _affine_moments(x + r * M, y + r * M, M, mean[r], invstd[r], w + g, b + g, xn,
-                        &t1, &t2)
+        _affine_moments(c, x + r * M, y + r * M, r, mean[r], invstd[r], xn, spare + M, &t1,
+                        &t2)
         if r + 1 < r1:
             _set_stats(c, r + 1, xn[0], t1, t2, mean, invstd)
 
 
-cdef void _forward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
-                         int slot) noexcept nogil:
-    """Segment path, rows r0 to r0 + rows - 1 (at most per_unit): their statistics
-    (one read), then y (the rows again, from cache, and one write)."""
-    cdef floating* y = <floating*>c.out
-    cdef floating* mean = <floating*>c.mean
-    cdef floating* invstd = <floating*>c.invstd
-    cdef const floating* w = <const floating*>c.weight
-    cdef const floating* b = <const floating*>c.bias
-    cdef Py_ssize_t r, j, k, P = c.per_unit, Cg = c.Cg, o = r0 * c.M
-    cdef floating* first = <floating*>c.scratch + slot * _scratch_len(c)
-    cdef floating* center = first + 2 * P  # per (row, channel), after the shifts
-    cdef floating* scale = center + P * Cg
-    cdef floating* shift = center + 2 * P * Cg
-    cdef double* t1 = c.dscratch + slot * 2 * P
-    cdef double* t2 = t1 + P
-    for r in range(rows):  # each row's shift: its first value
-        first[r] = x[o + r * c.M]
-    if floating is float:
-        fastbn_seg_moments_f(x + o, rows, c.M, 0, rows, first, t1, t2)
-    else:
-        fastbn_seg_moments_d(x + o, rows, c.M, 0, rows, first, t1, t2)
-    for r in range(rows):
-        _set_stats(c, r0 + r, first[r], t1[r], t2[r], mean, invstd)
-    for r in range(rows):  # per (row, channel): center, scale, shift
-        k = ((r0 + r) % c.G) * Cg
-        for j in range(Cg):
-            center[r * Cg + j] = mean[r0 + r]
-            scale[r * Cg + j] = (<floating>(<double>invstd[r0 + r] * w[k + j]) if w != NULL
-                                 else invstd[r0 + r])
-            shift[r * Cg + j] = b[k + j] if b != NULL else 0
-    if floating is float:
-        fastbn_seg_affine_f(x + o, y + o, rows * Cg, c.L, 0, rows * Cg, center, scale, shift, 0)
-    else:
-        fastbn_seg_affine_d(x + o, y + o, rows * Cg, c.L, 0, rows * Cg, center, scale, shift, 0)
-
-
 cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Units u0 to u1 - 1: unit by unit (position path), or block by block."""
+    """Units u0 to u1 - 1."""
     cdef Rows c = (<Rows*>arg)[0]  # a local copy: see _parallel.pxd
-    cdef Py_ssize_t u, r = u0 * c.per_unit, r1 = min(u1 * c.per_unit, c.R)
-    if not c.seg:
-        for u in range(u0, u1):
-            r, r1 = u * c.per_unit, min((u + 1) * c.per_unit, c.R)
-            if c.dbl:
-                _forward_rows(<const double*>c.x, &c, r, r1, slot)
-            else:
-                _forward_rows(<const float*>c.x, &c, r, r1, slot)
-        return
-    while r < r1:
+    cdef Py_ssize_t u, r, r1
+    for u in range(u0, u1):
+        r, r1 = u * c.per_unit, min((u + 1) * c.per_unit, c.R)
         if c.dbl:
-            _forward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot)
+            _forward_rows(<const double*>c.x, &c, r, r1, slot)
         else:
-            _forward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
-        r += c.block
+            _forward_rows(<const float*>c.x, &c, r, r1, slot)
 
 
-cdef void _backward_block(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t rows,
-                          int slot) noexcept nogil:
-    """Segment path, rows r0 to r0 + rows - 1 (at most per_unit): gradient sums (one
-    read of x and dy; the weight and bias gradients' terms into s1, s2), then dx (the
-    rows again, from cache, and one write)."""
-    cdef const floating* dy = <const floating*>c.dy
-    cdef floating* dx = <floating*>c.out
-    cdef const floating* mean = <const floating*>c.mean
-    cdef const floating* invstd = <const floating*>c.invstd
+cdef inline void _dx_grad_sums(const Rows* c, const floating* x, const floating* dy,
+                               floating* dx, Py_ssize_t r, double a, double z,
+                               Py_ssize_t rn, floating* coef, double* a_n,
+                               double* z_n) noexcept nogil:
+    """dx over row r (x, dy, dx: the row) from its gradient sums a = sum(dy * w), z =
+    sum(dy * w * (x - mean)): dx = s * w * dy - s / M * a - s^3 / M * z * (x - m);
+    in the same loop (_norm.h), the gradient sums of row rn (position path: into
+    a_n, z_n; segment path: per channel, into s1 and s2).  coef: the segment path's
+    Cg per-channel k_dy."""
     cdef const floating* w = <const floating*>c.weight
-    cdef Py_ssize_t r, j, k, P = c.per_unit, M = c.M, Cg = c.Cg, o = r0 * M
-    cdef floating* kx = <floating*>c.scratch + slot * _scratch_len(c)
-    cdef floating* k0 = kx + P
-    cdef floating* center = k0 + P  # per (row, channel): center, k_dy, k_x, k_0
-    cdef floating* k_dy = center + P * Cg
-    cdef double* a = c.dscratch + slot * 2 * P
-    cdef double* z = a + P
-    cdef double wj, s, inv_m = 1.0 / <double>M
-    for r in range(rows):
-        for j in range(Cg):
-            center[r * Cg + j] = mean[r0 + r]
-    if floating is float:
-        fastbn_seg_plain_grad_sums_f(x + o, dy + o, rows * Cg, c.L, 0, rows * Cg, center,
-                                     c.s1 + r0 * Cg, c.s2 + r0 * Cg)
-    else:
-        fastbn_seg_plain_grad_sums_d(x + o, dy + o, rows * Cg, c.L, 0, rows * Cg, center,
-                                     c.s1 + r0 * Cg, c.s2 + r0 * Cg)
-    if dx == NULL:
+    cdef const floating* mean = <const floating*>c.mean
+    cdef double s = (<const floating*>c.invstd)[r]
+    cdef floating kx = <floating>(s * s * s * z / <double>c.M)
+    cdef floating k0 = <floating>(s * a / <double>c.M)
+    cdef Py_ssize_t j, k = (r % c.G) * c.Cg, kn = (rn % c.G) * c.Cg, d = (rn - r) * c.M
+    if not c.seg:
+        if floating is float:
+            fastbn_row_dx_grad_sums_f(x, dy, dx, c.M, mean[r], <floating>s, w + k * c.L, kx,
+                                      k0, x + d, dy + d, w + kn * c.L, mean[rn], a_n, z_n)
+        else:
+            fastbn_row_dx_grad_sums_d(x, dy, dx, c.M, mean[r], <floating>s, w + k * c.L, kx,
+                                      k0, x + d, dy + d, w + kn * c.L, mean[rn], a_n, z_n)
         return
-    for r in range(rows):  # a = sum(dy * w), z = sum(dy * w * (x - m)) of each row
-        k = ((r0 + r) % c.G) * Cg
-        a[r] = 0.0
-        z[r] = 0.0
-        for j in range(Cg):
-            wj = w[k + j] if w != NULL else 1.0
-            a[r] += wj * c.s1[(r0 + r) * Cg + j]
-            z[r] += wj * c.s2[(r0 + r) * Cg + j]
-    for r in range(rows):  # dx = s * w * dy - s / M * a - s^3 / M * z * (x - m)
-        s = invstd[r0 + r]
-        kx[r] = <floating>(s * s * s * z[r] * inv_m)
-        k0[r] = <floating>(s * a[r] * inv_m)
-    for r in range(rows):
-        k = ((r0 + r) % c.G) * Cg
-        for j in range(Cg):
-            k_dy[r * Cg + j] = (<floating>(<double>invstd[r0 + r] * w[k + j]) if w != NULL
-                                else invstd[r0 + r])
-            k_dy[(P + r) * Cg + j] = kx[r]       # k_x
-            k_dy[(2 * P + r) * Cg + j] = k0[r]   # k_0
+    for j in range(c.Cg):
+        coef[j] = <floating>(s * w[k + j]) if w != NULL else <floating>s
     if floating is float:
-        fastbn_seg_dx_f(x + o, dy + o, dx + o, rows * Cg, c.L, 0, rows * Cg, center, k_dy,
-                        k_dy + P * Cg, k_dy + 2 * P * Cg, NULL, NULL)
+        fastbn_seg_dx_grad_sums_f(x, dy, dx, c.Cg, c.L, mean[r], coef, kx, k0, x + d, dy + d,
+                                  mean[rn], c.s1 + rn * c.Cg, c.s2 + rn * c.Cg)
     else:
-        fastbn_seg_dx_d(x + o, dy + o, dx + o, rows * Cg, c.L, 0, rows * Cg, center, k_dy,
-                        k_dy + P * Cg, k_dy + 2 * P * Cg, NULL, NULL)
+        fastbn_seg_dx_grad_sums_d(x, dy, dx, c.Cg, c.L, mean[r], coef, kx, k0, x + d, dy + d,
+                                  mean[rn], c.s1 + rn * c.Cg, c.s2 + rn * c.Cg)
 
 
-cdef inline void _dx_grad_sums(const floating* x, const floating* dy, floating* dx,
-                               Py_ssize_t n, floating m, floating s, const floating* w,
-                               floating kx, floating k0, const floating* xn,
-                               const floating* dyn, const floating* wn, floating mn,
-                               double* a, double* z) noexcept nogil:
-    if floating is float:
-        fastbn_row_dx_grad_sums_f(x, dy, dx, n, m, s, w, kx, k0, xn, dyn, wn, mn, a, z)
-    else:
-        fastbn_row_dx_grad_sums_d(x, dy, dx, n, m, s, w, kx, k0, xn, dyn, wn, mn, a, z)
+cdef inline void _row_sums(const Rows* c, const floating* w, Py_ssize_t r, double* a,
+                           double* z) noexcept nogil:
+    """The segment path's a = sum(dy * w), z = sum(dy * w * (x - mean)) of row r, from
+    its per-channel sums in s1, s2 (w: the weight, or NULL)."""
+    cdef Py_ssize_t j, k = (r % c.G) * c.Cg
+    cdef double wj
+    a[0] = z[0] = 0.0
+    for j in range(c.Cg):
+        wj = w[k + j] if w != NULL else 1.0
+        a[0] += wj * c.s1[r * c.Cg + j]
+        z[0] += wj * c.s2[r * c.Cg + j]
 
 
 cdef void _backward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssize_t r1,
                          int slot, double* q1, double* q2) noexcept nogil:
-    """Position path, rows r0 to r1 - 1 (a unit): each row's dx in the loop that sums
-    the next row's gradient sums (_norm.h), so that every row's sums come from that
-    one loop, as in _forward_rows: the first row's beside a throwaway dx (scratch),
-    the last row's loop sums itself again, unused.  After every `block` rows, their
-    terms of the weight and bias gradients (still in cache) go into the unit's
-    partials q1, q2 (NULL: not wanted)."""
+    """Rows r0 to r1 - 1 (a unit): each row's dx in the loop that sums the next row's
+    gradient sums (_norm.h), so that every row's sums come from that one loop, as in
+    _forward_rows: the first row's beside a throwaway dx (scratch), the last row's
+    loop sums itself again, unused.  The segment path's sums are per channel, into
+    s1, s2, which give the weight and bias gradients too (without dx, each row's goes
+    to scratch).  On the position path, after every `block` rows, those rows' terms
+    of the weight and bias gradients (still in cache) go into the unit's partials
+    q1, q2 (NULL: not wanted)."""
     cdef const floating* dy = <const floating*>c.dy
     cdef floating* dx = <floating*>c.out
-    cdef const floating* mean = <const floating*>c.mean
-    cdef const floating* invstd = <const floating*>c.invstd
     cdef const floating* w = <const floating*>c.weight
     cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c)
     cdef Py_ssize_t r, rn, rb = r0, M = c.M
-    cdef double a = 0, z = 0, s, inv_m = 1.0 / <double>M
-    if dx != NULL:
-        _dx_grad_sums(x + r0 * M, dy + r0 * M, spare, M, 0, 0, w, 0, 0, x + r0 * M,
-                      dy + r0 * M, w + (r0 % c.G) * M, mean[r0], &a, &z)
+    cdef double a = 0, z = 0
+    cdef bint sums = dx != NULL or c.seg
+    if sums:
+        _dx_grad_sums(c, x + r0 * M, dy + r0 * M, spare, r0, 0, 0, r0, spare + M, &a, &z)
     for r in range(r0, r1):
-        if dx != NULL:  # dx = s * w * dy - s / M * a - s^3 / M * z * (x - m)
-            s = invstd[r]
+        if sums:
+            if c.seg:
+                _row_sums(c, w, r, &a, &z)
             rn = r + 1 if r + 1 < r1 else r
-            _dx_grad_sums(x + r * M, dy + r * M, spare if c.stream else dx + r * M, M,
-                          mean[r], invstd[r], w + (r % c.G) * M,
-                          <floating>(s * s * s * z * inv_m), <floating>(s * a * inv_m),
-                          x + rn * M, dy + rn * M, w + (rn % c.G) * M, mean[rn], &a, &z)
+            _dx_grad_sums(c, x + r * M, dy + r * M,
+                          dx + r * M if dx != NULL and not c.stream else spare, r, a, z, rn,
+                          spare + M, &a, &z)
             if c.stream:
                 if floating is float:
                     fastbn_stream_f(dx + r * M, spare, M)
                 else:
                     fastbn_stream_d(dx + r * M, spare, M)
         if q1 != NULL and (r + 1 - rb == c.block or r + 1 == r1):
-            _rows_param_sums(x + rb * M, dy + rb * M, r + 1 - rb, M, mean + rb, invstd + rb,
+            _rows_param_sums(x + rb * M, dy + rb * M, r + 1 - rb, M,
+                             <const floating*>c.mean + rb, <const floating*>c.invstd + rb,
                              c.G, q1, q2)
             rb = r + 1
 
@@ -390,30 +340,22 @@ cdef inline void _rows_param_sums(const floating* x, const floating* dy, Py_ssiz
 
 
 cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
-    """Units u0 to u1 - 1: unit by unit (position path, each first zeroing its
-    per-position partials), or block by block."""
+    """Units u0 to u1 - 1 (on the position path, each first zeroing its per-position
+    partials)."""
     cdef Rows c = (<Rows*>arg)[0]  # a local copy: see _parallel.pxd
     cdef Py_ssize_t u, r, r1, CL = c.C * c.L
     cdef double* q1 = NULL
     cdef double* q2 = NULL
     for u in range(u0, u1):
         r, r1 = u * c.per_unit, min((u + 1) * c.per_unit, c.R)
-        if not c.seg:
-            if c.s1 != NULL:
-                q1, q2 = c.s1 + u * CL, c.s2 + u * CL
-                memset(q1, 0, CL * sizeof(double))
-                memset(q2, 0, CL * sizeof(double))
-            if c.dbl:
-                _backward_rows(<const double*>c.x, &c, r, r1, slot, q1, q2)
-            else:
-                _backward_rows(<const float*>c.x, &c, r, r1, slot, q1, q2)
-            continue
-        while r < r1:
-            if c.dbl:
-                _backward_block(<const double*>c.x, &c, r, min(c.block, r1 - r), slot)
-            else:
-                _backward_block(<const float*>c.x, &c, r, min(c.block, r1 - r), slot)
-            r += c.block
+        if not c.seg and c.s1 != NULL:
+            q1, q2 = c.s1 + u * CL, c.s2 + u * CL
+            memset(q1, 0, CL * sizeof(double))
+            memset(q2, 0, CL * sizeof(double))
+        if c.dbl:
+            _backward_rows(<const double*>c.x, &c, r, r1, slot, q1, q2)
+        else:
+            _backward_rows(<const float*>c.x, &c, r, r1, slot, q1, q2)
     if c.stream:
         fastbn_stream_fence()
 
@@ -479,13 +421,12 @@ def forward(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssize_t
     cdef Rows c = _rows(x, N, G, Cg, L, eps)
     cdef int nt = _threads(c.R * c.M, nthreads)
     cdef cnp.ndarray scratch = np.empty(_scratch_len(&c) * nt, x.dtype)
-    cdef cnp.ndarray dscratch = np.empty(2 * c.per_unit * nt if c.seg else 0)
     if not c.seg:  # per-position weight and bias
         weight = _per_position(weight, c.C, L, 1.0, x.dtype)
         bias = _per_position(bias, c.C, L, 0.0, x.dtype)
     c.out, c.weight, c.bias = _data(y), _data(weight), _data(bias)
     c.mean, c.invstd, c.scratch = _data(mean), _data(invstd), _data(scratch)
-    c.var, c.dscratch = <double*>_data(var), <double*>_data(dscratch)
+    c.var = <double*>_data(var)
     with nogil:
         parallel_for(_units(&c), nt, _forward_units, &c)
 
@@ -504,7 +445,6 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
     cdef Py_ssize_t units = _units(&c)
     cdef bint params = dweight is not None or dbias is not None
     cdef cnp.ndarray scratch = np.empty(_scratch_len(&c) * nt, x.dtype)
-    cdef cnp.ndarray dscratch = np.empty(2 * c.per_unit * nt if c.seg else 0)
     cdef cnp.ndarray s1 = None, s2 = None
     cdef cnp.ndarray t = np.empty(2 * c.C)
     if c.seg:
@@ -515,7 +455,7 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
             s1, s2 = np.empty(units * c.C * L), np.empty(units * c.C * L)
     c.dy, c.out, c.weight = _data(dy), _data(dx), _data(weight)
     c.mean, c.invstd, c.scratch = _data(mean), _data(invstd), _data(scratch)
-    c.s1, c.s2, c.dscratch = <double*>_data(s1), <double*>_data(s2), <double*>_data(dscratch)
+    c.s1, c.s2 = <double*>_data(s1), <double*>_data(s2)
     cdef void* dw = _data(dweight)
     cdef void* db = _data(dbias)
     with nogil:
