@@ -6,26 +6,27 @@ channels form G groups: N * G rows of M = Cg * L contiguous values, one mean
 and invstd per row.  GroupNorm is that view as it stands; InstanceNorm is
 G = C; LayerNorm is G = 1 and L = 1, its "channels" the M positions of the
 normalized shape.  This is the Batch Normalization reduction of _core.pyx with
-the roles of N and C exchanged, and it runs on _simd.h's loops: the same
+the roles of N and C exchanged, with its conventions (_simd.h): the same
 one-pass shifted sums (shift: each row's first value), float sums flushed to
 double over fixed chunks, E[x^2] - E[x]^2 never formed from raw values.
 
 Work units are runs of whole rows fixed by the shape (never by the thread
 count), which the threads of fastbn's team claim (fastbn/_parallel.h); a unit
-is one thread's from start to end: it computes a row's statistics and
-normalizes it (forward), or its gradient sums and dx (backward), while the row
-is still in cache.  Sums across rows (the weight and bias gradients) add
-per-row or per-unit partials in a fixed order after the parallel loop, so the
-results are bitwise identical at any thread count and whichever thread runs a
-unit, in whatever order.
+is one thread's from start to end.  In it each row is normalized (forward), or
+gets its dx (backward), in the loop that sums the next row's statistics
+(_norm.h), and a row's statistics never depend on its place in the unit.
+Sums across rows (the weight and bias gradients) add per-row or per-unit
+partials in a fixed order after the parallel loop, so the results are bitwise
+identical at any thread count and whichever thread runs a unit, in whatever
+order.
 
 Two row layouts, chosen by the shape alone:
-- segment path (L >= SEG_MIN): a row is Cg channels of L values and runs on
-  _simd.h's segment loops with per-channel coefficients;
-- position path (L < SEG_MIN, LayerNorm always): per-position loops (_norm.h)
-  with the weight spread over positions; its weight and bias gradients are
-  summed per position in each unit's partials, units of SAMPLES_MIN to SAMPLES_MAX
-  samples.
+- segment path (L >= SEG_MIN): a row is Cg channels of L values, with
+  per-channel coefficients; its weight and bias gradients come from per
+  (sample, channel) sums;
+- position path (L < SEG_MIN, LayerNorm always): the weight spread over
+  positions; its weight and bias gradients are summed per position in each
+  unit's partials, units of SAMPLES_MIN to SAMPLES_MAX samples.
 """
 cimport numpy as cnp
 from cython cimport floating
@@ -56,7 +57,6 @@ cdef enum:
     # SAMPLES_MAX while that leaves UNITS_MIN units.  LayerNorm of (64, 197, 384),
     # backward: 1.1-1.2x faster in units of 64 rows than of 16
     SERIAL_BELOW = 32768  # values: smaller calls run on one thread (as _core.pyx's)
-    STREAM_MIN = 16 << 20  # bytes of dx at least: written around the cache (_norm.h)
 
 
 cdef extern from "_norm.h" nogil:
@@ -88,18 +88,14 @@ cdef extern from "_norm.h" nogil:
                                    const double*, const double*, double, double*, double*)
     void fastbn_row_dx_grad_sums_f(const float*, const float*, float*, Py_ssize_t, float,
                                    float, const float*, float, float, const float*,
-                                   const float*, const float*, float, double*, double*)
+                                   const float*, const float*, float, double*, double*,
+                                   float*, float*)
     void fastbn_row_dx_grad_sums_d(const double*, const double*, double*, Py_ssize_t, double,
                                    double, const double*, double, double, const double*,
-                                   const double*, const double*, double, double*, double*)
-    bint FASTBN_CAN_STREAM
-    void fastbn_stream_f(float*, const float*, Py_ssize_t)
-    void fastbn_stream_d(double*, const double*, Py_ssize_t)
-    void fastbn_stream_fence()
-    void fastbn_rows_param_sums_f(const float*, const float*, Py_ssize_t, Py_ssize_t,
-                                  const float*, const float*, Py_ssize_t, double*, double*)
-    void fastbn_rows_param_sums_d(const double*, const double*, Py_ssize_t, Py_ssize_t,
-                                  const double*, const double*, Py_ssize_t, double*, double*)
+                                   const double*, const double*, double, double*, double*,
+                                   double*, double*)
+    void fastbn_flush_f(float*, double*, Py_ssize_t)
+    void fastbn_flush_d(double*, double*, Py_ssize_t)
 
 
 # ---------------------------------------------------------------- running units
@@ -117,7 +113,6 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     bint dbl              # double data, else float (the void pointers' type)
     Py_ssize_t N, G, Cg, L, M, C, R
     bint seg              # segment path, else position path
-    bint stream           # position path: dx streamed, past the cache (_norm.h)
     Py_ssize_t per_unit   # rows per work unit (position path: whole samples)
     Py_ssize_t block      # position path's backward: rows of the weight and bias
     # gradients' passes (dividing per_unit)
@@ -143,7 +138,6 @@ cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssi
     c.N, c.G, c.Cg, c.L = N, G, Cg, L
     c.M, c.C, c.R = Cg * L, G * Cg, N * G
     c.seg = L >= SEG_MIN
-    c.stream = False
     if c.seg:
         c.block = 1
         c.per_unit = max(BLOCK // max(c.M, 1), min(ROWS_MIN, c.R // UNITS_MIN), 1)
@@ -165,10 +159,11 @@ cdef inline Py_ssize_t _units(const Rows* c) noexcept nogil:
 
 cdef inline Py_ssize_t _scratch_len(const Rows* c) noexcept nogil:
     """Values of the data's type a slot needs: a row (the first output of a unit,
-    unused; the position path's dx streamed through it), then on the segment path a
+    unused; the backward's dx when none is wanted), then on the segment path a
     row's per-channel coefficients (the forward's scale and shift, the backward's
-    k_dy)."""
-    return c.M + (2 * c.Cg if c.seg else 0)
+    k_dy), on the position path the backward's per-position terms of the weight and
+    bias gradients of a sample (f1, f2: _norm.h)."""
+    return c.M + (2 * c.Cg if c.seg else 2 * c.C * c.L)
 
 
 cdef inline void _set_stats(const Rows* c, Py_ssize_t r, double shift, double t1, double t2,
@@ -247,13 +242,14 @@ cdef void _forward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noex
 
 cdef inline void _dx_grad_sums(const Rows* c, const floating* x, const floating* dy,
                                floating* dx, Py_ssize_t r, double a, double z,
-                               Py_ssize_t rn, floating* coef, double* a_n,
-                               double* z_n) noexcept nogil:
+                               Py_ssize_t rn, floating* coef, double* a_n, double* z_n,
+                               floating* f1, floating* f2) noexcept nogil:
     """dx over row r (x, dy, dx: the row) from its gradient sums a = sum(dy * w), z =
     sum(dy * w * (x - mean)): dx = s * w * dy - s / M * a - s^3 / M * z * (x - m);
     in the same loop (_norm.h), the gradient sums of row rn (position path: into
     a_n, z_n; segment path: per channel, into s1 and s2).  coef: the segment path's
-    Cg per-channel k_dy."""
+    Cg per-channel k_dy; f1, f2: the position path's per-position terms of the
+    weight and bias gradients of the row's group (NULL: not wanted)."""
     cdef const floating* w = <const floating*>c.weight
     cdef const floating* mean = <const floating*>c.mean
     cdef double s = (<const floating*>c.invstd)[r]
@@ -263,10 +259,12 @@ cdef inline void _dx_grad_sums(const Rows* c, const floating* x, const floating*
     if not c.seg:
         if floating is float:
             fastbn_row_dx_grad_sums_f(x, dy, dx, c.M, mean[r], <floating>s, w + k * c.L, kx,
-                                      k0, x + d, dy + d, w + kn * c.L, mean[rn], a_n, z_n)
+                                      k0, x + d, dy + d, w + kn * c.L, mean[rn], a_n, z_n,
+                                      f1, f2)
         else:
             fastbn_row_dx_grad_sums_d(x, dy, dx, c.M, mean[r], <floating>s, w + k * c.L, kx,
-                                      k0, x + d, dy + d, w + kn * c.L, mean[rn], a_n, z_n)
+                                      k0, x + d, dy + d, w + kn * c.L, mean[rn], a_n, z_n,
+                                      f1, f2)
         return
     for j in range(c.Cg):
         coef[j] = <floating>(s * w[k + j]) if w != NULL else <floating>s
@@ -296,47 +294,42 @@ cdef void _backward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
     """Rows r0 to r1 - 1 (a unit): each row's dx in the loop that sums the next row's
     gradient sums (_norm.h), so that every row's sums come from that one loop, as in
     _forward_rows: the first row's beside a throwaway dx (scratch), the last row's
-    loop sums itself again, unused.  The segment path's sums are per channel, into
-    s1, s2, which give the weight and bias gradients too (without dx, each row's goes
-    to scratch).  On the position path, after every `block` rows, those rows' terms
-    of the weight and bias gradients (still in cache) go into the unit's partials
-    q1, q2 (NULL: not wanted)."""
+    loop sums itself again, unused (without dx, every row's goes to scratch).  The
+    segment path's sums are per channel, into s1, s2, which give the weight and bias
+    gradients too; the position path's weight and bias gradients' terms are summed
+    per position in the same loop, flushed every `block` rows into the unit's
+    partials q1, q2 (NULL: not wanted)."""
     cdef const floating* dy = <const floating*>c.dy
     cdef floating* dx = <floating*>c.out
     cdef const floating* w = <const floating*>c.weight
     cdef floating* spare = <floating*>c.scratch + slot * _scratch_len(c)
-    cdef Py_ssize_t r, rn, rb = r0, M = c.M
+    cdef floating* f1 = NULL
+    cdef floating* f2 = NULL
+    cdef Py_ssize_t r, rn, rb = r0, M = c.M, CL = c.C * c.L, g
     cdef double a = 0, z = 0
-    cdef bint sums = dx != NULL or c.seg
-    if sums:
-        _dx_grad_sums(c, x + r0 * M, dy + r0 * M, spare, r0, 0, 0, r0, spare + M, &a, &z)
+    if q1 != NULL:  # the throwaway's terms too, to keep its loop the others'; cleared
+        f1, f2 = spare + M, spare + M + CL
+        memset(f1, 0, 2 * CL * sizeof(floating))
+    _dx_grad_sums(c, x + r0 * M, dy + r0 * M, spare, r0, 0, 0, r0, spare + M, &a, &z, f1, f2)
+    if q1 != NULL:
+        memset(f1, 0, 2 * CL * sizeof(floating))
     for r in range(r0, r1):
-        if sums:
-            if c.seg:
-                _row_sums(c, w, r, &a, &z)
-            rn = r + 1 if r + 1 < r1 else r
-            _dx_grad_sums(c, x + r * M, dy + r * M,
-                          dx + r * M if dx != NULL and not c.stream else spare, r, a, z, rn,
-                          spare + M, &a, &z)
-            if c.stream:
-                if floating is float:
-                    fastbn_stream_f(dx + r * M, spare, M)
-                else:
-                    fastbn_stream_d(dx + r * M, spare, M)
+        if c.seg:
+            _row_sums(c, w, r, &a, &z)
+        rn = r + 1 if r + 1 < r1 else r
+        g = (r % c.G) * M
+        _dx_grad_sums(c, x + r * M, dy + r * M,
+                      dx + r * M if dx != NULL else spare, r, a, z, rn,
+                      spare + M, &a, &z, f1 + g if q1 != NULL else NULL,
+                      f2 + g if q1 != NULL else NULL)
         if q1 != NULL and (r + 1 - rb == c.block or r + 1 == r1):
-            _rows_param_sums(x + rb * M, dy + rb * M, r + 1 - rb, M,
-                             <const floating*>c.mean + rb, <const floating*>c.invstd + rb,
-                             c.G, q1, q2)
+            if floating is float:
+                fastbn_flush_f(f1, q1, CL)
+                fastbn_flush_f(f2, q2, CL)
+            else:
+                fastbn_flush_d(f1, q1, CL)
+                fastbn_flush_d(f2, q2, CL)
             rb = r + 1
-
-
-cdef inline void _rows_param_sums(const floating* x, const floating* dy, Py_ssize_t rows,
-                                  Py_ssize_t n, const floating* mean, const floating* invstd,
-                                  Py_ssize_t G, double* q1, double* q2) noexcept nogil:
-    if floating is float:
-        fastbn_rows_param_sums_f(x, dy, rows, n, mean, invstd, G, q1, q2)
-    else:
-        fastbn_rows_param_sums_d(x, dy, rows, n, mean, invstd, G, q1, q2)
 
 
 cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noexcept nogil:
@@ -356,8 +349,6 @@ cdef void _backward_units(void* arg, Py_ssize_t u0, Py_ssize_t u1, int slot) noe
             _backward_rows(<const double*>c.x, &c, r, r1, slot, q1, q2)
         else:
             _backward_rows(<const float*>c.x, &c, r, r1, slot, q1, q2)
-    if c.stream:
-        fastbn_stream_fence()
 
 
 cdef void _param_grads(const floating* invstd, const Rows* c, Py_ssize_t units,
@@ -440,7 +431,6 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
     weight; dweight = sum(dy * xhat), dbias = sum(dy) per channel.  Passes: one
     streaming read of x and dy, one write of dx."""
     cdef Rows c = _rows(x, N, G, Cg, L, 0.0)
-    c.stream = FASTBN_CAN_STREAM and not c.seg and dx is not None and x.nbytes >= STREAM_MIN
     cdef int nt = _threads(c.R * c.M, nthreads)
     cdef Py_ssize_t units = _units(&c)
     cdef bint params = dweight is not None or dbias is not None

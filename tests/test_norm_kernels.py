@@ -105,17 +105,49 @@ def test_group_norm_without_affine(rng):
 
 @pytest.mark.parametrize("need", [(True, False, False), (False, True, False),
                                   (False, False, True), (False, True, True)])
-@pytest.mark.parametrize("shape", [(6, 8, 40), (6, 8, 5)])
+@pytest.mark.parametrize("shape", [(6, 8, 40), (6, 8, 5), (70, 9)])
 def test_backward_computes_only_what_is_needed(rng, shape, need):
-    x, dy, w, b = _data(rng, shape, np.float32, shape[1])
-    _, mean, invstd = kernels.group_norm_forward(x, 4, w, b)
-    full = kernels.group_norm_backward(dy, x, 4, w, mean, invstd)
-    out = kernels.group_norm_backward(dy, x, 4, w, mean, invstd, *need)
+    """GroupNorm on both paths, and LayerNorm (70, 9): each gradient alone has the bits
+    it has beside the others."""
+    if len(shape) == 2:
+        x, dy, _, _ = _data(rng, shape, np.float32, 1)
+        w, b = (rng.uniform(0.5, 1.5, shape[1]).astype(np.float32) for _ in range(2))
+        fwd, bwd = kernels.layer_norm_forward, kernels.layer_norm_backward
+        arg = shape[1:]
+    else:
+        x, dy, w, b = _data(rng, shape, np.float32, shape[1])
+        fwd, bwd, arg = kernels.group_norm_forward, kernels.group_norm_backward, 4
+    _, mean, invstd = fwd(x, arg, w, b)
+    full = bwd(dy, x, arg, w, mean, invstd)
+    out = bwd(dy, x, arg, w, mean, invstd, *need)
     for got, want, needed in zip(out, full, need):
         if needed:
             np.testing.assert_array_equal(got, want)
         else:
             assert got is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,G", [((40, 8, 50), 4), ((400, 8, 5), 4), ((2500, 7), 1)])
+def test_a_sample_gives_the_same_bits_wherever_it_is_in_the_batch(rng, shape, G, dtype):
+    """Work units are runs of rows fixed by the shape, so dropping the first sample moves
+    every unit's start: the other samples' y, statistics and dx keep their bits."""
+    x, dy, w, b = _data(rng, shape, dtype, shape[1] if G > 1 else 1)
+    if G > 1:
+        def run(x, dy):
+            y, mean, invstd = kernels.group_norm_forward(x, G, w, b)
+            return (y, mean, invstd,
+                    kernels.group_norm_backward(dy, x, G, w, mean, invstd, True, False, False)[0])
+    else:
+        w, b = (rng.uniform(0.5, 1.5, shape[1]).astype(dtype) for _ in range(2))
+
+        def run(x, dy):
+            y, mean, invstd = kernels.layer_norm_forward(x, shape[1:], w, b)
+            return (y, mean, invstd,
+                    kernels.layer_norm_backward(dy, x, shape[1:], w, mean, invstd, True, False,
+                                                False)[0])
+    for whole, part in zip(run(x, dy), run(x[1:].copy(), dy[1:].copy())):
+        np.testing.assert_array_equal(whole[1:], part)
 
 
 # ---------------------------------------------------------------- LayerNorm
@@ -142,11 +174,10 @@ def test_layer_norm_matches_reference(rng, shape, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_layer_norm_streamed_output(rng, dtype):
-    """A dx of 16 MiB or more is streamed past the cache (fastbn/_norm.h): rows of an odd
-    length start at every alignment; the same bits at 1 and 3 threads."""
+def test_layer_norm_of_large_odd_rows(rng, dtype):
+    """16 MiB or more of rows of an odd length, which start at every alignment: the same
+    bits at 1 and 3 threads, and the reference's values."""
     shape = (3, 1400, 1001) if dtype == np.float32 else (2, 1025, 1031)
-    assert np.dtype(dtype).itemsize * np.prod(shape) >= 16 << 20
     x, dy, _, _ = _data(rng, shape, dtype, 1)
     w = rng.uniform(0.5, 1.5, shape[-1]).astype(dtype)
     b = rng.standard_normal(shape[-1]).astype(dtype)
