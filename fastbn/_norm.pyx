@@ -42,12 +42,10 @@ cnp.import_array()
 
 cdef enum:
     BLOCK = 8192          # values per work unit at least (as _core.pyx's)
-    PASS = 1536           # values a pass runs over before the next one starts: the
-    # segment path's rows go through the statistics and the normalization (dx) a few
-    # rows at a time, so that the streams of x, dy and the output all stay in flight
-    # (the hardware prefetchers' ramp at each pass's start).  The position path goes
-    # a row at a time (_forward_rows, _backward_rows); its weight and bias gradients'
-    # terms are summed over a pass of rows still in cache.
+    PASS = 1536           # values of the position path's rows whose weight and bias
+    FLOAT_ROWS = 256      # gradients' terms are summed in float, at most FLOAT_ROWS
+    # rows (_simd.h's bound on the terms of a float sum, FASTBN_CHUNK / 4), before a
+    # flush to double (_backward_rows)
     SEG_MIN = 32          # channels at least this long take the segment path
     ROWS_MIN = 16         # rows per unit on the segment path, while that leaves UNITS_MIN
     # units: a unit's first row is read twice (_forward_rows)
@@ -114,8 +112,8 @@ ctypedef struct Rows:     # one call's arguments, read by its units
     Py_ssize_t N, G, Cg, L, M, C, R
     bint seg              # segment path, else position path
     Py_ssize_t per_unit   # rows per work unit (position path: whole samples)
-    Py_ssize_t block      # position path's backward: rows of the weight and bias
-    # gradients' passes (dividing per_unit)
+    Py_ssize_t block      # position path's backward: rows between flushes of the
+    # weight and bias gradients' float sums (dividing per_unit)
     double eps
     const void* x
     const void* dy
@@ -142,7 +140,7 @@ cdef Rows _rows(cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize_t Cg, Py_ssi
         c.block = 1
         c.per_unit = max(BLOCK // max(c.M, 1), min(ROWS_MIN, c.R // UNITS_MIN), 1)
     else:
-        c.block = G * max(PASS // max(c.C * L, 1), 1)
+        c.block = G * min(max(PASS // max(c.C * L, 1), 1), FLOAT_ROWS)
         samples = min(max(N // UNITS_MIN, SAMPLES_MIN), SAMPLES_MAX)
         c.per_unit = c.block * max(samples * G // c.block,
                                    BLOCK // max(c.block * c.M, 1), 1)

@@ -154,7 +154,8 @@ def test_a_sample_gives_the_same_bits_wherever_it_is_in_the_batch(rng, shape, G,
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,k", [((64, 197, 384), 1), ((7, 5), 1), ((3, 4, 5, 6), 2),
-                                     ((2, 3, 9000), 1), ((5, 3, 4), 3), ((11, 2), 1)])
+                                     ((2, 3, 9000), 1), ((5, 3, 4), 3), ((11, 2), 1),
+                                     ((4000, 3), 1)])
 def test_layer_norm_matches_reference(rng, shape, k, dtype):
     norm = shape[len(shape) - k:]
     x, dy, _, _ = _data(rng, shape, dtype, 1)
