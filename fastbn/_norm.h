@@ -39,7 +39,7 @@ FASTBN_DISPATCH static void fastbn_row_affine_moments_##S(const T *FASTBN_RESTRI
     *out1 = s1;                                                                     \
     *out2 = s2;                                                                     \
 }                                                                                   \
-/* The segment path's row_affine_moments: the row is Cg channels of L values, y =  \
+/* The segment path's row_affine_moments: the row is Cg channels of n values, y =  \
    (x - m) * scale[j] + shift[j] over channel j, and the moments of the next row   \
    xn about shift.  GroupNorm of (32, 64, 28, 28), 8 groups: forward 15-25% faster \
    than the statistics and the normalization of each row as passes of their own. */ \

@@ -305,9 +305,9 @@ cdef void _backward_rows(const floating* x, const Rows* c, Py_ssize_t r0, Py_ssi
     cdef floating* f2 = NULL
     cdef Py_ssize_t r, rn, rb = r0, M = c.M, CL = c.C * c.L, g
     cdef double a = 0, z = 0
-    if q1 != NULL:  # the throwaway's terms too, to keep its loop the others'; cleared
+    if q1 != NULL:  # zero between units (zeroed scratch, then each unit's last flush)
         f1, f2 = spare + M, spare + M + CL
-        memset(f1, 0, 2 * CL * sizeof(floating))
+    # the throwaway adds its terms too, to keep its loop the others': cleared after
     _dx_grad_sums(c, x + r0 * M, dy + r0 * M, spare, r0, 0, 0, r0, spare + M, &a, &z, f1, f2)
     if q1 != NULL:
         memset(f1, 0, 2 * CL * sizeof(floating))
@@ -432,7 +432,7 @@ def backward(cnp.ndarray dy, cnp.ndarray x, Py_ssize_t N, Py_ssize_t G, Py_ssize
     cdef int nt = _threads(c.R * c.M, nthreads)
     cdef Py_ssize_t units = _units(&c)
     cdef bint params = dweight is not None or dbias is not None
-    cdef cnp.ndarray scratch = np.empty(_scratch_len(&c) * nt, x.dtype)
+    cdef cnp.ndarray scratch = np.zeros(_scratch_len(&c) * nt, x.dtype)
     cdef cnp.ndarray s1 = None, s2 = None
     cdef cnp.ndarray t = np.empty(2 * c.C)
     if c.seg:

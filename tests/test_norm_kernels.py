@@ -103,20 +103,24 @@ def test_group_norm_without_affine(rng):
     assert_close(dx, ref_group_norm_backward(dy, x, 2, None)[0], np.float64)
 
 
+def _group_or_layer(rng, shape, G, dtype):
+    """x, dy, weight, bias, forward, backward and their groups-or-shape argument:
+    GroupNorm with G groups for a shape of 3 dimensions, else LayerNorm over the last."""
+    if len(shape) == 2:
+        x, dy, _, _ = _data(rng, shape, dtype, 1)
+        w, b = (rng.uniform(0.5, 1.5, shape[1]).astype(dtype) for _ in range(2))
+        return x, dy, w, b, kernels.layer_norm_forward, kernels.layer_norm_backward, shape[1:]
+    return (*_data(rng, shape, dtype, shape[1]), kernels.group_norm_forward,
+            kernels.group_norm_backward, G)
+
+
 @pytest.mark.parametrize("need", [(True, False, False), (False, True, False),
                                   (False, False, True), (False, True, True)])
 @pytest.mark.parametrize("shape", [(6, 8, 40), (6, 8, 5), (70, 9)])
 def test_backward_computes_only_what_is_needed(rng, shape, need):
     """GroupNorm on both paths, and LayerNorm (70, 9): each gradient alone has the bits
     it has beside the others."""
-    if len(shape) == 2:
-        x, dy, _, _ = _data(rng, shape, np.float32, 1)
-        w, b = (rng.uniform(0.5, 1.5, shape[1]).astype(np.float32) for _ in range(2))
-        fwd, bwd = kernels.layer_norm_forward, kernels.layer_norm_backward
-        arg = shape[1:]
-    else:
-        x, dy, w, b = _data(rng, shape, np.float32, shape[1])
-        fwd, bwd, arg = kernels.group_norm_forward, kernels.group_norm_backward, 4
+    x, dy, w, b, fwd, bwd, arg = _group_or_layer(rng, shape, 4, np.float32)
     _, mean, invstd = fwd(x, arg, w, b)
     full = bwd(dy, x, arg, w, mean, invstd)
     out = bwd(dy, x, arg, w, mean, invstd, *need)
@@ -132,20 +136,11 @@ def test_backward_computes_only_what_is_needed(rng, shape, need):
 def test_a_sample_gives_the_same_bits_wherever_it_is_in_the_batch(rng, shape, G, dtype):
     """Work units are runs of rows fixed by the shape, so dropping the first sample moves
     every unit's start: the other samples' y, statistics and dx keep their bits."""
-    x, dy, w, b = _data(rng, shape, dtype, shape[1] if G > 1 else 1)
-    if G > 1:
-        def run(x, dy):
-            y, mean, invstd = kernels.group_norm_forward(x, G, w, b)
-            return (y, mean, invstd,
-                    kernels.group_norm_backward(dy, x, G, w, mean, invstd, True, False, False)[0])
-    else:
-        w, b = (rng.uniform(0.5, 1.5, shape[1]).astype(dtype) for _ in range(2))
+    x, dy, w, b, fwd, bwd, arg = _group_or_layer(rng, shape, G, dtype)
 
-        def run(x, dy):
-            y, mean, invstd = kernels.layer_norm_forward(x, shape[1:], w, b)
-            return (y, mean, invstd,
-                    kernels.layer_norm_backward(dy, x, shape[1:], w, mean, invstd, True, False,
-                                                False)[0])
+    def run(x, dy):
+        y, mean, invstd = fwd(x, arg, w, b)
+        return y, mean, invstd, bwd(dy, x, arg, w, mean, invstd, True, False, False)[0]
     for whole, part in zip(run(x, dy), run(x[1:].copy(), dy[1:].copy())):
         np.testing.assert_array_equal(whole[1:], part)
 
